@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs a command with Node.js >= 22.12 first on PATH. If the machine's node is older (Debian
+# and many CI images ship 20), installs Node 24 LTS from the npm registry (package node@24)
+# once into a cache folder outside the repo and uses it.
+#   ./scripts/node24.sh npm ci && ./scripts/node24.sh npm start
+set -euo pipefail
+
+node_ok() {
+  command -v node >/dev/null 2>&1 &&
+    node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>22||(a===22&&b>=12)?0:1)' 2>/dev/null
+}
+
+if ! node_ok; then
+  dir="${PCOIP_LB_NODE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pcoip-lb/node24}"
+  if [ ! -x "$dir/node_modules/.bin/node" ]; then
+    echo "node24.sh: installing Node 24 into $dir (machine has $(node --version 2>/dev/null || echo 'no node'))" >&2
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-save --no-audit --no-fund --loglevel=error node@24 >&2
+  fi
+  export PATH="$dir/node_modules/.bin:$PATH"
+fi
+if [ "$#" -eq 0 ]; then node --version; exit 0; fi
+exec "$@"

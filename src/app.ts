@@ -1,0 +1,107 @@
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config/schema.ts';
+import type { Logger } from './logger.ts';
+import { Pool } from './pool/pool.ts';
+import { AffinityTable } from './balance/affinity.ts';
+import { Placer } from './balance/placer.ts';
+import { FlowStats } from './proxy/flow-stats.ts';
+import { TcpProxy } from './proxy/tcp-proxy.ts';
+import { UdpProxy } from './proxy/udp-proxy.ts';
+import { formatHostPort } from './util/address.ts';
+import { formatDuration } from './util/duration.ts';
+
+export interface ListenerAddresses {
+  broker?: AddressInfo;
+  pcoipTcp?: AddressInfo;
+  pcoipUdp?: AddressInfo;
+}
+
+/**
+ * The composition root: config → pool → placer → listeners. Owns every long-lived object and
+ * the order they start and stop in. Knows nothing of the CLI or of process signals.
+ */
+export class App {
+  readonly pool: Pool;
+  readonly affinity: AffinityTable;
+  readonly placer: Placer;
+  readonly stats = new FlowStats();
+  readonly logger: Logger;
+  private config: Config;
+  private broker: TcpProxy | undefined;
+  private pcoipTcp: TcpProxy | undefined;
+  private pcoipUdp: UdpProxy | undefined;
+  private affinitySweep: NodeJS.Timeout | undefined;
+
+  constructor(config: Config, logger: Logger) {
+    this.config = config;
+    this.logger = logger;
+    this.pool = new Pool(config.connectors);
+    this.affinity = new AffinityTable(config.affinity.ttl);
+    this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity });
+  }
+
+  get currentConfig(): Config {
+    return this.config;
+  }
+
+  /** Binds every configured listener; on any failure, closes what was opened and rethrows. */
+  async start(): Promise<ListenerAddresses> {
+    const { listeners } = this.config;
+    const deps = { placer: this.placer, stats: this.stats, logger: this.logger };
+    const addresses: ListenerAddresses = {};
+    try {
+      if (listeners.broker) {
+        this.broker = new TcpProxy({ name: 'broker', ...listeners.broker, idleTimeoutMs: listeners.broker.idleTimeout, connectTimeoutMs: listeners.broker.connectTimeout, upstreamPort: (c) => c.ports.broker }, deps);
+        addresses.broker = await this.broker.listen();
+      }
+      if (listeners.pcoipTcp) {
+        this.pcoipTcp = new TcpProxy({ name: 'pcoipTcp', ...listeners.pcoipTcp, idleTimeoutMs: listeners.pcoipTcp.idleTimeout, connectTimeoutMs: listeners.pcoipTcp.connectTimeout, upstreamPort: (c) => c.ports.pcoip }, deps);
+        addresses.pcoipTcp = await this.pcoipTcp.listen();
+      }
+      if (listeners.pcoipUdp) {
+        this.pcoipUdp = new UdpProxy({ bind: listeners.pcoipUdp.bind, idleTimeoutMs: listeners.pcoipUdp.idleTimeout, maxFlows: listeners.pcoipUdp.maxFlows }, deps);
+        addresses.pcoipUdp = await this.pcoipUdp.listen();
+      }
+    } catch (err) {
+      await this.stop(0);
+      throw err;
+    }
+    // Expired affinity entries only cost memory; sweeping once a minute (or per TTL/4) is plenty.
+    this.affinitySweep = setInterval(() => this.affinity.sweep(Date.now()), Math.max(1000, Math.min(60_000, this.config.affinity.ttl / 4)));
+    this.affinitySweep.unref();
+    this.logStartup(addresses);
+    return addresses;
+  }
+
+  /** Stops accepting, lets TCP flows finish for up to `graceMs`, then closes whatever is left. */
+  async stop(graceMs: number): Promise<void> {
+    if (this.affinitySweep) clearInterval(this.affinitySweep);
+    const tcp = [this.broker, this.pcoipTcp].filter((l): l is TcpProxy => l !== undefined);
+    await Promise.all(tcp.map((l) => l.stopAccepting()));
+    const deadline = Date.now() + graceMs;
+    while (graceMs > 0 && Date.now() < deadline && tcp.some((l) => l.activeFlows > 0)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const l of tcp) l.destroyAll();
+    this.pcoipUdp?.close();
+  }
+
+  activeFlows(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
+    return { broker: this.broker?.activeFlows ?? 0, pcoipTcp: this.pcoipTcp?.activeFlows ?? 0, pcoipUdp: this.pcoipUdp?.activeFlows ?? 0 };
+  }
+
+  private logStartup(addresses: ListenerAddresses): void {
+    const listeners = Object.fromEntries(
+      Object.entries(addresses).map(([name, a]) => [name, `${formatHostPort(a.address, a.port)}${name === 'pcoipUdp' ? '/udp' : '/tcp'}`]),
+    );
+    this.logger.info(
+      {
+        listeners,
+        connectors: this.pool.all().map((c) => ({ id: c.id, broker: formatHostPort(c.address, c.ports.broker), pcoip: formatHostPort(c.address, c.ports.pcoip), weight: c.weight, state: c.state })),
+        balance: this.config.balance.algorithm,
+        affinity: { ipv4Prefix: this.config.affinity.ipv4Prefix, ipv6Prefix: this.config.affinity.ipv6Prefix, ttl: formatDuration(this.config.affinity.ttl) },
+      },
+      `pcoip-lb started: ${Object.keys(addresses).length} listener(s), ${this.pool.all().length} Connector(s)`,
+    );
+  }
+}

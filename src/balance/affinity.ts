@@ -1,0 +1,101 @@
+/**
+ * The affinity table: one record per client key, naming the Connector that owns the client.
+ * Every listener reads and updates the same table, which is what keeps a client's 443,
+ * 4172/TCP and 4172/UDP flows together. Pure: time comes in as an argument.
+ *
+ * A record lives while its client has flows, and for `ttlMs` after the last one ends.
+ */
+export type PlacementReason = 'placed' | 'repinned' | 'learned';
+
+export interface AffinityEntry {
+  readonly clientKey: string;
+  connectorId: string;
+  /** Flows currently open for this client, across all listeners. */
+  flows: number;
+  /** When the entry was (re)pinned. */
+  pinnedAt: number;
+  /** When the client last opened or closed a flow; the TTL counts from here once flows is 0. */
+  lastSeen: number;
+  reason: PlacementReason;
+}
+
+export class AffinityTable {
+  private readonly entries = new Map<string, AffinityEntry>();
+  private ttlMs: number;
+
+  constructor(ttlMs: number) {
+    this.ttlMs = ttlMs;
+  }
+
+  setTtl(ttlMs: number): void {
+    this.ttlMs = ttlMs;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The live entry for a client, or undefined when absent or expired (an expired one is dropped). */
+  get(clientKey: string, now: number): AffinityEntry | undefined {
+    const entry = this.entries.get(clientKey);
+    if (entry && this.isExpired(entry, now)) {
+      this.entries.delete(clientKey);
+      return undefined;
+    }
+    return entry;
+  }
+
+  /** Pins a client to a Connector, keeping its flow count if it already had an entry. */
+  pin(clientKey: string, connectorId: string, now: number, reason: PlacementReason): AffinityEntry {
+    const existing = this.entries.get(clientKey);
+    if (existing) {
+      existing.connectorId = connectorId;
+      existing.pinnedAt = now;
+      existing.lastSeen = now;
+      existing.reason = reason;
+      return existing;
+    }
+    const entry: AffinityEntry = { clientKey, connectorId, flows: 0, pinnedAt: now, lastSeen: now, reason };
+    this.entries.set(clientKey, entry);
+    return entry;
+  }
+
+  flowOpened(clientKey: string, now: number): void {
+    const entry = this.entries.get(clientKey);
+    if (!entry) return;
+    entry.flows++;
+    entry.lastSeen = now;
+  }
+
+  flowClosed(clientKey: string, now: number): void {
+    const entry = this.entries.get(clientKey);
+    if (!entry) return;
+    entry.flows = Math.max(0, entry.flows - 1);
+    entry.lastSeen = now;
+  }
+
+  /** Removes a client's entry whatever its flows (used when its Connector leaves the config). */
+  delete(clientKey: string): boolean {
+    return this.entries.delete(clientKey);
+  }
+
+  /** Drops entries whose TTL ran out; returns how many. */
+  sweep(now: number): number {
+    let removed = 0;
+    for (const [key, entry] of this.entries) {
+      if (this.isExpired(entry, now)) {
+        this.entries.delete(key);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  *all(): IterableIterator<AffinityEntry> {
+    yield* this.entries.values();
+  }
+
+  private isExpired(entry: AffinityEntry, now: number): boolean {
+    return entry.flows === 0 && now - entry.lastSeen > this.ttlMs;
+  }
+}

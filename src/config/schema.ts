@@ -1,0 +1,146 @@
+import { z } from 'zod';
+import { parseDuration } from '../util/duration.ts';
+import { isValidHost, parseHostPort, type HostPort } from '../util/address.ts';
+
+/**
+ * The config schema. Strict everywhere: an unknown key is an error, because a misspelt key that
+ * is silently ignored is how a proxy ends up running with a default nobody chose.
+ * Durations are strings with a unit; they parse to milliseconds.
+ */
+
+const duration = (what: string) =>
+  z.string({ error: `${what} must be a duration string such as "500ms", "5s", "2m" or "1h"` }).transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration; use a number with a unit: ms, s, m, h or d (e.g. "120s")` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const hostPort = z.string({ error: 'must be a "host:port" string ("[v6]:port" for IPv6)' }).transform((text, ctx): HostPort => {
+  const parsed = parseHostPort(text);
+  if ('error' in parsed) {
+    ctx.addIssue({ code: 'custom', message: parsed.error });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const port = z.number().int().min(1).max(65535);
+
+export const CONNECTOR_STATES = ['active', 'drain', 'maint'] as const;
+export type ConnectorState = (typeof CONNECTOR_STATES)[number];
+
+const tcpListenerFields = {
+  bind: hostPort,
+  /** How long to wait for the Connector to accept before giving up on the client's connection. */
+  connectTimeout: duration('connectTimeout').prefault('5s'),
+};
+
+const brokerListener = z.strictObject({
+  ...tcpListenerFields,
+  /** Idle broker connections are short HTTP keep-alives; 5 minutes is generous. */
+  idleTimeout: duration('idleTimeout').prefault('5m'),
+  tls: z
+    .strictObject({
+      mode: z.enum(['passthrough']).default('passthrough'),
+    })
+    .prefault({}),
+});
+
+const pcoipTcpListener = z.strictObject({
+  ...tcpListenerFields,
+  /** The 4172/TCP control channel can be quiet for long stretches of a healthy session. */
+  idleTimeout: duration('idleTimeout').prefault('1h'),
+});
+
+const pcoipUdpListener = z.strictObject({
+  bind: hostPort,
+  /** PCoIP sessions die after 30–60 s of silence, so anything below 60 s would cut live sessions. */
+  idleTimeout: duration('idleTimeout').prefault('120s'),
+  /** Cap on concurrent UDP flows; a new flow past it is refused and logged. */
+  maxFlows: z.number().int().min(1).default(100_000),
+});
+
+const connector = z.strictObject({
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 characters of letters, digits, ".", "_" or "-"'),
+  address: z.string().refine(isValidHost, { message: 'must be an IPv4/IPv6 address (no brackets, no port) or a host name' }),
+  ports: z
+    .strictObject({
+      broker: port.default(443),
+      pcoip: port.default(4172),
+    })
+    .prefault({}),
+  weight: z.number().int().min(1).max(1000).default(1),
+  state: z.enum(CONNECTOR_STATES).default('active'),
+});
+
+export const BALANCE_ALGORITHMS = ['maglev', 'rendezvous'] as const;
+export type BalanceAlgorithm = (typeof BALANCE_ALGORITHMS)[number];
+
+export const configSchema = z
+  .strictObject({
+    listeners: z
+      .strictObject({
+        broker: brokerListener.optional(),
+        pcoipTcp: pcoipTcpListener.optional(),
+        pcoipUdp: pcoipUdpListener.optional(),
+      })
+      .refine((l) => l.broker || l.pcoipTcp || l.pcoipUdp, { message: 'configure at least one of broker, pcoipTcp, pcoipUdp' }),
+    connectors: z.array(connector).min(1, 'list at least one Connector'),
+    balance: z
+      .strictObject({
+        algorithm: z.enum(BALANCE_ALGORITHMS).default('maglev'),
+        /** Maglev lookup table size; must be prime. 65537 keeps imbalance < 1 % up to ~650 Connectors. */
+        tableSize: z.number().int().min(101).max(1_000_003).default(65_537),
+      })
+      .prefault({}),
+    affinity: z
+      .strictObject({
+        ipv4Prefix: z.number().int().min(0).max(32).default(32),
+        ipv6Prefix: z.number().int().min(0).max(128).default(64),
+        /** How long a client stays pinned after its last flow ends. */
+        ttl: duration('ttl').prefault('1h'),
+      })
+      .prefault({}),
+    shutdown: z
+      .strictObject({
+        /** On SIGTERM/SIGINT: stop accepting, let TCP flows finish for this long, then close them. */
+        grace: duration('grace').prefault('10s'),
+      })
+      .prefault({}),
+    logging: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const seen = new Map<string, number>();
+    cfg.connectors.forEach((c, i) => {
+      const first = seen.get(c.id);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['connectors', i, 'id'], message: `duplicate id "${c.id}" (also connectors[${first}])` });
+      } else seen.set(c.id, i);
+    });
+    const { broker, pcoipTcp } = cfg.listeners;
+    if (broker && pcoipTcp && broker.bind.port === pcoipTcp.bind.port && broker.bind.port !== 0 && broker.bind.host === pcoipTcp.bind.host) {
+      ctx.addIssue({ code: 'custom', path: ['listeners', 'pcoipTcp', 'bind'], message: 'same TCP address as listeners.broker.bind' });
+    }
+    if (!isPrime(cfg.balance.tableSize)) {
+      ctx.addIssue({ code: 'custom', path: ['balance', 'tableSize'], message: `${cfg.balance.tableSize} is not prime (try 65537)` });
+    }
+  });
+
+export type Config = z.output<typeof configSchema>;
+export type ConnectorConfig = Config['connectors'][number];
+export type ListenersConfig = Config['listeners'];
+
+function isPrime(n: number): boolean {
+  if (n < 2) return false;
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
+  return true;
+}

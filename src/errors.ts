@@ -1,0 +1,35 @@
+/**
+ * Every error pcoip-lb raises on purpose carries a stable code, so operators can grep logs and
+ * scripts can branch on it without parsing prose.
+ */
+export const ErrorCodes = {
+  CONFIG_READ: 'PLB_E_CONFIG_READ',
+  CONFIG_PARSE: 'PLB_E_CONFIG_PARSE',
+  CONFIG_INVALID: 'PLB_E_CONFIG_INVALID',
+  NO_CONNECTOR: 'PLB_E_NO_CONNECTOR',
+  UPSTREAM_CONNECT: 'PLB_E_UPSTREAM_CONNECT',
+  UPSTREAM_TIMEOUT: 'PLB_E_UPSTREAM_TIMEOUT',
+  LISTEN: 'PLB_E_LISTEN',
+  FLOW_LIMIT: 'PLB_E_FLOW_LIMIT',
+  ADMIN_TOKEN_REQUIRED: 'PLB_E_ADMIN_TOKEN_REQUIRED',
+  ADMIN_REQUEST: 'PLB_E_ADMIN_REQUEST',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export class PlbError extends Error {
+  readonly code: ErrorCode;
+  /** Extra lines (one per problem) for errors that report several problems at once. */
+  readonly details: readonly string[];
+
+  constructor(code: ErrorCode, message: string, details: readonly string[] = [], options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PlbError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isPlbError(err: unknown): err is PlbError {
+  return err instanceof PlbError;
+}

@@ -1,0 +1,272 @@
+import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import type { Logger } from '../logger.ts';
+import { RateLimitedLog } from '../logger.ts';
+import type { Placer, Decision } from '../balance/placer.ts';
+import type { ConnectorView } from '../pool/pool.ts';
+import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
+import { ErrorCodes, PlbError } from '../errors.ts';
+import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts';
+
+export interface TcpProxyOptions {
+  name: Extract<ListenerName, 'broker' | 'pcoipTcp'>;
+  bind: HostPort;
+  connectTimeoutMs: number;
+  /** 0 disables the idle timeout. */
+  idleTimeoutMs: number;
+  /** Which of the Connector's ports this listener forwards to. */
+  upstreamPort: (connector: ConnectorView) => number;
+}
+
+export interface ProxyDeps {
+  placer: Placer;
+  stats: FlowStats;
+  logger: Logger;
+  now?: () => number;
+}
+
+type CloseReason =
+  | 'client-closed'
+  | 'connector-closed'
+  | 'client-error'
+  | 'connector-error'
+  | 'idle-timeout'
+  | 'connect-failed'
+  | 'connect-timeout'
+  | 'shutdown';
+
+/** One client connection and, once connected, its Connector connection. */
+interface TcpFlow {
+  client: Socket;
+  upstream: Socket | undefined;
+  clientAddress: string;
+  clientKey: string;
+  connector: ConnectorView | undefined;
+  startedAt: number;
+  reason: CloseReason | undefined;
+  error: string | undefined;
+  closed: boolean;
+}
+
+/**
+ * A TCP listener that pipes each client connection to the Connector the placer chooses.
+ * Bytes pass unchanged (TLS stays end to end). Backpressure comes from stream piping; a
+ * half-close on one side is passed to the other (allowHalfOpen); an error on one connection
+ * ends that connection only.
+ */
+export class TcpProxy {
+  private readonly server: Server;
+  private readonly flows = new Set<TcpFlow>();
+  private readonly refusedLog = new RateLimitedLog();
+  private readonly now: () => number;
+  private options: TcpProxyOptions;
+  private readonly deps: ProxyDeps;
+
+  constructor(options: TcpProxyOptions, deps: ProxyDeps) {
+    this.options = options;
+    this.deps = deps;
+    this.now = deps.now ?? Date.now;
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.onConnection(socket));
+    this.server.on('error', (err) => deps.logger.error({ listener: options.name, err }, 'listener error'));
+  }
+
+  get name(): ListenerName {
+    return this.options.name;
+  }
+
+  get activeFlows(): number {
+    return this.flows.size;
+  }
+
+  /** Timeouts can change on reload; they apply to connections accepted from then on. */
+  updateOptions(options: Omit<TcpProxyOptions, 'bind' | 'name'>): void {
+    this.options = { ...this.options, ...options };
+  }
+
+  listen(): Promise<AddressInfo> {
+    const { host, port } = this.options.bind;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        reject(
+          new PlbError(
+            ErrorCodes.LISTEN,
+            `listeners.${this.options.name}: cannot listen on ${formatHostPort(host, port)}: ${err.code ?? err.message}` +
+              (err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : ''),
+            [],
+            { cause: err },
+          ),
+        );
+      };
+      this.server.once('error', onError);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', onError);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Stops accepting; established connections go on. Resolves when the listening socket is closed. */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+    });
+  }
+
+  /** Ends every connection now (shutdown after the grace period). */
+  destroyAll(): void {
+    for (const flow of this.flows) this.finish(flow, 'shutdown');
+  }
+
+  private onConnection(client: Socket): void {
+    const clientAddress = client.remoteAddress ? unmapIpv4(client.remoteAddress) : undefined;
+    if (!clientAddress) {
+      // The peer vanished between accept and this callback.
+      client.destroy();
+      return;
+    }
+    const flow: TcpFlow = {
+      client,
+      upstream: undefined,
+      clientAddress,
+      clientKey: '',
+      connector: undefined,
+      startedAt: this.now(),
+      reason: undefined,
+      error: undefined,
+      closed: false,
+    };
+    client.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'client-error', err.code ?? err.message));
+    client.on('close', () => this.finish(flow, 'client-closed'));
+    client.setNoDelay(true);
+    this.connectUpstream(flow, this.deps.placer.decide(clientAddress, flow.startedAt), new Set());
+  }
+
+  private connectUpstream(flow: TcpFlow, decision: Decision, failed: Set<string>): void {
+    const { logger, stats, placer } = this.deps;
+    if (!decision.ok) {
+      stats.refused(this.options.name, decision.reason);
+      this.refusedLog.maybe(this.now(), (suppressed) =>
+        logger.warn(
+          { listener: this.options.name, client: flow.clientAddress, reason: decision.reason, code: ErrorCodes.NO_CONNECTOR, suppressed },
+          'flow refused: no Connector may take this client',
+        ),
+      );
+      flow.reason = 'connect-failed';
+      flow.closed = true;
+      flow.client.destroy();
+      return;
+    }
+    const connector = decision.connector;
+    const port = this.options.upstreamPort(connector);
+    const upstream = connect({ host: connector.address, port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => upstream.destroy(new PlbError(ErrorCodes.UPSTREAM_TIMEOUT, 'connect timeout')), this.options.connectTimeoutMs);
+    const onConnectError = (err: NodeJS.ErrnoException | PlbError) => {
+      clearTimeout(timer);
+      upstream.destroy();
+      const timedOut = err instanceof PlbError;
+      const detail = timedOut ? `no answer within ${this.options.connectTimeoutMs} ms` : ((err as NodeJS.ErrnoException).code ?? err.message);
+      stats.connectFailed(connector.id);
+      logger.warn(
+        {
+          listener: this.options.name,
+          client: flow.clientAddress,
+          connector: connector.id,
+          target: formatHostPort(connector.address, port),
+          code: timedOut ? ErrorCodes.UPSTREAM_TIMEOUT : ErrorCodes.UPSTREAM_CONNECT,
+          err: detail,
+        },
+        'connect to Connector failed',
+      );
+      if (flow.closed) return;
+      // A client placed just now has no session on that Connector yet: try another one.
+      // A pinned client's session lives on its Connector, so moving it would only fail later.
+      failed.add(connector.id);
+      if (decision.reason !== 'pinned') {
+        const retry = placer.decide(flow.clientAddress, this.now(), failed);
+        if (retry.ok) return this.connectUpstream(flow, retry, failed);
+      }
+      this.finish(flow, timedOut ? 'connect-timeout' : 'connect-failed', detail);
+    };
+    upstream.once('error', onConnectError);
+    upstream.once('connect', () => {
+      clearTimeout(timer);
+      upstream.off('error', onConnectError);
+      if (flow.closed) {
+        upstream.destroy();
+        return;
+      }
+      this.startPiping(flow, upstream, connector, decision.clientKey);
+    });
+  }
+
+  private startPiping(flow: TcpFlow, upstream: Socket, connector: ConnectorView, clientKey: string): void {
+    const { client } = flow;
+    const now = this.now();
+    flow.upstream = upstream;
+    flow.connector = connector;
+    flow.clientKey = clientKey;
+    this.flows.add(flow);
+    this.deps.placer.affinity.flowOpened(clientKey, now);
+    const counters: ListenerCounters = this.deps.stats.opened(this.options.name, connector.id);
+
+    upstream.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'connector-error', err.code ?? err.message));
+    upstream.on('close', () => this.finish(flow, 'connector-closed'));
+    // Live byte counters; pipe() below does the forwarding and the backpressure.
+    client.on('data', (chunk: Buffer) => {
+      counters.bytesIn += chunk.length;
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      counters.bytesOut += chunk.length;
+    });
+    if (this.options.idleTimeoutMs > 0) {
+      // The client socket sees activity in both directions (reads from the client, writes of the
+      // Connector's bytes to it), so one timer covers the connection.
+      client.setTimeout(this.options.idleTimeoutMs, () => this.finish(flow, 'idle-timeout'));
+    }
+    // end: true passes a FIN from one side to the other (half-close); the other direction stays open.
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
+  /** Ends a flow once, logs one line, and releases its affinity reference. */
+  private finish(flow: TcpFlow, reason: CloseReason, error?: string): void {
+    if (reason === 'client-closed' || reason === 'connector-closed') {
+      // A clean close of one side: wait until both sides are closed before calling the flow done.
+      const clientDone = flow.client.destroyed;
+      const upstreamDone = !flow.upstream || flow.upstream.destroyed;
+      if (flow.reason === undefined) flow.reason = reason;
+      // A socket closes cleanly only after FINs went both ways, so the other side is closing too:
+      // wait for it rather than cut data it may still be delivering.
+      if (!(clientDone && upstreamDone)) return;
+    } else {
+      if (flow.reason === undefined || flow.reason === 'client-closed' || flow.reason === 'connector-closed') flow.reason = reason;
+      if (error && flow.error === undefined) flow.error = error;
+      flow.client.destroy();
+      flow.upstream?.destroy();
+    }
+    if (flow.closed) return;
+    flow.closed = true;
+    if (!flow.connector) return;
+    const now = this.now();
+    this.flows.delete(flow);
+    this.deps.placer.affinity.flowClosed(flow.clientKey, now);
+    this.deps.stats.closed(this.options.name, flow.connector.id);
+    this.deps.logger.info(
+      {
+        listener: this.options.name,
+        client: flow.clientAddress,
+        connector: flow.connector.id,
+        bytesIn: flow.client.bytesRead,
+        bytesOut: flow.client.bytesWritten,
+        durationMs: now - flow.startedAt,
+        reason: flow.reason,
+        ...(flow.error ? { err: flow.error } : {}),
+      },
+      'flow closed',
+    );
+  }
+}

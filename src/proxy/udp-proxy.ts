@@ -1,0 +1,249 @@
+import { createSocket, type Socket as UdpSocket, type RemoteInfo, type SocketType } from 'node:dgram';
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import type { Logger } from '../logger.ts';
+import { RateLimitedLog } from '../logger.ts';
+import type { ConnectorView } from '../pool/pool.ts';
+import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
+import { ErrorCodes, PlbError } from '../errors.ts';
+import type { ListenerCounters } from './flow-stats.ts';
+import type { ProxyDeps } from './tcp-proxy.ts';
+
+export interface UdpProxyOptions {
+  bind: HostPort;
+  idleTimeoutMs: number;
+  maxFlows: number;
+}
+
+type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'shutdown';
+
+/** Packets held while a new flow's upstream socket connects; PCoIP sends a few at most by then. */
+const MAX_PENDING_PACKETS = 64;
+
+interface UdpFlow {
+  readonly key: string;
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  /** The address exactly as the listening socket reported it (needed to send replies back). */
+  readonly replyAddress: string;
+  readonly clientKey: string;
+  readonly connector: ConnectorView;
+  readonly upstream: UdpSocket;
+  readonly counters: ListenerCounters;
+  /** Packets queued until the upstream socket's connect() completes; undefined once connected. */
+  pending: Buffer[] | undefined;
+  startedAt: number;
+  lastActivity: number;
+  packetsIn: number;
+  packetsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  closed: boolean;
+}
+
+/**
+ * The 4172/UDP listener. A flow is one client address:port; each gets its own upstream socket
+ * connected to the chosen Connector's pcoip port, so the Connector's replies come back on a
+ * socket that already knows which client they belong to. Replies leave from the listening
+ * socket, so the client sees one peer address. Payloads are forwarded as they came: same bytes,
+ * same size, nothing added that could push a 1200-byte PCoIP packet past the MTU.
+ * Idle flows are swept on a timer instead of a timer per flow (no per-packet timer work).
+ */
+export class UdpProxy {
+  private readonly socket: UdpSocket;
+  private readonly flows = new Map<string, UdpFlow>();
+  private readonly refusedLog = new RateLimitedLog();
+  private readonly now: () => number;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private options: UdpProxyOptions;
+  private readonly deps: ProxyDeps;
+
+  constructor(options: UdpProxyOptions, deps: ProxyDeps) {
+    this.options = options;
+    this.deps = deps;
+    this.now = deps.now ?? Date.now;
+    const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
+    this.socket = createSocket({ type });
+    this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
+    this.socket.on('error', (err) => deps.logger.error({ listener: 'pcoipUdp', err }, 'UDP listener error'));
+  }
+
+  get activeFlows(): number {
+    return this.flows.size;
+  }
+
+  updateOptions(options: Omit<UdpProxyOptions, 'bind'>): void {
+    this.options = { ...this.options, ...options };
+    this.scheduleSweep();
+  }
+
+  listen(): Promise<AddressInfo> {
+    const { host, port } = this.options.bind;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) =>
+        reject(
+          new PlbError(ErrorCodes.LISTEN, `listeners.pcoipUdp: cannot bind ${formatHostPort(host, port)}/udp: ${err.code ?? err.message}`, [], {
+            cause: err,
+          }),
+        );
+      this.socket.once('error', onError);
+      this.socket.bind({ address: host, port }, () => {
+        this.socket.off('error', onError);
+        this.scheduleSweep();
+        resolve(this.socket.address());
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.socket.address();
+  }
+
+  /** Stops receiving client packets; closes every flow. UDP has no "established" state to wait for. */
+  close(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
+    try {
+      this.socket.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Closes flows idle for longer than the idle timeout; returns how many. */
+  sweepIdle(now = this.now()): number {
+    let closed = 0;
+    for (const flow of this.flows.values()) {
+      if (now - flow.lastActivity > this.options.idleTimeoutMs) {
+        this.closeFlow(flow, 'idle-timeout');
+        closed++;
+      }
+    }
+    return closed;
+  }
+
+  private scheduleSweep(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    // Sweep a few times per timeout so a flow lives at most ~25 % past its idle timeout.
+    const every = Math.max(50, Math.min(5000, Math.floor(this.options.idleTimeoutMs / 4)));
+    this.sweepTimer = setInterval(() => this.sweepIdle(), every);
+    this.sweepTimer.unref();
+  }
+
+  private onClientPacket(msg: Buffer, rinfo: RemoteInfo): void {
+    const key = `${rinfo.address}|${rinfo.port}`;
+    let flow = this.flows.get(key);
+    const now = this.now();
+    if (flow === undefined) {
+      flow = this.openFlow(key, rinfo, now);
+      if (flow === undefined) return;
+    }
+    flow.lastActivity = now;
+    flow.packetsIn++;
+    flow.bytesIn += msg.length;
+    flow.counters.packetsIn++;
+    flow.counters.bytesIn += msg.length;
+    if (flow.pending !== undefined) {
+      if (flow.pending.length < MAX_PENDING_PACKETS) flow.pending.push(msg);
+      return;
+    }
+    flow.upstream.send(msg);
+  }
+
+  private openFlow(key: string, rinfo: RemoteInfo, now: number): UdpFlow | undefined {
+    const { logger, stats, placer } = this.deps;
+    const clientAddress = unmapIpv4(rinfo.address);
+    if (this.flows.size >= this.options.maxFlows) {
+      stats.refused('pcoipUdp', 'max-flows');
+      this.refusedLog.maybe(now, (suppressed) =>
+        logger.warn(
+          { listener: 'pcoipUdp', client: formatHostPort(clientAddress, rinfo.port), maxFlows: this.options.maxFlows, code: ErrorCodes.FLOW_LIMIT, suppressed },
+          'UDP flow refused: listeners.pcoipUdp.maxFlows reached',
+        ),
+      );
+      return undefined;
+    }
+    const decision = placer.decide(clientAddress, now);
+    if (!decision.ok) {
+      stats.refused('pcoipUdp', decision.reason);
+      this.refusedLog.maybe(now, (suppressed) =>
+        logger.warn({ listener: 'pcoipUdp', client: clientAddress, reason: decision.reason, code: ErrorCodes.NO_CONNECTOR, suppressed }, 'UDP flow refused: no Connector may take this client'),
+      );
+      return undefined;
+    }
+    const connector = decision.connector;
+    const upstream = createSocket({ type: isIP(connector.address) === 6 ? 'udp6' : 'udp4' });
+    const flow: UdpFlow = {
+      key,
+      clientAddress,
+      clientPort: rinfo.port,
+      replyAddress: rinfo.address,
+      clientKey: decision.clientKey,
+      connector,
+      upstream,
+      counters: stats.opened('pcoipUdp', connector.id),
+      pending: [],
+      startedAt: now,
+      lastActivity: now,
+      packetsIn: 0,
+      packetsOut: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      closed: false,
+    };
+    this.flows.set(key, flow);
+    placer.affinity.flowOpened(decision.clientKey, now);
+    upstream.on('message', (reply) => {
+      flow.lastActivity = this.now();
+      flow.packetsOut++;
+      flow.bytesOut += reply.length;
+      flow.counters.packetsOut++;
+      flow.counters.bytesOut += reply.length;
+      this.socket.send(reply, flow.clientPort, flow.replyAddress);
+    });
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      // A connected UDP socket reports an ICMP port-unreachable from the Connector as ECONNREFUSED.
+      const unreachable = err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH';
+      logger.warn(
+        { listener: 'pcoipUdp', client: formatHostPort(clientAddress, rinfo.port), connector: connector.id, err: err.code ?? err.message },
+        unreachable ? 'Connector unreachable on UDP; closing flow' : 'UDP upstream error; closing flow',
+      );
+      this.closeFlow(flow, unreachable ? 'connector-unreachable' : 'connector-error');
+    });
+    upstream.connect(connector.ports.pcoip, connector.address, () => {
+      if (flow.closed) return;
+      const queued = flow.pending ?? [];
+      flow.pending = undefined;
+      for (const packet of queued) upstream.send(packet);
+    });
+    return flow;
+  }
+
+  private closeFlow(flow: UdpFlow, reason: UdpCloseReason): void {
+    if (flow.closed) return;
+    flow.closed = true;
+    const now = this.now();
+    this.flows.delete(flow.key);
+    try {
+      flow.upstream.close();
+    } catch {
+      // already closed by an error
+    }
+    this.deps.placer.affinity.flowClosed(flow.clientKey, now);
+    this.deps.stats.closed('pcoipUdp', flow.connector.id);
+    this.deps.logger.info(
+      {
+        listener: 'pcoipUdp',
+        client: formatHostPort(flow.clientAddress, flow.clientPort),
+        connector: flow.connector.id,
+        bytesIn: flow.bytesIn,
+        bytesOut: flow.bytesOut,
+        packetsIn: flow.packetsIn,
+        packetsOut: flow.packetsOut,
+        durationMs: now - flow.startedAt,
+        reason,
+      },
+      'flow closed',
+    );
+  }
+}

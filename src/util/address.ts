@@ -1,0 +1,58 @@
+import { isIP } from 'node:net';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/**
+ * Parses `host:port` for IPv4 and names, `[v6]:port` for IPv6. A bare IPv6 address without
+ * brackets is refused: `::1:443` is ambiguous.
+ */
+export function parseHostPort(text: string): HostPort | { error: string } {
+  const trimmed = text.trim();
+  let host: string;
+  let portText: string;
+  if (trimmed.startsWith('[')) {
+    const close = trimmed.indexOf(']');
+    if (close < 0 || trimmed[close + 1] !== ':') return { error: `expected "[ipv6]:port", got "${text}"` };
+    host = trimmed.slice(1, close);
+    portText = trimmed.slice(close + 2);
+    if (isIP(host) !== 6) return { error: `"${host}" is not an IPv6 address` };
+  } else {
+    const colon = trimmed.lastIndexOf(':');
+    if (colon < 0) return { error: `expected "host:port", got "${text}"` };
+    host = trimmed.slice(0, colon);
+    portText = trimmed.slice(colon + 1);
+    if (host.includes(':')) return { error: `IPv6 addresses need brackets: "[${host}]:${portText}"` };
+    if (!isValidHost(host)) return { error: `"${host}" is not an IPv4 address or host name` };
+  }
+  const port = parsePort(portText);
+  if (port === undefined) return { error: `"${portText}" is not a port (0-65535)` };
+  return { host, port };
+}
+
+export function parsePort(text: string): number | undefined {
+  if (!/^\d{1,5}$/.test(text)) return undefined;
+  const port = Number(text);
+  return port <= 65535 ? port : undefined;
+}
+
+const HOSTNAME_RE = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+
+/** An IP literal (v4 or v6, unbracketed) or a DNS name. */
+export function isValidHost(host: string): boolean {
+  if (isIP(host) !== 0) return true;
+  // A dotted string of digits that is not a valid IPv4 address (999.1.1.1) is a typo, not a name.
+  if (/^[\d.]+$/.test(host)) return false;
+  return HOSTNAME_RE.test(host);
+}
+
+export function formatHostPort(host: string, port: number): string {
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Node reports IPv4 clients of a dual-stack socket as `::ffff:a.b.c.d`; affinity wants `a.b.c.d`. */
+export function unmapIpv4(address: string): string {
+  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}
