@@ -73,15 +73,22 @@ export class App {
     return addresses;
   }
 
-  /** Stops accepting, lets TCP flows finish for up to `graceMs`, then closes whatever is left. */
+  /**
+   * Stops accepting (TCP listeners close; the UDP listener opens no new flows but keeps
+   * forwarding established ones), lets open flows finish for up to `graceMs`, then closes
+   * whatever is left.
+   */
   async stop(graceMs: number): Promise<void> {
     if (this.affinitySweep) clearInterval(this.affinitySweep);
     const tcp = [this.broker, this.pcoipTcp].filter((l): l is TcpProxy => l !== undefined);
-    await Promise.all(tcp.map((l) => l.stopAccepting()));
+    this.pcoipUdp?.stopAccepting();
+    for (const l of tcp) l.stopAccepting();
     const deadline = Date.now() + graceMs;
-    while (graceMs > 0 && Date.now() < deadline && tcp.some((l) => l.activeFlows > 0)) {
-      await new Promise((r) => setTimeout(r, 50));
+    const open = () => tcp.some((l) => l.activeFlows > 0) || (this.pcoipUdp?.activeFlows ?? 0) > 0;
+    while (graceMs > 0 && Date.now() < deadline && open()) {
+      await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
     }
+    if (open()) this.logger.info({ flows: this.activeFlows() }, 'shutdown grace period over: closing the remaining flows');
     for (const l of tcp) l.destroyAll();
     this.pcoipUdp?.close();
   }

@@ -44,7 +44,7 @@ function installSignalHandlers(app: App, logger: Logger): void {
     logger.info({ signal, graceMs: grace, flows: app.activeFlows() }, 'shutting down: no new flows; waiting for open ones');
     app.stop(grace).then(
       () => {
-        logger.info('stopped');
+        logger.info({ refused: Object.fromEntries(app.stats.refusals) }, 'stopped');
         process.exit(0);
       },
       (err: unknown) => {

@@ -108,7 +108,7 @@ export const configSchema = z
       .prefault({}),
     shutdown: z
       .strictObject({
-        /** On SIGTERM/SIGINT: stop accepting, let TCP flows finish for this long, then close them. */
+        /** On SIGTERM/SIGINT: stop accepting, let TCP and UDP flows finish for this long, then close them. */
         grace: duration('grace').prefault('10s'),
       })
       .prefault({}),

@@ -108,12 +108,12 @@ export class TcpProxy {
     return this.server.address() as AddressInfo;
   }
 
-  /** Stops accepting; established connections go on. Resolves when the listening socket is closed. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-    });
+  /**
+   * Stops accepting; established connections go on. server.close() releases the listening
+   * socket at once, but its callback waits for every connection to end, so do not wait for it.
+   */
+  stopAccepting(): void {
+    if (this.server.listening) this.server.close();
   }
 
   /** Ends every connection now (shutdown after the grace period). */

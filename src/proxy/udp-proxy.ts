@@ -55,6 +55,8 @@ export class UdpProxy {
   private readonly refusedLog = new RateLimitedLog();
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
+  private accepting = true;
   private options: UdpProxyOptions;
   private readonly deps: ProxyDeps;
 
@@ -99,7 +101,15 @@ export class UdpProxy {
     return this.socket.address();
   }
 
-  /** Stops receiving client packets; closes every flow. UDP has no "established" state to wait for. */
+  /**
+   * Shutdown, first step: open no new flows, keep forwarding the packets of established ones
+   * (the listening socket stays bound, since replies leave from it and clients send to it).
+   */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /** Stops receiving client packets; closes every flow. */
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
@@ -135,6 +145,10 @@ export class UdpProxy {
     let flow = this.flows.get(key);
     const now = this.now();
     if (flow === undefined) {
+      if (!this.accepting) {
+        this.deps.stats.refused('pcoipUdp', 'shutting-down');
+        return;
+      }
       flow = this.openFlow(key, rinfo, now);
       if (flow === undefined) return;
     }
