@@ -51,15 +51,15 @@ export class App {
     const addresses: ListenerAddresses = {};
     try {
       if (listeners.broker) {
-        this.broker = new TcpProxy({ name: 'broker', ...listeners.broker, idleTimeoutMs: listeners.broker.idleTimeout, connectTimeoutMs: listeners.broker.connectTimeout, upstreamPort: (c) => c.ports.broker }, deps);
+        this.broker = new TcpProxy({ name: 'broker', ...listeners.broker, idleTimeoutMs: listeners.broker.idleTimeout, connectTimeoutMs: listeners.broker.connectTimeout, firstByteTimeoutMs: listeners.broker.firstByteTimeout, upstreamPort: (c) => c.ports.broker }, deps);
         addresses.broker = await this.broker.listen();
       }
       if (listeners.pcoipTcp) {
-        this.pcoipTcp = new TcpProxy({ name: 'pcoipTcp', ...listeners.pcoipTcp, idleTimeoutMs: listeners.pcoipTcp.idleTimeout, connectTimeoutMs: listeners.pcoipTcp.connectTimeout, upstreamPort: (c) => c.ports.pcoip }, deps);
+        this.pcoipTcp = new TcpProxy({ name: 'pcoipTcp', ...listeners.pcoipTcp, idleTimeoutMs: listeners.pcoipTcp.idleTimeout, connectTimeoutMs: listeners.pcoipTcp.connectTimeout, firstByteTimeoutMs: listeners.pcoipTcp.firstByteTimeout, upstreamPort: (c) => c.ports.pcoip }, deps);
         addresses.pcoipTcp = await this.pcoipTcp.listen();
       }
       if (listeners.pcoipUdp) {
-        this.pcoipUdp = new UdpProxy({ bind: listeners.pcoipUdp.bind, idleTimeoutMs: listeners.pcoipUdp.idleTimeout, maxFlows: listeners.pcoipUdp.maxFlows }, deps);
+        this.pcoipUdp = new UdpProxy({ bind: listeners.pcoipUdp.bind, idleTimeoutMs: listeners.pcoipUdp.idleTimeout, maxFlows: listeners.pcoipUdp.maxFlows, maxFlowsPerClient: listeners.pcoipUdp.maxFlowsPerClient }, deps);
         addresses.pcoipUdp = await this.pcoipUdp.listen();
       }
     } catch (err) {
@@ -95,6 +95,11 @@ export class App {
 
   activeFlows(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
     return { broker: this.broker?.activeFlows ?? 0, pcoipTcp: this.pcoipTcp?.activeFlows ?? 0, pcoipUdp: this.pcoipUdp?.activeFlows ?? 0 };
+  }
+
+  /** Clients holding connections/flows in the per-client limit accounting (0 when idle: no leak). */
+  trackedClients(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
+    return { broker: this.broker?.trackedClients ?? 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
   }
 
   private logStartup(addresses: ListenerAddresses): void {

@@ -36,6 +36,12 @@ const tcpListenerFields = {
   bind: hostPort,
   /** How long to wait for the Connector to accept before giving up on the client's connection. */
   connectTimeout: duration('connectTimeout').prefault('5s'),
+  /** Open connections on this listener; past it new connections are closed at once (refused, logged). */
+  maxConnections: z.number().int().min(1).default(10_000),
+  /** Open connections per client (affinity client key: an office behind one NAT is one client). */
+  maxConnectionsPerClient: z.number().int().min(1).default(1000),
+  /** Close a client that sent nothing this long after connecting (TLS clients speak first). "0s" disables. */
+  firstByteTimeout: duration('firstByteTimeout').prefault('10s'),
 };
 
 const brokerListener = z.strictObject({
@@ -61,6 +67,8 @@ const pcoipUdpListener = z.strictObject({
   idleTimeout: duration('idleTimeout').prefault('120s'),
   /** Cap on concurrent UDP flows; a new flow past it is refused and logged. */
   maxFlows: z.number().int().min(1).default(100_000),
+  /** Cap on concurrent UDP flows per client (affinity client key): stops a flood of new source ports. */
+  maxFlowsPerClient: z.number().int().min(1).default(1000),
 });
 
 const connector = z.strictObject({

@@ -8,11 +8,14 @@ import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import type { ListenerCounters } from './flow-stats.ts';
 import type { ProxyDeps } from './tcp-proxy.ts';
+import { PerClientLimit, RefusalLog } from './limits.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
   idleTimeoutMs: number;
   maxFlows: number;
+  /** Concurrent flows per client (affinity client key): a flood of source ports from one address stops here. */
+  maxFlowsPerClient?: number;
 }
 
 type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'shutdown';
@@ -53,6 +56,8 @@ export class UdpProxy {
   private readonly socket: UdpSocket;
   private readonly flows = new Map<string, UdpFlow>();
   private readonly refusedLog = new RateLimitedLog();
+  private readonly refusals: RefusalLog;
+  private readonly perClient: PerClientLimit;
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
   /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
@@ -64,6 +69,8 @@ export class UdpProxy {
     this.options = options;
     this.deps = deps;
     this.now = deps.now ?? Date.now;
+    this.refusals = new RefusalLog('pcoipUdp', deps.stats, deps.logger);
+    this.perClient = new PerClientLimit(options.maxFlowsPerClient ?? Infinity);
     const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
     this.socket = createSocket({ type });
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
@@ -74,8 +81,14 @@ export class UdpProxy {
     return this.flows.size;
   }
 
+  /** Clients holding at least one flow (per-client accounting; 0 when idle — leak checks use it). */
+  get trackedClients(): number {
+    return this.perClient.clients;
+  }
+
   updateOptions(options: Omit<UdpProxyOptions, 'bind'>): void {
     this.options = { ...this.options, ...options };
+    this.perClient.setMax(this.options.maxFlowsPerClient ?? Infinity);
     this.scheduleSweep();
   }
 
@@ -177,6 +190,17 @@ export class UdpProxy {
       );
       return undefined;
     }
+    const limitKey = placer.keyFor(clientAddress);
+    if (this.perClient.held(limitKey) >= this.perClient.limit) {
+      this.refusals.refuse(
+        now,
+        'max-flows-per-client',
+        ErrorCodes.FLOW_LIMIT,
+        { client: formatHostPort(clientAddress, rinfo.port), maxFlowsPerClient: this.perClient.limit },
+        'UDP flow refused: listeners.pcoipUdp.maxFlowsPerClient reached for this client',
+      );
+      return undefined;
+    }
     const decision = placer.decide(clientAddress, now);
     if (!decision.ok) {
       stats.refused('pcoipUdp', decision.reason);
@@ -206,6 +230,7 @@ export class UdpProxy {
       closed: false,
     };
     this.flows.set(key, flow);
+    this.perClient.tryAcquire(decision.clientKey);
     placer.affinity.flowOpened(decision.clientKey, now);
     upstream.on('message', (reply) => {
       flow.lastActivity = this.now();
@@ -243,6 +268,7 @@ export class UdpProxy {
     } catch {
       // already closed by an error
     }
+    this.perClient.release(flow.clientKey);
     this.deps.placer.affinity.flowClosed(flow.clientKey, now);
     this.deps.stats.closed('pcoipUdp', flow.connector.id);
     this.deps.logger.info(
