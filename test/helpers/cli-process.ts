@@ -1,18 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
 import type { ConnectorConfig } from '../../src/config/schema.ts';
+import { startCli as spawnCli } from './cli.ts';
 
 /**
- * Runs the real `pcoip-lb start` as a child process (Node 24 runs src/cli.ts natively), so
- * signals, exit codes and stdout are the ones an operator gets. Listeners bind port 0; the
- * ports actually bound are read from the start-up log line ("pcoip-lb started", `listeners`).
+ * `pcoip-lb start` as a real child process (see cli.ts) with its config in a temp file: signals,
+ * exit codes and stdout are the ones an operator gets. Listeners bind port 0; the ports actually
+ * bound are read from the start-up log line ("pcoip-lb started", `listeners`).
  */
-const CLI = new URL('../../src/cli.ts', import.meta.url).pathname;
-
 export type LogLine = Record<string, unknown>;
 
 export interface CliProcess {
@@ -21,10 +19,9 @@ export interface CliProcess {
   /** Bound ports by listener name ("broker", "pcoipTcp", "pcoipUdp"). */
   ports: Record<string, number>;
   lines: LogLine[];
-  stderr: () => string;
   waitForLine(match: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
-  /** Resolves when the process has exited. */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the exit code once the process has exited. */
+  exited: Promise<number | null>;
   /** Kills the process if it is still running and removes its temp dir (for afterEach). */
   cleanup(): Promise<void>;
 }
@@ -47,52 +44,25 @@ export function writeConfig(path: string, raw: unknown): void {
   writeFileSync(path, typeof raw === 'string' ? raw : stringify(raw));
 }
 
+export const hasMsg = (prefix: string) => (l: LogLine) => typeof l.msg === 'string' && l.msg.startsWith(prefix);
+
 export async function startCli(raw: unknown, args: string[] = [], timeoutMs = 10_000): Promise<CliProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'pcoip-lb-cli-'));
   const configPath = join(dir, 'pcoip-lb.yaml');
   writeConfig(configPath, raw);
-  const child = spawn(process.execPath, [CLI, 'start', '--config', configPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: LogLine[] = [];
-  let waiters: Array<{ match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  createInterface({ input: child.stdout! }).on('line', (text) => {
-    let line: LogLine;
-    try {
-      line = JSON.parse(text) as LogLine;
-    } catch {
-      line = { msg: text, notJson: true };
-    }
-    lines.push(line);
-    waiters = waiters.filter((w) => (w.match(line) ? (w.resolve(line), false) : true));
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
+  const proc = spawnCli(['start', '--config', configPath, ...args]);
   let running = true;
-  void exited.then(() => (running = false));
-
-  const waitForLine = (match: (l: LogLine) => boolean, ms = 5000): Promise<LogLine> => {
-    const found = lines.find(match);
-    if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching log line within ${ms} ms; stderr: ${stderr}`)), ms);
-      const onExit = () => reject(new Error(`process exited before the log line; stderr: ${stderr}`));
-      void exited.then(() => setImmediate(onExit));
-      waiters.push({ match, resolve: (l) => (clearTimeout(timer), resolve(l)) });
-    });
-  };
+  void proc.exit.then(() => (running = false));
   const cleanup = async () => {
     if (running) {
-      child.kill('SIGKILL');
-      await exited;
+      proc.child.kill('SIGKILL');
+      await proc.exit;
     }
     rmSync(dir, { recursive: true, force: true });
   };
-
   let started: LogLine;
   try {
-    started = await waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('pcoip-lb started'), timeoutMs);
+    started = await proc.waitForLine(hasMsg('pcoip-lb started'), timeoutMs);
   } catch (err) {
     await cleanup();
     throw err;
@@ -103,7 +73,5 @@ export async function startCli(raw: unknown, args: string[] = [], timeoutMs = 10
     const match = /:(\d+)\/(tcp|udp)$/.exec(text);
     if (match) ports[name] = Number(match[1]);
   }
-  return { child, configPath, ports, lines, stderr: () => stderr, waitForLine, exited, cleanup };
+  return { child: proc.child, configPath, ports, lines: proc.lines, waitForLine: proc.waitForLine, exited: proc.exit, cleanup };
 }
-
-export const hasMsg = (prefix: string) => (l: LogLine) => typeof l.msg === 'string' && l.msg.startsWith(prefix);
