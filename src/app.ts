@@ -9,6 +9,8 @@ import { TcpProxy } from './proxy/tcp-proxy.ts';
 import { UdpProxy } from './proxy/udp-proxy.ts';
 import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
+import { brokerOptions, pcoipTcpOptions, pcoipUdpOptions } from './proxy/listener-options.ts';
+import { connectorsWithRuntimeState, diffConfig, effectiveConfig, type ConfigDiff } from './config/diff.ts';
 
 export interface ListenerAddresses {
   broker?: AddressInfo;
@@ -51,26 +53,31 @@ export class App {
     const addresses: ListenerAddresses = {};
     try {
       if (listeners.broker) {
-        this.broker = new TcpProxy({ name: 'broker', ...listeners.broker, idleTimeoutMs: listeners.broker.idleTimeout, connectTimeoutMs: listeners.broker.connectTimeout, firstByteTimeoutMs: listeners.broker.firstByteTimeout, upstreamPort: (c) => c.ports.broker }, deps);
+        this.broker = new TcpProxy(brokerOptions(listeners.broker), deps);
         addresses.broker = await this.broker.listen();
       }
       if (listeners.pcoipTcp) {
-        this.pcoipTcp = new TcpProxy({ name: 'pcoipTcp', ...listeners.pcoipTcp, idleTimeoutMs: listeners.pcoipTcp.idleTimeout, connectTimeoutMs: listeners.pcoipTcp.connectTimeout, firstByteTimeoutMs: listeners.pcoipTcp.firstByteTimeout, upstreamPort: (c) => c.ports.pcoip }, deps);
+        this.pcoipTcp = new TcpProxy(pcoipTcpOptions(listeners.pcoipTcp), deps);
         addresses.pcoipTcp = await this.pcoipTcp.listen();
       }
       if (listeners.pcoipUdp) {
-        this.pcoipUdp = new UdpProxy({ bind: listeners.pcoipUdp.bind, idleTimeoutMs: listeners.pcoipUdp.idleTimeout, maxFlows: listeners.pcoipUdp.maxFlows, maxFlowsPerClient: listeners.pcoipUdp.maxFlowsPerClient }, deps);
+        this.pcoipUdp = new UdpProxy(pcoipUdpOptions(listeners.pcoipUdp), deps);
         addresses.pcoipUdp = await this.pcoipUdp.listen();
       }
     } catch (err) {
       await this.stop(0);
       throw err;
     }
+    this.scheduleAffinitySweep();
+    this.logStartup(addresses);
+    return addresses;
+  }
+
+  private scheduleAffinitySweep(): void {
+    if (this.affinitySweep) clearInterval(this.affinitySweep);
     // Expired affinity entries only cost memory; sweeping once a minute (or per TTL/4) is plenty.
     this.affinitySweep = setInterval(() => this.affinity.sweep(Date.now()), Math.max(1000, Math.min(60_000, this.config.affinity.ttl / 4)));
     this.affinitySweep.unref();
-    this.logStartup(addresses);
-    return addresses;
   }
 
   /**
@@ -95,6 +102,46 @@ export class App {
 
   activeFlows(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
     return { broker: this.broker?.activeFlows ?? 0, pcoipTcp: this.pcoipTcp?.activeFlows ?? 0, pcoipUdp: this.pcoipUdp?.activeFlows ?? 0 };
+  }
+
+  /**
+   * Applies a new (validated) config without dropping an established flow or moving a pinned
+   * client: Connectors added/removed/changed, weights, states, balance, affinity TTL, listener
+   * timeouts and limits, grace, log level. What needs a restart (listener binds, client-key
+   * prefixes, …) keeps its running value and is logged. Clients pinned to a removed Connector
+   * lose their pin; their established flows run on until they end (see README "Reload").
+   */
+  reload(next: Config): { diff: ConfigDiff; pinsDropped: number } {
+    const from = this.config;
+    const diff = diffConfig(from, next);
+    const running = effectiveConfig(from, next, diff);
+    for (const r of diff.restartRequired) {
+      this.logger.warn({ key: r.path, reason: r.reason }, `reload: ${r.path} changed but needs a restart; keeping the running value`);
+    }
+    this.pool.replaceConfig(connectorsWithRuntimeState(from.connectors, running.connectors, (id) => this.pool.get(id)?.state));
+    let pinsDropped = 0;
+    for (const id of diff.connectors.removed) pinsDropped += this.affinity.deleteConnector(id);
+    this.placer.setOptions({ ...running.balance, ...running.affinity });
+    this.affinity.setTtl(running.affinity.ttl);
+    const { listeners } = running;
+    if (this.broker && listeners.broker) this.broker.updateOptions(brokerOptions(listeners.broker));
+    if (this.pcoipTcp && listeners.pcoipTcp) this.pcoipTcp.updateOptions(pcoipTcpOptions(listeners.pcoipTcp));
+    if (this.pcoipUdp && listeners.pcoipUdp) this.pcoipUdp.updateOptions(pcoipUdpOptions(listeners.pcoipUdp));
+    this.logger.level = running.logging.level;
+    this.config = running;
+    if (this.affinitySweep && running.affinity.ttl !== from.affinity.ttl) this.scheduleAffinitySweep();
+    this.logger.info(
+      {
+        connectors: diff.connectors,
+        listeners: diff.listeners,
+        applied: diff.applied,
+        restartRequired: diff.restartRequired.map((r) => r.path),
+        pinsDropped,
+        flows: this.activeFlows(),
+      },
+      'config reloaded',
+    );
+    return { diff, pinsDropped };
   }
 
   /** Clients holding connections/flows in the per-client limit accounting (0 when idle: no leak). */

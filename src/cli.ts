@@ -5,6 +5,8 @@ import { loadConfigFile } from './config/load.ts';
 import { isPlbError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { App } from './app.ts';
+import { reloadFromFile, signalReload } from './control/reload.ts';
+import { removePidFile, writePidFile } from './control/pid-file.ts';
 
 /** The only module that exits the process or installs signal handlers. */
 
@@ -28,8 +30,21 @@ async function runStart(configPath: string, logLevel: string | undefined): Promi
   const level = (logLevel ?? config.logging.level) as (typeof LOG_LEVELS)[number];
   const logger = createLogger(level);
   const app = new App(config, logger);
+  // Installed before binding: SIGHUP's default action would kill a process still starting.
+  let ready = false;
+  process.on('SIGHUP', () => {
+    if (!ready) return void logger.warn({ signal: 'SIGHUP' }, 'reload ignored: still starting');
+    logger.info({ signal: 'SIGHUP', file: configPath }, 'reloading config');
+    reloadFromFile(app, configPath, logger, logLevel);
+  });
   await app.start();
+  if (config.pidFile) {
+    const pidFile = config.pidFile;
+    writePidFile(pidFile);
+    process.on('exit', () => removePidFile(pidFile));
+  }
   installSignalHandlers(app, logger);
+  ready = true;
 }
 
 /** pino writes asynchronously; flush so the last lines (the flows closed at shutdown) are not lost. */
@@ -77,6 +92,15 @@ export async function main(argv: string[]): Promise<void> {
       },
     )
     .command(
+      'reload',
+      'make the running pcoip-lb re-read its config file: validates the file, then sends SIGHUP to the pid in its pidFile (or --pid)',
+      (y) => withConfig(y).option('pid', { type: 'number', describe: 'process id of the running pcoip-lb (instead of pidFile)' }),
+      (args) => {
+        const pid = signalReload(args.config, args.pid);
+        process.stdout.write(`${args.config}: OK; sent SIGHUP to pcoip-lb (pid ${pid}); its log says "config reloaded" or why not\n`);
+      },
+    )
+    .command(
       'check-config',
       'validate a config file: exit 0 if valid, else list every error with file, line and key path',
       (y) => withConfig(y),
@@ -86,7 +110,7 @@ export async function main(argv: string[]): Promise<void> {
         process.stdout.write(`${args.config}: OK (${config.connectors.length} Connector(s); listeners: ${listeners})\n`);
       },
     )
-    .demandCommand(1, 'name a command: start, check-config (see --help)')
+    .demandCommand(1, 'name a command: start, reload, check-config (see --help)')
     .strict()
     .version(pkg.version)
     .help()

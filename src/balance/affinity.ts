@@ -79,6 +79,18 @@ export class AffinityTable {
     return this.entries.delete(clientKey);
   }
 
+  /** Removes every entry pinned to a Connector (it left the config); returns how many. */
+  deleteConnector(connectorId: string): number {
+    let removed = 0;
+    for (const [key, entry] of this.entries) {
+      if (entry.connectorId === connectorId) {
+        this.entries.delete(key);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
   /** Drops entries whose TTL ran out; returns how many. */
   sweep(now: number): number {
     let removed = 0;

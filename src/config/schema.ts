@@ -114,6 +114,8 @@ export const configSchema = z
         ttl: duration('ttl').prefault('1h'),
       })
       .prefault({}),
+    /** Where `start` writes its pid, so that `pcoip-lb reload` can signal it (SIGHUP). Not written when unset. */
+    pidFile: z.string().min(1).optional(),
     shutdown: z
       .strictObject({
         /** On SIGTERM/SIGINT: stop accepting, let TCP and UDP flows finish for this long, then close them. */

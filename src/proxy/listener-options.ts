@@ -1,0 +1,35 @@
+import type { Config } from '../config/schema.ts';
+import type { TcpProxyOptions } from './tcp-proxy.ts';
+import type { UdpProxyOptions } from './udp-proxy.ts';
+
+/**
+ * Listener config (durations already in ms) → the options the proxies take. One place, used at
+ * start and on reload, so a reloaded setting means exactly what it meant at start.
+ */
+type Listeners = Config['listeners'];
+
+export function brokerOptions(l: NonNullable<Listeners['broker']>): TcpProxyOptions {
+  return {
+    name: 'broker',
+    ...l,
+    idleTimeoutMs: l.idleTimeout,
+    connectTimeoutMs: l.connectTimeout,
+    firstByteTimeoutMs: l.firstByteTimeout,
+    upstreamPort: (c) => c.ports.broker,
+  };
+}
+
+export function pcoipTcpOptions(l: NonNullable<Listeners['pcoipTcp']>): TcpProxyOptions {
+  return {
+    name: 'pcoipTcp',
+    ...l,
+    idleTimeoutMs: l.idleTimeout,
+    connectTimeoutMs: l.connectTimeout,
+    firstByteTimeoutMs: l.firstByteTimeout,
+    upstreamPort: (c) => c.ports.pcoip,
+  };
+}
+
+export function pcoipUdpOptions(l: NonNullable<Listeners['pcoipUdp']>): UdpProxyOptions {
+  return { ...l, idleTimeoutMs: l.idleTimeout };
+}
