@@ -40,6 +40,12 @@ export class App {
     this.pool = new Pool(config.connectors);
     this.affinity = new AffinityTable(config.affinity.ttl);
     this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity });
+    this.pool.onChange((change) => {
+      if (change.kind === 'health' && change.to === 'down') {
+        const closed = this.pcoipUdp?.closeFlowsTo(change.id, 'connector-down') ?? 0;
+        if (closed > 0) this.logger.info({ connector: change.id, flows: closed }, 'Connector down: closed its UDP flows so their clients are placed anew');
+      }
+    });
   }
 
   get currentConfig(): Config {

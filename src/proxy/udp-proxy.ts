@@ -18,7 +18,7 @@ export interface UdpProxyOptions {
   maxFlowsPerClient?: number;
 }
 
-type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'shutdown';
+type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'shutdown';
 
 /** Packets held while a new flow's upstream socket connects; PCoIP sends a few at most by then. */
 const MAX_PENDING_PACKETS = 64;
@@ -56,6 +56,8 @@ export class UdpProxy {
   private readonly socket: UdpSocket;
   private readonly flows = new Map<string, UdpFlow>();
   private readonly refusedLog = new RateLimitedLog();
+  /** A dead Connector answers every packet of every flow with ICMP: one line a second is enough. */
+  private readonly upstreamErrorLog = new RateLimitedLog();
   private readonly refusals: RefusalLog;
   private readonly perClient: PerClientLimit;
   private readonly now: () => number;
@@ -135,6 +137,22 @@ export class UdpProxy {
     } catch {
       // already closed
     }
+  }
+
+  /**
+   * Closes every flow to a Connector that went down. A UDP flow is keyed by the client's
+   * address:port, which a PCoIP client reuses for its next session: left open, the flow would
+   * carry that new session's media to the dead Connector instead of letting it be placed anew.
+   */
+  closeFlowsTo(connectorId: string, reason: Extract<UdpCloseReason, 'connector-down'>): number {
+    let closed = 0;
+    for (const flow of this.flows.values()) {
+      if (flow.connector.id === connectorId) {
+        this.closeFlow(flow, reason);
+        closed++;
+      }
+    }
+    return closed;
   }
 
   /** Closes flows idle for longer than the idle timeout; returns how many. */
@@ -247,9 +265,18 @@ export class UdpProxy {
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       // A connected UDP socket reports an ICMP port-unreachable from the Connector as ECONNREFUSED.
       const unreachable = err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH';
-      logger.warn(
-        { listener: 'pcoipUdp', client: formatHostPort(clientAddress, rinfo.port), connector: connector.id, err: err.code ?? err.message },
-        unreachable ? 'Connector unreachable on UDP; closing flow' : 'UDP upstream error; closing flow',
+      this.upstreamErrorLog.maybe(this.now(), (suppressed) =>
+        logger.warn(
+          {
+            listener: 'pcoipUdp',
+            client: formatHostPort(clientAddress, rinfo.port),
+            connector: connector.id,
+            code: ErrorCodes.UPSTREAM_UNREACHABLE,
+            err: err.code ?? err.message,
+            suppressed,
+          },
+          unreachable ? 'Connector unreachable on UDP; closing flow' : 'UDP upstream error; closing flow',
+        ),
       );
       this.closeFlow(flow, unreachable ? 'connector-unreachable' : 'connector-error');
     });
