@@ -19,14 +19,16 @@ export interface FakeConnector {
   close(): Promise<void>;
 }
 
-export async function startFakeConnector(id: string, host: string): Promise<FakeConnector> {
+/** `record: false` keeps `seen` empty, for long benches where a per-datagram log would only grow. */
+export async function startFakeConnector(id: string, host: string, options: { record?: boolean } = {}): Promise<FakeConnector> {
+  const record = options.record ?? true;
   const seen = { broker: [] as string[], pcoipTcp: [] as string[], pcoipUdp: [] as string[] };
   const sockets = new Set<Socket>();
   const greetAndEcho = (kind: 'broker' | 'pcoipTcp') => (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    seen[kind].push(socket.remoteAddress ?? '?');
+    if (record) seen[kind].push(socket.remoteAddress ?? '?');
     socket.write(`${id}\n`);
     socket.pipe(socket);
   };
@@ -46,7 +48,7 @@ export async function startFakeConnector(id: string, host: string): Promise<Fake
   if (!udp || !pcoipTcp) throw new Error(`no port free for both TCP and UDP on ${host}`);
   const udpSocket = udp;
   udpSocket.on('message', (msg, rinfo) => {
-    seen.pcoipUdp.push(rinfo.address);
+    if (record) seen.pcoipUdp.push(rinfo.address);
     udpSocket.send(Buffer.concat([Buffer.from(`${id}|`), msg]), rinfo.port, rinfo.address);
   });
   const brokerPort = (broker.address() as { port: number }).port;
