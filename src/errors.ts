@@ -22,6 +22,7 @@ export const ErrorCodes = {
   UNKNOWN_CONNECTOR: 'PLB_E_UNKNOWN_CONNECTOR',
   DRAIN_TIMEOUT: 'PLB_E_DRAIN_TIMEOUT',
   HEALTH_TLS_CA: 'PLB_E_HEALTH_TLS_CA',
+  USAGE: 'PLB_E_USAGE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

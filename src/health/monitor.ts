@@ -94,9 +94,13 @@ export class HealthMonitor {
     this.scheduler = undefined;
   }
 
-  /** Called by the metrics module for each finished round (check latency, results). */
-  onRound(listener: (id: string, round: RoundResult) => void): void {
+  /** Calls `listener` after each finished round (metrics: check latency, results). Returns an unsubscribe function. */
+  onRound(listener: (id: string, round: RoundResult) => void): () => void {
     this.roundListeners.push(listener);
+    return () => {
+      const i = this.roundListeners.indexOf(listener);
+      if (i >= 0) this.roundListeners.splice(i, 1);
+    };
   }
 
   snapshot(id: string): HealthSnapshot | undefined {
@@ -145,7 +149,7 @@ export class HealthMonitor {
     // Removed, or moved to another address while the round ran: this result is about a machine we no longer use.
     if (!t || t.target !== targetOf(view)) return;
     t.lastRound = { at: this.now(), ok: round.ok, reason: round.reason, checks: round.results };
-    for (const listener of this.roundListeners) listener(id, round);
+    for (const listener of [...this.roundListeners]) listener(id, round);
     const outcome = applyRound(t.counters, round.ok, this.riseFall);
     t.counters = outcome.next;
     if (outcome.flipped) this.flip(id, t, outcome.next.status, round.reason, 'active');
