@@ -111,12 +111,12 @@ export class TcpProxy {
     return this.server.address() as AddressInfo;
   }
 
-  /** Stops accepting; established connections go on. Resolves when the listening socket is closed. */
+  /** Stops accepting; established connections go on. */
   stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-    });
+    // close() stops listening at once; its callback would wait for every open connection to end,
+    // which is what the grace period in App.stop decides, so do not wait for it here.
+    if (this.server.listening) this.server.close();
+    return Promise.resolve();
   }
 
   /** Ends every connection now (shutdown after the grace period). */
