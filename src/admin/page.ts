@@ -11,6 +11,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pcoip-lb</title>
+<link rel="icon" href="data:,">
 <style>
   :root { --bg:#f5f6f8; --card:#fff; --ink:#1d2330; --mute:#677083; --line:#e2e5ea; --up:#1a7f37; --down:#cf222e; --drain:#9a6700; --maint:#6e40c9; }
   * { box-sizing: border-box; }
@@ -30,7 +31,8 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   table { width:100%; border-collapse:collapse; background:var(--card); border:1px solid var(--line); border-radius:8px; overflow:hidden; }
   th, td { text-align:left; padding:10px 12px; border-bottom:1px solid var(--line); vertical-align:top; }
   th { font-size:12px; color:var(--mute); text-transform:uppercase; letter-spacing:.04em; background:#fafbfc; }
-  td.num { font-variant-numeric:tabular-nums; }
+  td.num { font-variant-numeric:tabular-nums; white-space:nowrap; }
+  th { white-space:nowrap; }
   tr:last-child td { border-bottom:none; }
   .id { font-weight:600; }
   .sub { color:var(--mute); font-size:12px; }
@@ -53,7 +55,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <div class="tile"><div class="label">Throughput</div><div class="value" id="t-rate">–</div></div>
   </section>
   <table>
-    <thead><tr><th>Connector</th><th>Health</th><th>State</th><th>Clients</th><th>Flows (443 / 4172 tcp / 4172 udp)</th><th>In</th><th>Out</th><th>Last check</th></tr></thead>
+    <thead><tr><th>Connector</th><th>Health</th><th>State</th><th>Clients</th><th>Flows 443/tcp/udp</th><th>In</th><th>Out</th><th>Last check</th></tr></thead>
     <tbody id="rows"></tbody>
   </table>
 </main>
@@ -66,6 +68,10 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     var units = ['bit/s', 'kbit/s', 'Mbit/s', 'Gbit/s'], i = 0, v = bitsPerSecond;
     while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
     return (i === 0 ? Math.round(v) : v.toFixed(1)) + ' ' + units[i];
+  }
+  function ago(since, now) {
+    var s = Math.max(0, Math.round((now - since) / 1000));
+    return s < 120 ? s + ' s' : s < 7200 ? Math.round(s / 60) + ' min' : Math.round(s / 3600) + ' h';
   }
   function rates(status, at) {
     var out = {};
@@ -91,6 +97,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
       tr.setAttribute('data-connector', c.id);
       var name = el('td'); name.appendChild(el('div', 'id', c.id)); name.appendChild(el('div', 'sub', c.address + ' · weight ' + c.weight)); tr.appendChild(name);
       var health = el('td'); var hb = el('span', 'badge ' + c.health, c.health); hb.setAttribute('data-field', 'health'); health.appendChild(hb);
+      health.appendChild(el('div', 'sub', 'for ' + ago(Date.parse(c.healthSince), at) + (c.healthSource === 'passive' ? ' (failed client connects)' : '')));
       if (c.healthReason) { var reason = el('div', 'reason', c.healthReason); reason.setAttribute('data-field', 'reason'); health.appendChild(reason); }
       tr.appendChild(health);
       var state = el('td'); var sb = el('span', 'badge ' + c.state, c.state); sb.setAttribute('data-field', 'state'); state.appendChild(sb);
