@@ -39,6 +39,18 @@ function adminClient(args: { admin?: string; token?: string; config?: string }):
   return new AdminClient(target.url, target.token);
 }
 
+/** `enable <id>` and `maint <id>`: one admin POST each. */
+function stateCommand(action: 'enable' | 'maint', describe: string) {
+  return {
+    command: `${action} <id>`,
+    describe,
+    builder: (y: Argv) => withAdmin(y).positional('id', { type: 'string', demandOption: true, describe: 'Connector id' }),
+    handler: async (args: { id: string; admin?: string; token?: string; config?: string }) => {
+      await setStateCommand(adminClient(args), process.stdout, args.id, action);
+    },
+  };
+}
+
 async function runStart(configPath: string, logLevel: string | undefined): Promise<void> {
   const config = loadConfigFile(configPath);
   const level = (logLevel ?? config.logging.level) as (typeof LOG_LEVELS)[number];
@@ -127,22 +139,8 @@ export async function main(argv: string[]): Promise<void> {
         if (args.wait) await waitForDrain(client, process.stdout, args.id, { timeoutMs });
       },
     )
-    .command(
-      'enable <id>',
-      'put a Connector back in service (state active)',
-      (y) => withAdmin(y).positional('id', { type: 'string', demandOption: true, describe: 'Connector id' }),
-      async (args) => {
-        await setStateCommand(adminClient(args), process.stdout, args.id, 'enable');
-      },
-    )
-    .command(
-      'maint <id>',
-      'take a Connector out entirely: no new clients, pinned clients move elsewhere',
-      (y) => withAdmin(y).positional('id', { type: 'string', demandOption: true, describe: 'Connector id' }),
-      async (args) => {
-        await setStateCommand(adminClient(args), process.stdout, args.id, 'maint');
-      },
-    )
+    .command(stateCommand('enable', 'put a Connector back in service (state active)'))
+    .command(stateCommand('maint', 'take a Connector out entirely: no new clients, pinned clients move elsewhere'))
     .demandCommand(1, 'name a command: start, check-config, status, drain, enable, maint (see --help)')
     .strict()
     .version(pkg.version)

@@ -60,19 +60,33 @@ function describeError(err: NodeJS.ErrnoException): string {
   return err.code ?? oneLine(err.message);
 }
 
-/** HTTPS GET of the broker's health path, on a fresh connection each time (no keep-alive: a check tests connecting too). */
-export function checkBroker(target: CheckTarget, options: Pick<CheckOptions, 'timeoutMs' | 'brokerPath' | 'ca'>): Promise<CheckResult> {
+type Settle = (ok: boolean, reason: string) => void;
+
+/**
+ * Runs one check: the first verdict wins, no verdict within `timeoutMs` is a failure, and the
+ * connection `start` opened is torn down either way.
+ */
+function bounded(check: HealthCheckName, timeoutMs: number, start: (settle: Settle) => { destroy(): void }): Promise<CheckResult> {
   const started = performance.now();
   return new Promise((resolve) => {
     let settled = false;
-    const settle = (ok: boolean, reason: string) => {
+    let connection: { destroy(): void } | undefined;
+    const settle: Settle = (ok, reason) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      req.destroy();
-      resolve({ check: 'broker', ok, reason, latencyMs: performance.now() - started });
+      connection?.destroy();
+      resolve({ check, ok, reason, latencyMs: performance.now() - started });
     };
-    const verify = options.ca !== undefined;
+    const timer = setTimeout(() => settle(false, `no answer within ${timeoutMs} ms`), timeoutMs);
+    connection = start(settle);
+    if (settled) connection.destroy();
+  });
+}
+
+/** HTTPS GET of the broker's health path, on a fresh connection each time (no keep-alive: a check tests connecting too). */
+export function checkBroker(target: CheckTarget, options: Pick<CheckOptions, 'timeoutMs' | 'brokerPath' | 'ca'>): Promise<CheckResult> {
+  return bounded('broker', options.timeoutMs, (settle) => {
     const req = request(
       {
         hostname: target.address,
@@ -80,7 +94,7 @@ export function checkBroker(target: CheckTarget, options: Pick<CheckOptions, 'ti
         path: options.brokerPath,
         method: 'GET',
         agent: false,
-        rejectUnauthorized: verify,
+        rejectUnauthorized: options.ca !== undefined,
         ca: options.ca,
         // SNI carries names only; a Connector addressed by IP gets none.
         servername: isIP(target.address) === 0 ? target.address : '',
@@ -102,27 +116,18 @@ export function checkBroker(target: CheckTarget, options: Pick<CheckOptions, 'ti
       },
     );
     req.on('error', (err: NodeJS.ErrnoException) => settle(false, describeError(err)));
-    const timer = setTimeout(() => settle(false, `no answer within ${options.timeoutMs} ms`), options.timeoutMs);
     req.end();
+    return req;
   });
 }
 
 /** TCP connect to the pcoip port (there is no health endpoint on 4172; the Security Gateway accepting is the signal). */
 export function checkPcoipTcp(target: CheckTarget, timeoutMs: number): Promise<CheckResult> {
-  const started = performance.now();
-  return new Promise((resolve) => {
-    let settled = false;
+  return bounded('pcoip', timeoutMs, (settle) => {
     const socket = connect({ host: target.address, port: target.ports.pcoip });
-    const settle = (ok: boolean, reason: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ check: 'pcoip', ok, reason, latencyMs: performance.now() - started });
-    };
     socket.once('connect', () => settle(true, ''));
     socket.once('error', (err: NodeJS.ErrnoException) => settle(false, describeError(err)));
-    const timer = setTimeout(() => settle(false, `no answer within ${timeoutMs} ms`), timeoutMs);
+    return socket;
   });
 }
 

@@ -60,8 +60,10 @@ export function parsePrometheusText(text: string): Exposition {
         labels[lm[1]!] = lm[2]!.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
         rest = rest.slice(lm[0].length);
       }
-      const value = valueText === '+Inf' ? Infinity : valueText === '-Inf' ? -Infinity : valueText === 'NaN' ? NaN : Number(valueText);
-      if (!/^(NaN|[+-]Inf|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)$/.test(valueText)) throw new Error(`bad value in ${where}`);
+      // Prometheus reads values with Go's strconv.ParseFloat: NaN and Inf in any letter case.
+      if (!/^(nan|[+-]?inf|[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?)$/i.test(valueText)) throw new Error(`bad value in ${where}`);
+      const lower = valueText.toLowerCase();
+      const value = lower === 'nan' ? NaN : lower.endsWith('inf') ? (lower.startsWith('-') ? -Infinity : Infinity) : Number(valueText);
       samples.push({ name, labels, value });
     });
   return {
