@@ -114,7 +114,12 @@ export class AdminServer {
       if (req.method === 'POST' && req.headers.origin !== undefined && hostOf(new URL(req.headers.origin, 'http://x').host) !== hostOf(req.headers.host)) {
         return sendError(res, 403, ErrorCodes.ADMIN_FORBIDDEN, 'cross-origin POST refused');
       }
-      const params = route.pattern.exec(path)!.slice(1).map((p) => decodeURIComponent(p));
+      let params: string[];
+      try {
+        params = route.pattern.exec(path)!.slice(1).map((p) => decodeURIComponent(p));
+      } catch {
+        return sendError(res, 400, ErrorCodes.ADMIN_REQUEST, `malformed percent-encoding in ${path}`);
+      }
       await handler(req, res, params);
     } catch (err) {
       this.logger.error({ err, path }, 'admin request failed');

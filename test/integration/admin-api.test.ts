@@ -72,6 +72,7 @@ describe('admin API', () => {
     expect(pinned.explanation).toBe('pinned to conn-b (placed by consistent hashing); 1 open flow(s)');
     session.socket.destroy();
     expect(await call(`${proxy.adminUrl}/affinity/not-an-ip`)).toMatchObject({ status: 400, json: { error: { code: 'PLB_E_ADMIN_REQUEST' } } });
+    expect(await call(`${proxy.adminUrl}/affinity/%E0%A4%A`)).toMatchObject({ status: 400, json: { error: { code: 'PLB_E_ADMIN_REQUEST' } } });
   });
 
   it('GET / serves the live page; GET /healthz is 200 while a Connector takes new clients, else 503', async () => {

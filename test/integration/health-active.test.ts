@@ -117,6 +117,24 @@ describe('active health checks', () => {
     expect(line.reason).toMatch(/^broker \/health: [A-Z_]*CERT[A-Z_]*$/);
   });
 
+  it('onDown: keep refuses a pinned client’s new flows while its Connector is down, and sends it home when it is back', async () => {
+    const p = await start(['127.0.1.23', '127.0.1.24'], { onDown: 'keep', fall: 1, rise: 1 });
+    await nextRounds(p.app, 'conn-a', 1);
+    const client = clientPlacedOn(p.app, 'conn-a');
+    const first = await tcpGreeting(p.addresses.pcoipTcp.port, client);
+    expect(first.id).toBe('conn-a');
+    first.socket.destroy();
+    connectors[0]!.broker.setHealth({ kind: 'error', reason: 'Cannot communicate with broker' });
+    await p.logs.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('Connector conn-a is down'));
+    await expect(tcpGreeting(p.addresses.pcoipTcp.port, client)).rejects.toThrow(/closed before a greeting/);
+    expect(p.app.stats.refusals.get('pcoipTcp:pinned-connector-down')).toBe(1);
+    // A new client is not affected.
+    expect((await tcpGreeting(p.addresses.pcoipTcp.port, clientPlacedOn(p.app, 'conn-b'))).id).toBe('conn-b');
+    connectors[0]!.broker.setHealth({ kind: 'ok' });
+    await p.logs.waitFor((l) => l.msg === 'Connector conn-a is up again');
+    expect((await tcpGreeting(p.addresses.pcoipTcp.port, client)).id).toBe('conn-a');
+  });
+
   it('closeFlowsOnDown: true ends the established flows of a Connector that goes down', async () => {
     const p = await start(['127.0.1.21', '127.0.1.22'], { closeFlowsOnDown: true, fall: 1 });
     await nextRounds(p.app, 'conn-a', 1);
