@@ -11,6 +11,10 @@ import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
 import { brokerOptions, pcoipTcpOptions, pcoipUdpOptions } from './proxy/listener-options.ts';
 import { connectorsWithRuntimeState, diffConfig, effectiveConfig, type ConfigDiff } from './config/diff.ts';
+import type { ReloadOutcome } from './control/reload.ts';
+import { HealthMonitor } from './health/monitor.ts';
+import { AdminServer } from './admin/server.ts';
+import { resolveAdminToken } from './admin/token.ts';
 
 export interface ListenerAddresses {
   broker?: AddressInfo;
@@ -28,24 +32,37 @@ export class App {
   readonly placer: Placer;
   readonly stats = new FlowStats();
   readonly logger: Logger;
+  readonly health: HealthMonitor;
+  readonly startedAt = Date.now();
   private config: Config;
+  private addresses: ListenerAddresses = {};
+  private admin: AdminServer | undefined;
   private broker: TcpProxy | undefined;
   private pcoipTcp: TcpProxy | undefined;
   private pcoipUdp: UdpProxy | undefined;
   private affinitySweep: NodeJS.Timeout | undefined;
+  private reloadSource: (() => ReloadOutcome) | undefined;
 
   constructor(config: Config, logger: Logger) {
     this.config = config;
     this.logger = logger;
     this.pool = new Pool(config.connectors);
     this.affinity = new AffinityTable(config.affinity.ttl);
-    this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity });
+    this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity, onDown: config.health.onDown });
+    this.health = new HealthMonitor(this.pool, config.health, logger);
     this.pool.onChange((change) => {
-      if (change.kind === 'health' && change.to === 'down') {
-        const closed = this.pcoipUdp?.closeFlowsTo(change.id, 'connector-down') ?? 0;
-        if (closed > 0) this.logger.info({ connector: change.id, flows: closed }, 'Connector down: closed its UDP flows so their clients are placed anew');
-      }
+      if (change.kind === 'health' && change.to === 'down' && this.config.health.closeFlowsOnDown) this.closeFlowsTo(change.id);
     });
+  }
+
+  /** Where each listener is bound (after start). */
+  get listenerAddresses(): ListenerAddresses {
+    return this.addresses;
+  }
+
+  /** Where the admin server is bound (after start; undefined when admin.enabled is false). */
+  get adminAddress(): AddressInfo | undefined {
+    return this.admin?.address();
   }
 
   get currentConfig(): Config {
@@ -55,8 +72,10 @@ export class App {
   /** Binds every configured listener; on any failure, closes what was opened and rethrows. */
   async start(): Promise<ListenerAddresses> {
     const { listeners } = this.config;
-    const deps = { placer: this.placer, stats: this.stats, logger: this.logger };
+    const deps = { placer: this.placer, stats: this.stats, logger: this.logger, onConnectFailure: (id: string) => this.health.reportConnectFailure(id) };
     const addresses: ListenerAddresses = {};
+    // Refuse an unprotected non-loopback admin bind before anything listens.
+    const adminToken = resolveAdminToken(this.config.admin);
     try {
       if (listeners.broker) {
         this.broker = new TcpProxy(brokerOptions(listeners.broker), deps);
@@ -69,6 +88,12 @@ export class App {
       if (listeners.pcoipUdp) {
         this.pcoipUdp = new UdpProxy(pcoipUdpOptions(listeners.pcoipUdp), deps);
         addresses.pcoipUdp = await this.pcoipUdp.listen();
+      }
+      this.addresses = addresses;
+      this.health.start();
+      if (this.config.admin.enabled) {
+        this.admin = new AdminServer(this, this.config.admin, adminToken, this.logger);
+        await this.admin.listen();
       }
     } catch (err) {
       await this.stop(0);
@@ -92,10 +117,13 @@ export class App {
    * whatever is left.
    */
   async stop(graceMs: number): Promise<void> {
-    if (this.affinitySweep) clearInterval(this.affinitySweep);
+    // Stop accepting first, in this tick: a client told "shutting down" must not get in after it.
     const tcp = [this.broker, this.pcoipTcp].filter((l): l is TcpProxy => l !== undefined);
     this.pcoipUdp?.stopAccepting();
-    for (const l of tcp) l.stopAccepting();
+    for (const l of tcp) void l.stopAccepting();
+    if (this.affinitySweep) clearInterval(this.affinitySweep);
+    this.health.stop();
+    await this.admin?.close();
     const deadline = Date.now() + graceMs;
     const open = () => tcp.some((l) => l.activeFlows > 0) || (this.pcoipUdp?.activeFlows ?? 0) > 0;
     while (graceMs > 0 && Date.now() < deadline && open()) {
@@ -121,13 +149,16 @@ export class App {
     const from = this.config;
     const diff = diffConfig(from, next);
     const running = effectiveConfig(from, next, diff);
+    // The one step that can fail (reading a new CA file) goes first, so a failure changes nothing.
+    if (diff.applied.some((p) => p.startsWith('health.'))) this.health.reconfigure(running.health);
     for (const r of diff.restartRequired) {
       this.logger.warn({ key: r.path, reason: r.reason }, `reload: ${r.path} changed but needs a restart; keeping the running value`);
     }
     this.pool.replaceConfig(connectorsWithRuntimeState(from.connectors, running.connectors, (id) => this.pool.get(id)?.state));
+    this.health.sync();
     let pinsDropped = 0;
     for (const id of diff.connectors.removed) pinsDropped += this.affinity.deleteConnector(id);
-    this.placer.setOptions({ ...running.balance, ...running.affinity });
+    this.placer.setOptions({ ...running.balance, ...running.affinity, onDown: running.health.onDown });
     this.affinity.setTtl(running.affinity.ttl);
     const { listeners } = running;
     if (this.broker && listeners.broker) this.broker.updateOptions(brokerOptions(listeners.broker));
@@ -150,9 +181,28 @@ export class App {
     return { diff, pinsDropped };
   }
 
+  /**
+   * Where a reload request (SIGHUP, POST /reload) gets the new config from: the CLI sets it to
+   * re-read the file the process was started with. Unset (tests, embedded use): no reload.
+   */
+  setReloadSource(source: () => ReloadOutcome): void {
+    this.reloadSource = source;
+  }
+
+  requestReload(): ReloadOutcome | undefined {
+    return this.reloadSource?.();
+  }
+
   /** Clients holding connections/flows in the per-client limit accounting (0 when idle: no leak). */
   trackedClients(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
     return { broker: this.broker?.trackedClients ?? 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
+  }
+
+  /** Ends every established flow to one Connector on every listener (health.closeFlowsOnDown). */
+  closeFlowsTo(connectorId: string): number {
+    const closed = (this.broker?.closeFlowsTo(connectorId) ?? 0) + (this.pcoipTcp?.closeFlowsTo(connectorId) ?? 0) + (this.pcoipUdp?.closeFlowsTo(connectorId) ?? 0);
+    this.logger.warn({ connector: connectorId, flows: closed }, `closed ${closed} flow(s) of ${connectorId}: it is down and health.closeFlowsOnDown is on`);
+    return closed;
   }
 
   private logStartup(addresses: ListenerAddresses): void {
@@ -164,6 +214,8 @@ export class App {
         listeners,
         connectors: this.pool.all().map((c) => ({ id: c.id, broker: formatHostPort(c.address, c.ports.broker), pcoip: formatHostPort(c.address, c.ports.pcoip), weight: c.weight, state: c.state })),
         balance: this.config.balance.algorithm,
+        health: { checks: this.config.health.checks, interval: formatDuration(this.config.health.interval), rise: this.config.health.rise, fall: this.config.health.fall },
+        ...(this.adminAddress ? { admin: `http://${formatHostPort(this.adminAddress.address, this.adminAddress.port)}/` } : {}),
         affinity: { ipv4Prefix: this.config.affinity.ipv4Prefix, ipv6Prefix: this.config.affinity.ipv6Prefix, ttl: formatDuration(this.config.affinity.ttl) },
       },
       `pcoip-lb started: ${Object.keys(addresses).length} listener(s), ${this.pool.all().length} Connector(s)`,

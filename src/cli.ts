@@ -2,11 +2,15 @@ import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { loadConfigFile } from './config/load.ts';
-import { isPlbError } from './errors.ts';
+import { ErrorCodes, PlbError, isPlbError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { App } from './app.ts';
-import { reloadFromFile, signalReload } from './control/reload.ts';
+import { reloadFromFile, requestReload } from './control/reload.ts';
 import { removePidFile, writePidFile } from './control/pid-file.ts';
+import { AdminClient } from './admin/client.ts';
+import { ADMIN_TOKEN_ENV, adminTarget, setStateCommand, statusCommand, waitForDrain } from './admin/commands.ts';
+import { resolveAdminToken } from './admin/token.ts';
+import { parseDuration } from './util/duration.ts';
 
 /** The only module that exits the process or installs signal handlers. */
 
@@ -25,6 +29,30 @@ function printError(err: unknown): void {
 const withConfig = <T>(y: Argv<T>) =>
   y.option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'path to the YAML config file' });
 
+/** Options of the commands that talk to a running proxy through its admin API. */
+const withAdmin = <T>(y: Argv<T>) =>
+  y
+    .option('admin', { type: 'string', describe: 'admin API URL (default: from --config admin.bind, else http://127.0.0.1:8404)' })
+    .option('token', { type: 'string', describe: `admin bearer token (default: $${ADMIN_TOKEN_ENV}, else from --config admin.token)` })
+    .option('config', { alias: 'c', type: 'string', describe: 'config file to read admin.bind and admin.token from' });
+
+function adminClient(args: { admin?: string; token?: string; config?: string }): AdminClient {
+  const target = adminTarget({ admin: args.admin, token: args.token, config: args.config ? loadConfigFile(args.config).admin : undefined });
+  return new AdminClient(target.url, target.token);
+}
+
+/** `enable <id>` and `maint <id>`: one admin POST each. */
+function stateCommand(action: 'enable' | 'maint', describe: string) {
+  return {
+    command: `${action} <id>`,
+    describe,
+    builder: (y: Argv) => withAdmin(y).positional('id', { type: 'string', demandOption: true, describe: 'Connector id' }),
+    handler: async (args: { id: string; admin?: string; token?: string; config?: string }) => {
+      await setStateCommand(adminClient(args), process.stdout, args.id, action);
+    },
+  };
+}
+
 async function runStart(configPath: string, logLevel: string | undefined): Promise<void> {
   const config = loadConfigFile(configPath);
   const level = (logLevel ?? config.logging.level) as (typeof LOG_LEVELS)[number];
@@ -32,17 +60,19 @@ async function runStart(configPath: string, logLevel: string | undefined): Promi
   const app = new App(config, logger);
   // Installed before binding: SIGHUP's default action would kill a process still starting.
   let ready = false;
+  app.setReloadSource(() => reloadFromFile(app, configPath, logger, logLevel));
   process.on('SIGHUP', () => {
     if (!ready) return void logger.warn({ signal: 'SIGHUP' }, 'reload ignored: still starting');
     logger.info({ signal: 'SIGHUP', file: configPath }, 'reloading config');
-    reloadFromFile(app, configPath, logger, logLevel);
+    app.requestReload();
   });
-  await app.start();
   if (config.pidFile) {
+    // Written before binding (a reload that comes early is ignored, see above) and removed on any exit.
     const pidFile = config.pidFile;
     writePidFile(pidFile);
     process.on('exit', () => removePidFile(pidFile));
   }
+  await app.start();
   installSignalHandlers(app, logger);
   ready = true;
 }
@@ -62,8 +92,12 @@ function installSignalHandlers(app: App, logger: Logger): void {
     }
     stopping = true;
     const grace = app.currentConfig.shutdown.grace;
-    logger.info({ signal, graceMs: grace, flows: app.activeFlows() }, 'shutting down: no new flows; waiting for open ones');
-    app.stop(grace).then(
+    const flows = app.activeFlows();
+    // stop() closes the listeners synchronously before its first await: log only after that, so
+    // whoever reads "shutting down" can rely on new connections being refused.
+    const stopped = app.stop(grace);
+    logger.info({ signal, graceMs: grace, flows }, 'shutting down: no new flows; waiting for open ones');
+    stopped.then(
       () => {
         logger.info({ refused: Object.fromEntries(app.stats.refusals) }, 'stopped');
         exitAfterFlush(logger, 0);
@@ -93,11 +127,15 @@ export async function main(argv: string[]): Promise<void> {
     )
     .command(
       'reload',
-      'make the running pcoip-lb re-read its config file: validates the file, then sends SIGHUP to the pid in its pidFile (or --pid)',
-      (y) => withConfig(y).option('pid', { type: 'number', describe: 'process id of the running pcoip-lb (instead of pidFile)' }),
-      (args) => {
-        const pid = signalReload(args.config, args.pid);
-        process.stdout.write(`${args.config}: OK; sent SIGHUP to pcoip-lb (pid ${pid}); its log says "config reloaded" or why not\n`);
+      'make the running pcoip-lb re-read its config file: validates FILE, then asks the admin API (POST /reload), else signals the pid in pidFile (SIGHUP)',
+      (y) =>
+        withConfig(y)
+          .option('pid', { type: 'number', describe: 'signal this process id (SIGHUP) instead of asking the admin API' })
+          .option('admin', { type: 'string', describe: 'admin API base URL (default: from the config\'s admin.bind)' })
+          .option('token', { type: 'string', describe: `admin token (default: $${ADMIN_TOKEN_ENV}, else the config's)` }),
+      async (args) => {
+        const lines = await requestReload({ configPath: args.config, pid: args.pid, admin: args.admin, token: args.token });
+        for (const line of lines) process.stdout.write(`${line}\n`);
       },
     )
     .command(
@@ -106,11 +144,39 @@ export async function main(argv: string[]): Promise<void> {
       (y) => withConfig(y),
       (args) => {
         const config = loadConfigFile(args.config);
+        // The one admin rule the schema cannot see: a non-loopback bind needs a token.
+        if (!config.admin.token) resolveAdminToken(config.admin);
         const listeners = Object.keys(config.listeners).join(', ');
         process.stdout.write(`${args.config}: OK (${config.connectors.length} Connector(s); listeners: ${listeners})\n`);
       },
     )
-    .demandCommand(1, 'name a command: start, reload, check-config (see --help)')
+    .command(
+      'status',
+      'show the pool of a running pcoip-lb: health, state, clients, flows per Connector',
+      (y) => withAdmin(y).option('json', { type: 'boolean', default: false, describe: 'print the raw /status JSON' }),
+      async (args) => {
+        await statusCommand(adminClient(args), process.stdout, args.json);
+      },
+    )
+    .command(
+      'drain <id>',
+      'stop sending new clients to a Connector; its pinned clients keep reconnecting to it',
+      (y) =>
+        withAdmin(y)
+          .positional('id', { type: 'string', demandOption: true, describe: 'Connector id' })
+          .option('wait', { type: 'boolean', default: false, describe: 'return only when the Connector has no flows left, showing progress' })
+          .option('timeout', { type: 'string', describe: 'with --wait: give up after this long (e.g. 30m; default: no limit)' }),
+      async (args) => {
+        const timeoutMs = args.timeout === undefined ? 0 : parseDuration(args.timeout);
+        if (timeoutMs === undefined) throw new PlbError(ErrorCodes.USAGE, `--timeout "${args.timeout}" is not a duration (e.g. 90s, 30m)`);
+        const client = adminClient(args);
+        await setStateCommand(client, process.stdout, args.id, 'drain');
+        if (args.wait) await waitForDrain(client, process.stdout, args.id, { timeoutMs });
+      },
+    )
+    .command(stateCommand('enable', 'put a Connector back in service (state active)'))
+    .command(stateCommand('maint', 'take a Connector out entirely: no new clients, pinned clients move elsewhere'))
+    .demandCommand(1, 'name a command: start, reload, check-config, status, drain, enable, maint (see --help)')
     .strict()
     .version(pkg.version)
     .help()

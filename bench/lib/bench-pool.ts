@@ -33,6 +33,9 @@ export async function startBenchPool(ids: string[], base = 200): Promise<BenchPo
           return { id, address: c.host, ports: { broker: c.brokerPort, pcoip: c.pcoipPort }, weight: weights[id] ?? 1, state: states[id] ?? 'active' };
         }),
         logging: { level: 'info' },
+        // The fake Connectors speak plain TCP (no HTTPS /health); no admin server is needed.
+        health: { checks: [] },
+        admin: { enabled: false },
         ...extra,
       };
       writeFileSync(configPath, stringify(raw));

@@ -63,8 +63,8 @@ process.on('message', (raw) => {
     };
     send({ id: req.id, type: 'stats', stats });
   } else if (req.type === 'reload') {
-    const ok = reloadFromFile(app, configPath, logger);
-    send({ id: req.id, type: 'reloaded', ok });
+    const outcome = reloadFromFile(app, configPath, logger);
+    send({ id: req.id, type: 'reloaded', ok: outcome.ok });
   } else if (req.type === 'stop') {
     void app.stop(0).then(() => {
       send({ id: req.id, type: 'stopped' });

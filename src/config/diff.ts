@@ -31,7 +31,7 @@ const RESTART_ONLY: ReadonlyArray<{ prefix: string; reason: string }> = [
   { prefix: 'affinity.ipv4Prefix', reason: 'changing a client-key prefix re-keys every client and would move pinned clients' },
   { prefix: 'affinity.ipv6Prefix', reason: 'changing a client-key prefix re-keys every client and would move pinned clients' },
   { prefix: 'workers', reason: 'the number of worker processes is fixed at start' },
-  { prefix: 'admin.bind', reason: 'the admin listener is bound at start' },
+  { prefix: 'admin', reason: 'the admin server is started (bound, token read) at start' },
   { prefix: 'pidFile', reason: 'the pid file is written at start' },
 ];
 

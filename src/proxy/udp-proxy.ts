@@ -139,18 +139,13 @@ export class UdpProxy {
     }
   }
 
-  /**
-   * Closes every flow to a Connector that went down. A UDP flow is keyed by the client's
-   * address:port, which a PCoIP client reuses for its next session: left open, the flow would
-   * carry that new session's media to the dead Connector instead of letting it be placed anew.
-   */
-  closeFlowsTo(connectorId: string, reason: Extract<UdpCloseReason, 'connector-down'>): number {
+  /** Ends every flow to one Connector (health.closeFlowsOnDown); returns how many. */
+  closeFlowsTo(connectorId: string): number {
     let closed = 0;
     for (const flow of this.flows.values()) {
-      if (flow.connector.id === connectorId) {
-        this.closeFlow(flow, reason);
-        closed++;
-      }
+      if (flow.connector.id !== connectorId) continue;
+      this.closeFlow(flow, 'connector-down');
+      closed++;
     }
     return closed;
   }

@@ -18,6 +18,8 @@ export interface CliProcess {
   configPath: string;
   /** Bound ports by listener name ("broker", "pcoipTcp", "pcoipUdp"). */
   ports: Record<string, number>;
+  /** `http://127.0.0.1:PORT` of the admin API, when enabled. */
+  adminUrl: string | undefined;
   lines: LogLine[];
   waitForLine(match: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
   /** Resolves with the exit code once the process has exited. */
@@ -36,6 +38,9 @@ export function rawTestConfig(connectors: ConnectorConfig[], extra: Record<strin
     },
     connectors: connectors.map((c) => ({ id: c.id, address: c.address, ports: c.ports, weight: c.weight, state: c.state })),
     logging: { level: 'info' },
+    // As testConfig: the fake Connectors have no HTTPS /health, and the admin server takes port 0.
+    health: { checks: [] },
+    admin: { bind: '127.0.0.1:0' },
     ...extra,
   };
 }
@@ -73,5 +78,6 @@ export async function startCli(raw: unknown, args: string[] = [], timeoutMs = 10
     const match = /:(\d+)\/(tcp|udp)$/.exec(text);
     if (match) ports[name] = Number(match[1]);
   }
-  return { child: proc.child, configPath, ports, lines: proc.lines, waitForLine: proc.waitForLine, exited: proc.exit, cleanup };
+  const adminUrl = typeof started.admin === 'string' ? started.admin.replace(/\/$/, '') : undefined;
+  return { child: proc.child, configPath, ports, adminUrl, lines: proc.lines, waitForLine: proc.waitForLine, exited: proc.exit, cleanup };
 }

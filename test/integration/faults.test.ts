@@ -28,7 +28,7 @@ describe('faults', () => {
     connectors = [];
   });
 
-  async function setUp(ids: string[], listeners: Record<string, Record<string, unknown>> = {}) {
+  async function setUp(ids: string[], listeners: Record<string, Record<string, unknown>> = {}, extra: Record<string, unknown> = {}) {
     connectors = [];
     for (const id of ids) connectors.push(await startFaultyConnector(id, `127.0.1.${100 + nextHost++}`));
     // A short UDP idle timeout so the flows of closed clients drain within the test.
@@ -37,7 +37,7 @@ describe('faults', () => {
       Record<string, unknown>
     >;
     for (const [name, settings] of Object.entries(listeners)) all[name] = { ...all[name], ...settings };
-    proxy = await startTestProxy(testConfig(connectors.map((c) => c.config()), { listeners: all }));
+    proxy = await startTestProxy(testConfig(connectors.map((c) => c.config()), { listeners: all, ...extra }));
     return { proxy, ports: { broker: proxy.addresses.broker.port, pcoipTcp: proxy.addresses.pcoipTcp.port, pcoipUdp: proxy.addresses.pcoipUdp.port } };
   }
 
@@ -142,8 +142,12 @@ describe('faults', () => {
     await expectDrained(proxy!.app);
   });
 
-  it('a blackholed Connector (accepts, never answers): flows end by idle timeout; marked down, its UDP flows move at once', async () => {
-    const { ports } = await setUp(['bh-a', 'bh-b'], { broker: { idleTimeout: '400ms', firstByteTimeout: '0s' }, pcoipUdp: { idleTimeout: '400ms' } });
+  it('a blackholed Connector (accepts, never answers): flows end by idle timeout; marked down (closeFlowsOnDown), its UDP flows move at once', async () => {
+    const { ports } = await setUp(
+      ['bh-a', 'bh-b'],
+      { broker: { idleTimeout: '400ms', firstByteTimeout: '0s' }, pcoipUdp: { idleTimeout: '400ms' } },
+      { health: { checks: [], closeFlowsOnDown: true } },
+    );
     const client = clientOn('bh-a');
     connectors[0]!.blackhole = true;
     // TCP: the client speaks, nothing comes back; the connection is closed once idle.

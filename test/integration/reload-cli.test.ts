@@ -55,7 +55,29 @@ describe('reload through SIGHUP and `pcoip-lb reload`', () => {
     control.socket.destroy();
   });
 
-  it('`pcoip-lb reload` validates the file, then signals the pid in pidFile', async () => {
+  it('`pcoip-lb reload` asks the admin API and prints what was applied, or every error of a rejected file', async () => {
+    cli = await startCli(rawTestConfig([a.config()]));
+    writeConfig(cli.configPath, rawTestConfig([a.config(), b.config()], { affinity: { ipv4Prefix: 24 } }));
+    const ok = await runCli(['reload', '--config', cli.configPath, '--admin', cli.adminUrl!]);
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('reloaded: Connectors added [hup-b], removed [], changed []');
+    expect(ok.stdout).toContain('needs a restart (running value kept): affinity.ipv4Prefix');
+    await cli.waitForLine(hasMsg('config reloaded'));
+
+    // Valid for `check-config` but not for the running process: a health CA file that does not
+    // exist is only found when applied; the process answers 422 and keeps its config.
+    writeConfig(cli.configPath, rawTestConfig([a.config()], { health: { checks: [], tls: { ca: '/nonexistent/ca.pem' } } }));
+    const rejected = await runCli(['reload', '--config', cli.configPath, '--admin', cli.adminUrl!]);
+    expect(rejected.code).toBe(1);
+    expect(rejected.stderr).toMatch(/reload rejected: .*health\.tls\.ca: cannot read \/nonexistent\/ca\.pem/);
+    expect(cli.lines.filter(hasMsg('config reloaded'))).toHaveLength(1);
+    const still = await tcpGreeting(cli.ports.broker!, '127.0.2.170');
+    expect(['hup-a', 'hup-b']).toContain(still.id);
+    still.socket.destroy();
+  });
+
+  it('`pcoip-lb reload` validates the file, then signals the pid in pidFile when the admin API is not reachable', async () => {
     const pidDir = mkdtempSync(join(tmpdir(), 'plb-pid-'));
     const raw = (connectors: ReturnType<FakeConnector['config']>[]) => ({ ...rawTestConfig(connectors), pidFile: join(pidDir, 'plb.pid') });
     cli = await startCli(raw([a.config()]));
@@ -70,7 +92,9 @@ describe('reload through SIGHUP and `pcoip-lb reload`', () => {
     const ok = await runCli(['reload', '--config', cli.configPath]);
     expect(ok.stderr).toBe('');
     expect(ok.code).toBe(0);
-    expect(ok.stdout).toContain(`sent SIGHUP to pcoip-lb (pid ${cli.child.pid})`);
+    // admin.bind in the file says port 0 (the running one is elsewhere): the command falls back.
+    expect(ok.stdout).toContain('admin API not reachable');
+    expect(ok.stdout).toContain(`sent SIGHUP to pcoip-lb (pid from ${join(pidDir, 'plb.pid')}: ${cli.child.pid})`);
     const reloaded = await cli.waitForLine(hasMsg('config reloaded'));
     expect(reloaded.connectors).toMatchObject({ added: ['hup-b'] });
     // The invalid file never reached the process: one reload only.
@@ -82,11 +106,11 @@ describe('reload through SIGHUP and `pcoip-lb reload`', () => {
     rmSync(pidDir, { recursive: true, force: true });
   });
 
-  it('`pcoip-lb reload` without pidFile or --pid says how to find the process', async () => {
-    cli = await startCli(rawTestConfig([a.config()]));
+  it('`pcoip-lb reload` with neither admin API nor pidFile says how to reach the process; --pid works', async () => {
+    cli = await startCli(rawTestConfig([a.config()], { admin: { enabled: false } }));
     const result = await runCli(['reload', '--config', cli.configPath]);
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/PLB_E_RELOAD: .*set pidFile in the config, pass --pid/);
+    expect(result.stderr).toMatch(/PLB_E_RELOAD: .*enable admin \(admin\.enabled\), set pidFile, pass --pid/);
     const byPid = await runCli(['reload', '--config', cli.configPath, '--pid', String(cli.child.pid)]);
     expect(byPid.code).toBe(0);
     await cli.waitForLine(hasMsg('config reloaded'));
