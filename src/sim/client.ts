@@ -24,6 +24,11 @@ export interface Endpoint {
   port: number;
 }
 
+/** An Endpoint from a listening socket's address (AddressInfo names the host `address`). */
+export function endpointOf(address: { address: string; port: number }): Endpoint {
+  return { host: address.address, port: address.port };
+}
+
 export interface SessionTarget {
   /** Where the 443 (broker) requests go: a Connector or a load balancer. */
   broker: Endpoint;

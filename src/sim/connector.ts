@@ -262,7 +262,7 @@ export class SimConnector {
     const body = this.healthy
       ? JSON.stringify({ code: 200, status: 'success' })
       : JSON.stringify({ code: 500, status: 'Error', reason: this.unhealthyReason });
-    res.writeHead(this.healthy ? 200 : 500, ['Content-Type', 'application/json', CONNECTOR_ID_HEADER, this.id]);
+    res.writeHead(this.healthy ? 200 : 500, ['Content-Type', 'application/json', 'Content-Length', String(Buffer.byteLength(body)), CONNECTOR_ID_HEADER, this.id]);
     res.end(body);
   }
 
@@ -372,8 +372,9 @@ export class SimConnector {
   }
 
   private answerText(res: ServerResponse, status: number, text: string): void {
-    res.writeHead(status, ['Content-Type', 'text/plain; charset=UTF-8', CONNECTOR_ID_HEADER, this.id]);
-    res.end(`${text}\n`);
+    const body = `${text}\n`;
+    res.writeHead(status, ['Content-Type', 'text/plain; charset=UTF-8', 'Content-Length', String(Buffer.byteLength(body)), CONNECTOR_ID_HEADER, this.id]);
+    res.end(body);
   }
 
   // ---- PCoIP TCP (TLS) ----
