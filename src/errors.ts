@@ -13,6 +13,8 @@ export const ErrorCodes = {
   FLOW_LIMIT: 'PLB_E_FLOW_LIMIT',
   ADMIN_TOKEN_REQUIRED: 'PLB_E_ADMIN_TOKEN_REQUIRED',
   ADMIN_REQUEST: 'PLB_E_ADMIN_REQUEST',
+  /** A command-line argument that parsed but makes no sense (an unknown id, a count out of range). */
+  USAGE: 'PLB_E_USAGE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

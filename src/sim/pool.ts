@@ -1,4 +1,5 @@
 import type { Logger } from '../logger.ts';
+import { ErrorCodes, PlbError } from '../errors.ts';
 import { SimConnector, type SimConnectorOptions } from './connector.ts';
 
 /** Several simulated Connectors, each on its own loopback address; used by the demo, `simulate`, benches and tests. */
@@ -24,7 +25,7 @@ export function simConnectorId(index: number): string {
 
 /** `count` Connectors named conn-a, conn-b, … on `${hostBase}1`, `${hostBase}2`, … */
 export function simSpecs(count: number, hostBase = '127.0.1.'): SimSpec[] {
-  if (!Number.isInteger(count) || count < 1 || count > 254) throw new Error(`--connectors must be 1-254, got ${count}`);
+  if (!Number.isInteger(count) || count < 1 || count > 254) throw new PlbError(ErrorCodes.USAGE, `--connectors must be 1-254, got ${count}`);
   return Array.from({ length: count }, (_, i) => ({ id: simConnectorId(i), host: `${hostBase}${i + 1}` }));
 }
 

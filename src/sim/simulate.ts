@@ -1,4 +1,5 @@
 import type { Logger } from '../logger.ts';
+import { ErrorCodes, PlbError } from '../errors.ts';
 import type { HostPort } from '../util/address.ts';
 import type { SimConnector } from './connector.ts';
 import { connectorsYaml, simCommand, simSpecs, startSimPool } from './pool.ts';
@@ -31,7 +32,9 @@ export interface Simulation {
 export async function startSimulation(options: SimulateOptions): Promise<Simulation> {
   const specs = simSpecs(options.count, options.hostBase);
   const unknown = options.unhealthy.filter((id) => !specs.some((s) => s.id === id));
-  if (unknown.length > 0) throw new Error(`--unhealthy ${unknown.join(', ')}: no such Connector (ids: ${specs.map((s) => s.id).join(', ')})`);
+  if (unknown.length > 0) {
+    throw new PlbError(ErrorCodes.USAGE, `--unhealthy ${unknown.join(', ')}: no such Connector (ids: ${specs.map((s) => s.id).join(', ')})`);
+  }
   const sims = await startSimPool(specs, {
     brokerPort: options.brokerPort,
     pcoipPort: options.pcoipPort,
