@@ -52,6 +52,7 @@ const args = await yargs(hideBin(process.argv))
   .option('target', { type: 'string', describe: '"demo" or HOST:PORT of a running pcoip-lb broker listener; starts nothing' })
   .option('pcoip', { type: 'string', describe: 'with --target: 4172 TCP (and UDP) address; default: what allocate-resource-resp says' })
   .option('pcoip-udp', { type: 'string', describe: 'with --target: 4172 UDP address when it differs from --pcoip' })
+  .option('direct', { type: 'boolean', default: false, describe: 'no proxy: user i talks straight to Connector i mod N (a baseline for the generator itself)' })
   .option('proxy-log-level', { type: 'string', default: 'warn', describe: 'log level of the pcoip-lb child' })
   .strict()
   .help()
@@ -63,13 +64,17 @@ if (durationMs === undefined) throw new Error(`--duration: "${args.duration}" is
 
 let sims: SimConnector[] = [];
 let proxy: ChildProcess | undefined;
-let target: SessionTarget;
+let target: SessionTarget | ((userIndex: number) => SessionTarget);
 
 if (args.target !== undefined) {
   const broker = args.target === 'demo' ? DEMO_BROKER : hostPort('target')(args.target)!;
   const pcoipTcp = hostPort('pcoip')(args.pcoip);
   const pcoipUdp = hostPort('pcoip-udp')(args.pcoipUdp) ?? pcoipTcp;
   target = { broker, ...(pcoipTcp ? { pcoipTcp } : {}), ...(pcoipUdp ? { pcoipUdp } : {}) };
+} else if (args.direct) {
+  sims = await startSimPool(simSpecs(args.connectors));
+  const direct = sims;
+  target = (i) => ({ broker: { host: direct[i % direct.length]!.host, port: direct[i % direct.length]!.brokerPort } });
 } else {
   sims = await startSimPool(simSpecs(args.connectors));
   proxy = fork(new URL('./lib/sessions-proxy-process.ts', import.meta.url), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -87,7 +92,11 @@ if (args.target !== undefined) {
   target = { broker: endpointOf(a.broker), pcoipTcp: endpointOf(a.pcoipTcp), pcoipUdp: endpointOf(a.pcoipUdp) };
 }
 
-const where = proxy ? `pcoip-lb (child process) in front of ${sims.length} simulated Connectors` : `pcoip-lb at ${target.broker.host}:${target.broker.port}`;
+const where = proxy
+  ? `pcoip-lb (child process) in front of ${sims.length} simulated Connectors`
+  : args.direct
+    ? `no proxy, straight to ${sims.length} simulated Connectors`
+    : `pcoip-lb at ${args.target}`;
 process.stderr.write(`bench:sessions: ${args.users} users × ${formatBitrate(bitrateBps)} for ${args.duration} through ${where}\n`);
 
 const report = await runLoad({

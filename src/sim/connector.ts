@@ -490,9 +490,16 @@ function listenOn(server: HttpsServer | TlsServer, host: string, port: number): 
   });
 }
 
+/**
+ * A Connector serves hundreds of sessions on one UDP socket; the kernel's default receive
+ * buffer (~208 KB, ~90 datagrams of 1200 bytes) overflows on the first event-loop hiccup.
+ * Ask for 4 MiB (Linux caps it at net.core.rmem_max) so the simulator is not the bottleneck.
+ */
+const UDP_BUFFER_BYTES = 4 * 1024 * 1024;
+
 function bindUdp(host: string, port: number): Promise<UdpSocket> {
   return new Promise((resolve, reject) => {
-    const socket = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
+    const socket = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', recvBufferSize: UDP_BUFFER_BYTES, sendBufferSize: UDP_BUFFER_BYTES });
     socket.once('error', (err) => {
       socket.close();
       reject(err);

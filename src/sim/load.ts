@@ -13,7 +13,8 @@ import { DEFAULT_PACKET_BYTES } from './wire.ts';
 
 export interface LoadOptions {
   users: number;
-  target: SessionTarget;
+  /** Where users connect; a function gives each user (by index) its own, e.g. straight to a Connector. */
+  target: SessionTarget | ((userIndex: number) => SessionTarget);
   /** Media bitrate per user, bits per second. */
   bitrateBps: number;
   /** How long each user streams, ms. */
@@ -119,10 +120,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     const outcome: UserOutcome = { name: plan.name, localAddress: plan.localAddress, connectorId: undefined, ok: false };
     outcomes.push(outcome);
     let session: EstablishedSession | undefined;
+    const target = typeof options.target === 'function' ? options.target(index) : options.target;
     await slots.acquire();
     live.settingUp++;
     try {
-      session = await establishSession(plan, options.target);
+      session = await establishSession(plan, target);
       outcome.connectorId = session.connectorId;
       outcome.setupMs = session.setupMs;
     } catch (err) {
@@ -139,7 +141,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
           durationMs: settings.durationMs,
           packetBytes: settings.packetBytes,
           maxLossPct: options.maxLossPct ?? 10,
-          endpoint: options.target.pcoipUdp ?? options.target.pcoipTcp ?? { host: session.allocation.ipAddress, port: session.allocation.port },
+          endpoint: target.pcoipUdp ?? target.pcoipTcp ?? { host: session.allocation.ipAddress, port: session.allocation.port },
           pacer,
           rtt,
           locateSpi: options.locateSpi,

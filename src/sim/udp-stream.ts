@@ -161,7 +161,7 @@ export class UdpPacer {
   private readonly tickMs: number;
   private readonly maxBurst: number;
 
-  constructor(tickMs = 2, maxBurst = 64) {
+  constructor(tickMs = 2, maxBurst = 2) {
     this.tickMs = tickMs;
     this.maxBurst = maxBurst;
   }
