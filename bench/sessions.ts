@@ -1,7 +1,7 @@
 /**
  * bench:sessions — simulated PCoIP users through pcoip-lb, end to end.
  *
- *   npm run bench:sessions -- --users 200 [--bitrate 1M] [--duration 10s] [--connectors 3]
+ *   npm run bench:sessions -- --users 200 [--bitrate 500k] [--duration 10s] [--connectors 3]
  *   npm run bench:sessions -- --target demo --users 50          (against a running `npm start`)
  *
  * By default it starts simulated Connectors on 127.0.1.x (in this process) and pcoip-lb (the
@@ -42,7 +42,7 @@ function hostPort(flag: string) {
 const args = await yargs(hideBin(process.argv))
   .scriptName('bench:sessions')
   .option('users', { alias: 'u', type: 'number', default: 200, describe: 'simulated users' })
-  .option('bitrate', { type: 'string', default: '1M', describe: 'UDP bitrate per user (bit/s; k, M, G suffixes)' })
+  .option('bitrate', { type: 'string', default: '500k', describe: 'UDP bitrate per user (bit/s; k, M, G suffixes)' })
   .option('duration', { type: 'string', default: '10s', describe: 'how long each user streams' })
   .option('packet-size', { type: 'number', default: 1200, describe: 'UDP payload bytes per datagram' })
   .option('concurrency', { type: 'number', default: 32, describe: 'user set-ups in flight at once' })

@@ -4,6 +4,8 @@ import { performance } from 'node:perf_hooks';
 import type { Histogram } from './histogram.ts';
 import { MIN_CLIENT_PACKET_BYTES, OFFSET_CLIENT_SEQ, OFFSET_SENT_AT, OFFSET_SEQ, OFFSET_SPI, OFFSET_TRANSPORT } from './wire.ts';
 
+const PACER_TICK_MS = 2;
+
 export interface UdpStreamOptions {
   spi: number;
   /** Bytes of UDP payload per datagram (PCoIP's default MTU is 1200). */
@@ -39,6 +41,8 @@ export class UdpStream {
   private readonly options: UdpStreamOptions;
   private readonly socket: UdpSocket;
   private readonly packetsPerMs: number;
+  /** Most datagrams one tick may send: a late tick is caught up over several ticks, not in one burst. */
+  private readonly maxBurst: number;
   private readonly template: Buffer;
   private startedAt = 0;
   private sending = false;
@@ -51,6 +55,7 @@ export class UdpStream {
     this.options = options;
     this.socket = socket;
     this.packetsPerMs = options.bitrateBps / 8 / options.packetBytes / 1000;
+    this.maxBurst = Math.max(2, Math.ceil(this.packetsPerMs * PACER_TICK_MS * 4));
     this.template = Buffer.alloc(Math.max(MIN_CLIENT_PACKET_BYTES, options.packetBytes));
     this.template.writeUInt32BE(0, OFFSET_TRANSPORT);
     this.template.writeUInt32BE(options.spi, OFFSET_SPI);
@@ -90,13 +95,13 @@ export class UdpStream {
     return done;
   }
 
-  /** Called by the pacer: sends what is due by now (catching up at most `maxBurst`). Returns false once done sending. */
-  tick(now: number, maxBurst: number): boolean {
+  /** Called by the pacer: sends what is due by now, at most `maxBurst` at once. Returns false once done sending. */
+  tick(now: number): boolean {
     if (!this.sending) return false;
     const elapsed = now - this.startedAt;
     const end = elapsed >= this.options.durationMs;
     const due = Math.floor(Math.min(elapsed, this.options.durationMs) * this.packetsPerMs) + 1 - this.result.sent;
-    for (let i = 0; i < Math.min(due, maxBurst); i++) this.sendOne(now);
+    for (let i = 0; i < Math.min(due, this.maxBurst); i++) this.sendOne(now);
     if (end) {
       this.sending = false;
       this.startDrain();
@@ -152,24 +157,19 @@ export class UdpStream {
 }
 
 /**
- * One timer that drives every UdpStream. Each tick sends whatever each stream owes by now,
- * so a late tick (a busy event loop) is caught up rather than lost, within a burst cap.
+ * One timer that drives every UdpStream. Each tick sends what each stream owes by now, so a
+ * late tick (a busy event loop) is caught up over the next ticks rather than lost; each
+ * stream caps its burst so 200 streams catching up at once do not flood a receive buffer
+ * with an artificial, synchronised burst that independent clients would not produce.
  */
 export class UdpPacer {
   private readonly streams = new Set<UdpStream>();
   private timer: NodeJS.Timeout | undefined;
-  private readonly tickMs: number;
-  private readonly maxBurst: number;
-
-  constructor(tickMs = 2, maxBurst = 2) {
-    this.tickMs = tickMs;
-    this.maxBurst = maxBurst;
-  }
 
   add(stream: UdpStream): void {
     this.streams.add(stream);
-    this.timer ??= setInterval(() => this.tick(), this.tickMs);
-    stream.tick(performance.now(), this.maxBurst);
+    this.timer ??= setInterval(() => this.tick(), PACER_TICK_MS);
+    stream.tick(performance.now());
   }
 
   stop(): void {
@@ -181,7 +181,7 @@ export class UdpPacer {
 
   private tick(): void {
     const now = performance.now();
-    for (const stream of this.streams) if (!stream.tick(now, this.maxBurst)) this.streams.delete(stream);
+    for (const stream of this.streams) if (!stream.tick(now)) this.streams.delete(stream);
     if (this.streams.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
