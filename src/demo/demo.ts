@@ -71,6 +71,8 @@ export async function startDemo(options: DemoOptions): Promise<Demo> {
         await admin.close();
         await running.stop(running.currentConfig.shutdown.grace);
         await Promise.all(sims.map((s) => s.stop()));
+        // pino writes asynchronously: flush so the last lines are not lost when the process exits.
+        await new Promise<void>((resolve) => logger.flush(() => resolve()));
       },
     };
   } catch (err) {

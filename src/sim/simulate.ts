@@ -48,6 +48,7 @@ export async function startSimulation(options: SimulateOptions): Promise<Simulat
     command: (line) => simCommand(line, sims),
     stop: async () => {
       await Promise.all(sims.map((s) => s.stop()));
+      await new Promise<void>((resolve) => options.logger.flush(() => resolve()));
     },
   };
 }
