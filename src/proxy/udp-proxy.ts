@@ -20,8 +20,8 @@ type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-erro
 /**
  * Receive buffer asked for on the listening socket. Every client's media arrives on this one
  * socket; the kernel default (~208 KB ≈ 90 datagrams of 1200 bytes, < 5 ms at 20 k packets/s)
- * overflows on the first event-loop pause or client burst: bench:sessions lost 12-27 % of
- * upstream packets with 200 users at 0.5-1 Mbit/s, and none with 4 MiB. Linux caps the value
+ * overflows on the first event-loop pause or client burst: bench:sessions lost 11-27 % of
+ * upstream packets with 200 users at 500 kbit/s, and none with 4 MiB. Linux caps the value
  * at net.core.rmem_max (raise that sysctl where it is lower).
  */
 const LISTENER_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
