@@ -96,7 +96,7 @@ const where = proxy
   ? `pcoip-lb (child process) in front of ${sims.length} simulated Connectors`
   : args.direct
     ? `no proxy, straight to ${sims.length} simulated Connectors`
-    : `pcoip-lb at ${args.target}`;
+    : `the pcoip-lb at ${args.target === 'demo' ? `${DEMO_BROKER.host}:${DEMO_BROKER.port} (the demo)` : args.target}`;
 process.stderr.write(`bench:sessions: ${args.users} users × ${formatBitrate(bitrateBps)} for ${args.duration} through ${where}\n`);
 
 const report = await runLoad({
