@@ -17,7 +17,7 @@ export interface UdpStreamOptions {
   remote: { host: string; port: number };
   /** Every echo's round-trip time (ms) is recorded here. */
   rtt: Histogram;
-  /** After the last send, wait at most this long for outstanding echoes. */
+  /** After the last send, wait at most this long for outstanding echoes (default 2 s). */
   drainMs?: number;
 }
 
@@ -140,7 +140,7 @@ export class UdpStream {
 
   private startDrain(): void {
     if (this.result.received >= this.result.sent) return this.finish();
-    this.drainTimer = setTimeout(() => this.finish(), this.options.drainMs ?? 1000);
+    this.drainTimer = setTimeout(() => this.finish(), this.options.drainMs ?? 2000);
   }
 
   private finish(): void {
