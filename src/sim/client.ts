@@ -92,6 +92,7 @@ const EXPECTED_RESULT: Partial<Record<BrokerRequestName, string>> = {
 
 /** Broker exchange + 4172/TCP admission. Throws SessionFailure naming the stage and the cause. */
 export async function establishSession(plan: UserPlan, target: SessionTarget): Promise<EstablishedSession> {
+  // `home` is the Connector that answered hello; a failure after it is attributed to it.
   const state: { home: string | undefined } = { home: undefined };
   try {
     return await exchange(plan, target, state);
@@ -104,7 +105,6 @@ export async function establishSession(plan: UserPlan, target: SessionTarget): P
 async function exchange(plan: UserPlan, target: SessionTarget, state: { home: string | undefined }): Promise<EstablishedSession> {
   const started = performance.now();
   const clientLogId = randomUUID();
-  let home: string | undefined;
   let cookie: string | undefined;
 
   const step = async (name: BrokerRequestName, xml: string): Promise<BrokerReply> => {
@@ -115,8 +115,7 @@ async function exchange(plan: UserPlan, target: SessionTarget, state: { home: st
       throw new SessionFailure(name, 'network', `${name}: ${(err as Error).message}`);
     }
     const { answer } = reply;
-    home ??= reply.connectorId;
-    state.home = home;
+    const home = (state.home ??= reply.connectorId);
     const said = answer.resultId ? ` (${reply.connectorId} said ${answer.resultId}${answer.resultStr ? `: ${answer.resultStr}` : ''})` : '';
     if (reply.connectorId !== home) {
       throw new SessionFailure(name, 'misrouted', `${name} reached ${reply.connectorId}, but hello was answered by ${home}${said}`);
@@ -150,7 +149,7 @@ async function exchange(plan: UserPlan, target: SessionTarget, state: { home: st
   }
   await step('bye', requests.bye());
 
-  const connectorId = home!;
+  const connectorId = state.home!;
   const tcpEndpoint = target.pcoipTcp ?? { host: allocation.ipAddress, port: allocation.port };
   const { control, spi } = await presentTag(tcpEndpoint, plan, allocation, connectorId);
   return { plan, connectorId, allocation, spi, control, setupMs: performance.now() - started };
