@@ -84,6 +84,9 @@ if (args.target !== undefined) {
     config: {
       listeners: { broker: { bind: '127.0.0.1:0' }, pcoipTcp: { bind: '127.0.0.1:0' }, pcoipUdp: { bind: '127.0.0.1:0' } },
       connectors: sims.map((s) => s.connectorConfig()),
+      // Health checks run against the simulators as in production; no admin server (its default
+      // port could clash with a running demo).
+      admin: { enabled: false },
     },
   });
   const [reply] = (await once(proxy, 'message')) as [{ type: string; addresses?: Required<ListenerAddresses>; message?: string }];

@@ -9,6 +9,9 @@ import { TcpProxy } from './proxy/tcp-proxy.ts';
 import { UdpProxy } from './proxy/udp-proxy.ts';
 import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
+import { HealthMonitor } from './health/monitor.ts';
+import { AdminServer } from './admin/server.ts';
+import { resolveAdminToken } from './admin/token.ts';
 
 export interface ListenerAddresses {
   broker?: AddressInfo;
@@ -26,7 +29,11 @@ export class App {
   readonly placer: Placer;
   readonly stats = new FlowStats();
   readonly logger: Logger;
+  readonly health: HealthMonitor;
+  readonly startedAt = Date.now();
   private config: Config;
+  private addresses: ListenerAddresses = {};
+  private admin: AdminServer | undefined;
   private broker: TcpProxy | undefined;
   private pcoipTcp: TcpProxy | undefined;
   private pcoipUdp: UdpProxy | undefined;
@@ -37,7 +44,21 @@ export class App {
     this.logger = logger;
     this.pool = new Pool(config.connectors);
     this.affinity = new AffinityTable(config.affinity.ttl);
-    this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity });
+    this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity, onDown: config.health.onDown });
+    this.health = new HealthMonitor(this.pool, config.health, logger);
+    this.pool.onChange((change) => {
+      if (change.kind === 'health' && change.to === 'down' && this.config.health.closeFlowsOnDown) this.closeFlowsTo(change.id);
+    });
+  }
+
+  /** Where each listener is bound (after start). */
+  get listenerAddresses(): ListenerAddresses {
+    return this.addresses;
+  }
+
+  /** Where the admin server is bound (after start; undefined when admin.enabled is false). */
+  get adminAddress(): AddressInfo | undefined {
+    return this.admin?.address();
   }
 
   get currentConfig(): Config {
@@ -47,8 +68,10 @@ export class App {
   /** Binds every configured listener; on any failure, closes what was opened and rethrows. */
   async start(): Promise<ListenerAddresses> {
     const { listeners } = this.config;
-    const deps = { placer: this.placer, stats: this.stats, logger: this.logger };
+    const deps = { placer: this.placer, stats: this.stats, logger: this.logger, onConnectFailure: (id: string) => this.health.reportConnectFailure(id) };
     const addresses: ListenerAddresses = {};
+    // Refuse an unprotected non-loopback admin bind before anything listens.
+    const adminToken = resolveAdminToken(this.config.admin);
     try {
       if (listeners.broker) {
         this.broker = new TcpProxy({ name: 'broker', ...listeners.broker, idleTimeoutMs: listeners.broker.idleTimeout, connectTimeoutMs: listeners.broker.connectTimeout, upstreamPort: (c) => c.ports.broker }, deps);
@@ -61,6 +84,12 @@ export class App {
       if (listeners.pcoipUdp) {
         this.pcoipUdp = new UdpProxy({ bind: listeners.pcoipUdp.bind, idleTimeoutMs: listeners.pcoipUdp.idleTimeout, maxFlows: listeners.pcoipUdp.maxFlows }, deps);
         addresses.pcoipUdp = await this.pcoipUdp.listen();
+      }
+      this.addresses = addresses;
+      this.health.start();
+      if (this.config.admin.enabled) {
+        this.admin = new AdminServer(this, this.config.admin, adminToken, this.logger);
+        await this.admin.listen();
       }
     } catch (err) {
       await this.stop(0);
@@ -76,6 +105,8 @@ export class App {
   /** Stops accepting, lets TCP flows finish for up to `graceMs`, then closes whatever is left. */
   async stop(graceMs: number): Promise<void> {
     if (this.affinitySweep) clearInterval(this.affinitySweep);
+    this.health.stop();
+    await this.admin?.close();
     const tcp = [this.broker, this.pcoipTcp].filter((l): l is TcpProxy => l !== undefined);
     await Promise.all(tcp.map((l) => l.stopAccepting()));
     const deadline = Date.now() + graceMs;
@@ -90,6 +121,13 @@ export class App {
     return { broker: this.broker?.activeFlows ?? 0, pcoipTcp: this.pcoipTcp?.activeFlows ?? 0, pcoipUdp: this.pcoipUdp?.activeFlows ?? 0 };
   }
 
+  /** Ends every established flow to one Connector on every listener (health.closeFlowsOnDown). */
+  closeFlowsTo(connectorId: string): number {
+    const closed = (this.broker?.closeFlowsTo(connectorId) ?? 0) + (this.pcoipTcp?.closeFlowsTo(connectorId) ?? 0) + (this.pcoipUdp?.closeFlowsTo(connectorId) ?? 0);
+    this.logger.warn({ connector: connectorId, flows: closed }, `closed ${closed} flow(s) of ${connectorId}: it is down and health.closeFlowsOnDown is on`);
+    return closed;
+  }
+
   private logStartup(addresses: ListenerAddresses): void {
     const listeners = Object.fromEntries(
       Object.entries(addresses).map(([name, a]) => [name, `${formatHostPort(a.address, a.port)}${name === 'pcoipUdp' ? '/udp' : '/tcp'}`]),
@@ -99,6 +137,8 @@ export class App {
         listeners,
         connectors: this.pool.all().map((c) => ({ id: c.id, broker: formatHostPort(c.address, c.ports.broker), pcoip: formatHostPort(c.address, c.ports.pcoip), weight: c.weight, state: c.state })),
         balance: this.config.balance.algorithm,
+        health: { checks: this.config.health.checks, interval: formatDuration(this.config.health.interval), rise: this.config.health.rise, fall: this.config.health.fall },
+        ...(this.adminAddress ? { admin: `http://${formatHostPort(this.adminAddress.address, this.adminAddress.port)}/` } : {}),
         affinity: { ipv4Prefix: this.config.affinity.ipv4Prefix, ipv6Prefix: this.config.affinity.ipv6Prefix, ttl: formatDuration(this.config.affinity.ttl) },
       },
       `pcoip-lb started: ${Object.keys(addresses).length} listener(s), ${this.pool.all().length} Connector(s)`,

@@ -13,7 +13,16 @@ export const ErrorCodes = {
   FLOW_LIMIT: 'PLB_E_FLOW_LIMIT',
   ADMIN_TOKEN_REQUIRED: 'PLB_E_ADMIN_TOKEN_REQUIRED',
   ADMIN_REQUEST: 'PLB_E_ADMIN_REQUEST',
-  /** A command-line argument that parsed but makes no sense (an unknown id, a count out of range). */
+  ADMIN_TOKEN_READ: 'PLB_E_ADMIN_TOKEN_READ',
+  ADMIN_UNAUTHORIZED: 'PLB_E_ADMIN_UNAUTHORIZED',
+  ADMIN_FORBIDDEN: 'PLB_E_ADMIN_FORBIDDEN',
+  ADMIN_NOT_FOUND: 'PLB_E_ADMIN_NOT_FOUND',
+  ADMIN_METHOD: 'PLB_E_ADMIN_METHOD',
+  ADMIN_UNREACHABLE: 'PLB_E_ADMIN_UNREACHABLE',
+  UNKNOWN_CONNECTOR: 'PLB_E_UNKNOWN_CONNECTOR',
+  DRAIN_TIMEOUT: 'PLB_E_DRAIN_TIMEOUT',
+  HEALTH_TLS_CA: 'PLB_E_HEALTH_TLS_CA',
+  /** A command-line argument that parsed but makes no sense (an unknown id, a count out of range, a bad duration). */
   USAGE: 'PLB_E_USAGE',
 } as const;
 

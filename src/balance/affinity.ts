@@ -91,11 +91,6 @@ export class AffinityTable {
     return removed;
   }
 
-  /** Whether an entry still pins its client: it has flows, or its TTL has not run out. */
-  isLive(entry: AffinityEntry, now: number): boolean {
-    return !this.isExpired(entry, now);
-  }
-
   *all(): IterableIterator<AffinityEntry> {
     yield* this.entries.values();
   }
