@@ -7,6 +7,9 @@ import { Placer } from './balance/placer.ts';
 import { FlowStats } from './proxy/flow-stats.ts';
 import { TcpProxy } from './proxy/tcp-proxy.ts';
 import { UdpProxy } from './proxy/udp-proxy.ts';
+import { SessionTable, type SessionsDescription } from './balance/sessions.ts';
+import { BrokerTerminateListener } from './proxy/broker-terminate.ts';
+import { SniRouter } from './proxy/sni-routing.ts';
 import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
 
@@ -15,6 +18,18 @@ export interface ListenerAddresses {
   pcoipTcp?: AddressInfo;
   pcoipUdp?: AddressInfo;
 }
+
+/** What App needs of a TCP listener to stop it (the passthrough and terminating broker differ). */
+interface TcpListener {
+  readonly activeFlows: number;
+  stopAccepting(): Promise<void>;
+  destroyAll(): void;
+}
+
+/** Learned sessions (cookies, log ids, allocations) kept per kind at most; the oldest go first. */
+const MAX_LEARNED_SESSIONS = 100_000;
+/** How long the 4172/TCP SNI peek waits for a ClientHello before routing by address. */
+const SNI_PEEK_TIMEOUT_MS = 5000;
 
 /**
  * The composition root: config → pool → placer → listeners. Owns every long-lived object and
@@ -25,9 +40,11 @@ export class App {
   readonly affinity: AffinityTable;
   readonly placer: Placer;
   readonly stats = new FlowStats();
+  /** What the terminating broker listener learned (empty in passthrough mode). */
+  readonly sessions: SessionTable;
   readonly logger: Logger;
   private config: Config;
-  private broker: TcpProxy | undefined;
+  private broker: TcpProxy | BrokerTerminateListener | undefined;
   private pcoipTcp: TcpProxy | undefined;
   private pcoipUdp: UdpProxy | undefined;
   private affinitySweep: NodeJS.Timeout | undefined;
@@ -38,6 +55,12 @@ export class App {
     this.pool = new Pool(config.connectors);
     this.affinity = new AffinityTable(config.affinity.ttl);
     this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity });
+    this.sessions = new SessionTable({ ttlMs: config.affinity.ttl, maxEntries: MAX_LEARNED_SESSIONS });
+  }
+
+  /** Learned broker sessions for /status and logs; no secrets (see SessionTable.describeSessions). */
+  describeSessions(now = Date.now()): SessionsDescription {
+    return this.sessions.describeSessions(now);
   }
 
   get currentConfig(): Config {
@@ -50,12 +73,39 @@ export class App {
     const deps = { placer: this.placer, stats: this.stats, logger: this.logger };
     const addresses: ListenerAddresses = {};
     try {
-      if (listeners.broker) {
+      if (listeners.broker?.tls.mode === 'terminate') {
+        const b = listeners.broker;
+        this.broker = new BrokerTerminateListener(
+          {
+            bind: b.bind,
+            connectTimeoutMs: b.connectTimeout,
+            idleTimeoutMs: b.idleTimeout,
+            headerTimeoutMs: b.http.headerTimeout,
+            limits: { maxHeaderBytes: b.http.maxHeaderBytes, maxHeaderCount: b.http.maxHeaderCount },
+            tls: b.tls,
+          },
+          { ...deps, pool: this.pool, sessions: this.sessions },
+        );
+        addresses.broker = await this.broker.listen();
+      } else if (listeners.broker) {
         this.broker = new TcpProxy({ name: 'broker', ...listeners.broker, idleTimeoutMs: listeners.broker.idleTimeout, connectTimeoutMs: listeners.broker.connectTimeout, upstreamPort: (c) => c.ports.broker }, deps);
         addresses.broker = await this.broker.listen();
       }
       if (listeners.pcoipTcp) {
-        this.pcoipTcp = new TcpProxy({ name: 'pcoipTcp', ...listeners.pcoipTcp, idleTimeoutMs: listeners.pcoipTcp.idleTimeout, connectTimeoutMs: listeners.pcoipTcp.connectTimeout, upstreamPort: (c) => c.ports.pcoip }, deps);
+        const sniRouter = listeners.pcoipTcp.sniRouting
+          ? new SniRouter({ placer: this.placer, sessions: this.sessions, logger: this.logger, now: Date.now }, SNI_PEEK_TIMEOUT_MS)
+          : undefined;
+        this.pcoipTcp = new TcpProxy(
+          {
+            name: 'pcoipTcp',
+            ...listeners.pcoipTcp,
+            idleTimeoutMs: listeners.pcoipTcp.idleTimeout,
+            connectTimeoutMs: listeners.pcoipTcp.connectTimeout,
+            upstreamPort: (c) => c.ports.pcoip,
+            ...(sniRouter ? { earlyRouting: sniRouter.route } : {}),
+          },
+          deps,
+        );
         addresses.pcoipTcp = await this.pcoipTcp.listen();
       }
       if (listeners.pcoipUdp) {
@@ -67,7 +117,14 @@ export class App {
       throw err;
     }
     // Expired affinity entries only cost memory; sweeping once a minute (or per TTL/4) is plenty.
-    this.affinitySweep = setInterval(() => this.affinity.sweep(Date.now()), Math.max(1000, Math.min(60_000, this.config.affinity.ttl / 4)));
+    this.affinitySweep = setInterval(
+      () => {
+        const now = Date.now();
+        this.affinity.sweep(now);
+        this.sessions.sweep(now);
+      },
+      Math.max(1000, Math.min(60_000, this.config.affinity.ttl / 4)),
+    );
     this.affinitySweep.unref();
     this.logStartup(addresses);
     return addresses;
@@ -76,7 +133,7 @@ export class App {
   /** Stops accepting, lets TCP flows finish for up to `graceMs`, then closes whatever is left. */
   async stop(graceMs: number): Promise<void> {
     if (this.affinitySweep) clearInterval(this.affinitySweep);
-    const tcp = [this.broker, this.pcoipTcp].filter((l): l is TcpProxy => l !== undefined);
+    const tcp: TcpListener[] = [this.broker, this.pcoipTcp].filter((l) => l !== undefined);
     await Promise.all(tcp.map((l) => l.stopAccepting()));
     const deadline = Date.now() + graceMs;
     while (graceMs > 0 && Date.now() < deadline && tcp.some((l) => l.activeFlows > 0)) {

@@ -105,6 +105,11 @@ export class Http1Framer {
     return this.state.s !== 'head' || this.pending.length > 0;
   }
 
+  /** Bytes of a head have arrived but not the whole head: what the slow-sender timer watches. */
+  get awaitingHead(): boolean {
+    return this.state.s === 'head' && this.pending.length > 0;
+  }
+
   get failed(): boolean {
     return this.state.s === 'dead';
   }
