@@ -63,7 +63,9 @@ export class BrokerRouter {
   private byKey(via: RouteVia, value: string, connectorId: string | undefined, clientAddress: string, avoid?: ReadonlySet<string>): Route | undefined {
     const connector = connectorId === undefined ? undefined : this.deps.pool.get(connectorId);
     if (connector && admitsPinnedClients(connector) && !avoid?.has(connector.id)) return { ok: true, connector, via };
-    // Unknown (proxy restarted, forged, expired) or its Connector cannot take it: fall through.
+    // A log id nobody has seen is simply the first request of a login: nothing to report.
+    if (via === 'log-id' && connectorId === undefined) return undefined;
+    // Unknown cookie (proxy restarted, forged, expired) or its Connector cannot take it: fall through.
     this.staleLog.maybe(this.deps.now(), (suppressed) =>
       this.deps.logger.info(
         {
