@@ -22,6 +22,15 @@ async function loginAndAllocate(lab: TerminateLab, address: string): Promise<{ c
   return { connectorId: cookie.split('-s')[0]!, sni };
 }
 
+/** An address in [from, from+50) that consistent hashing alone would send elsewhere than `connectorId`. */
+function addressPlacedElsewhere(lab: TerminateLab, connectorId: string, from: number): string {
+  const placer = lab.proxy.app.placer;
+  for (let k = from; k < from + 50; k++) {
+    if (placer.pickNew(placer.keyFor(`127.0.2.${k}`)) !== connectorId) return `127.0.2.${k}`;
+  }
+  throw new Error('no such address');
+}
+
 /** Raw 4172/TCP: sends `pieces` (one write each, a tick apart), reads the fake Connector's greeting and echo. */
 async function pcoipTcpSend(port: number, localAddress: string, pieces: Buffer[]): Promise<{ connectorId: string; echoed: Buffer; socket: Socket }> {
   const socket = connect({ host: '127.0.0.1', port, localAddress });
@@ -63,25 +72,20 @@ describe('4172/TCP routing by the ClientHello SNI (sniRouting: true)', () => {
     const { pcoipTcp, pcoipUdp } = lab.proxy.addresses;
     const { connectorId, sni } = await loginAndAllocate(lab, '127.0.2.70');
     // A second address, already pinned (by its own UDP flow) to a different Connector.
-    const placer = lab.proxy.app.placer;
-    let other: string | undefined;
-    for (let k = 71; k < 120 && !other; k++) {
-      if (placer.pickNew(placer.keyFor(`127.0.2.${k}`)) !== connectorId) other = `127.0.2.${k}`;
-    }
-    expect(other).toBeDefined();
-    const before = (await udpRoundTrip(pcoipUdp.port, other!, Buffer.from('before'))).toString().split('|')[0];
+    const other = addressPlacedElsewhere(lab, connectorId, 71);
+    const before = (await udpRoundTrip(pcoipUdp.port, other, Buffer.from('before'))).toString().split('|')[0];
     expect(before).not.toBe(connectorId);
 
     const hello = await captureClientHello(sni);
     // Split across three TCP segments to exercise reassembly on the wire.
     const thirds = [hello.subarray(0, 3), hello.subarray(3, 100), hello.subarray(100)];
-    const tcp = await pcoipTcpSend(pcoipTcp.port, other!, thirds);
+    const tcp = await pcoipTcpSend(pcoipTcp.port, other, thirds);
     expect(tcp.connectorId).toBe(connectorId);
     expect(tcp.echoed.equals(hello)).toBe(true); // forwarded unchanged, first
     const line = await lab.proxy.logs.waitFor((l) => l.msg === 'SNI matches a learned allocation: routed by it, overriding address affinity');
     expect(line).toMatchObject({ client: other, connector: connectorId, overrides: before, sni });
     // The address is now pinned there: a new UDP flow (new source port) goes to the same Connector.
-    const after = (await udpRoundTrip(pcoipUdp.port, other!, Buffer.from('after'))).toString().split('|')[0];
+    const after = (await udpRoundTrip(pcoipUdp.port, other, Buffer.from('after'))).toString().split('|')[0];
     expect(after).toBe(connectorId);
     expect(lab.proxy.app.describeSessions().allocations.find((a) => a.sni === sni)).toMatchObject({ state: 'active', flows: 1 });
     tcp.socket.destroy();
@@ -91,7 +95,7 @@ describe('4172/TCP routing by the ClientHello SNI (sniRouting: true)', () => {
     const { connectorId, sni } = await loginAndAllocate(lab, '127.0.2.130');
     const hello = await captureClientHello(sni);
     const bytes = [...hello.subarray(0, 40)].map((b) => Buffer.from([b]));
-    const tcp = await pcoipTcpSend(lab.proxy.addresses.pcoipTcp.port, '127.0.2.131', [...bytes, hello.subarray(40)]);
+    const tcp = await pcoipTcpSend(lab.proxy.addresses.pcoipTcp.port, addressPlacedElsewhere(lab, connectorId, 131), [...bytes, hello.subarray(40)]);
     expect(tcp.connectorId).toBe(connectorId);
     expect(tcp.echoed.equals(hello)).toBe(true);
     tcp.socket.destroy();
