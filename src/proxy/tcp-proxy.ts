@@ -126,10 +126,10 @@ export class TcpProxy {
 
   /** Stops accepting; established connections go on. Resolves when the listening socket is closed. */
   stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-    });
+    // server.close() stops listening at once, but its callback waits for every open connection
+    // to end; App.stop() must get past this to run its grace period and destroyAll().
+    if (this.server.listening) this.server.close();
+    return Promise.resolve();
   }
 
   /** Ends every connection now (shutdown after the grace period). */
