@@ -346,6 +346,9 @@ export class BrokerConnection {
             { listener: 'broker', client: this.clientAddress, connector: up.connector.id, code: ErrorCodes.UPSTREAM_PROTOCOL, reason: e.code, err: e.message },
             'malformed HTTP response from Connector',
           );
+          // The request it failed to answer is answered by us (or the connection is cut mid-response).
+          up.pending = [];
+          this.releaseUpstream(up);
           if (up.responseBytesSent === 0) this.replyAndClose(502, 'Bad Gateway', 'the Connector sent a malformed response', 'bad-response');
           else this.close('bad-response', e.message);
           return;
