@@ -98,6 +98,10 @@ export class BrokerConnection {
     client.on('end', () => this.onClientEnd());
     client.on('error', (err: NodeJS.ErrnoException) => this.close('client-error', err.code ?? err.message));
     client.on('close', () => this.close('client-closed'));
+    client.on('drain', () => {
+      const socket = this.upstream?.socket;
+      if (socket && !this.upstream!.closed && socket.isPaused()) socket.resume();
+    });
     if (deps.idleTimeoutMs > 0) client.setTimeout(deps.idleTimeoutMs, () => this.close('idle-timeout'));
   }
 
@@ -168,7 +172,18 @@ export class BrokerConnection {
       this.queue.shift();
       if ('bytes' in e) this.queuedBytes -= e.bytes.length;
     }
-    if (this.queuedBytes <= this.deps.limits.maxHeaderBytes * 4 && !this.closed && this.client.isPaused() && this.waiting === undefined) this.client.resume();
+    this.resumeClientIfClear();
+  }
+
+  /**
+   * The client is paused while requests queue up (waiting for a Connector) or while the upstream
+   * is not draining its writes; it resumes only when neither holds.
+   */
+  private resumeClientIfClear(): void {
+    if (this.closed || this.closing || this.waiting !== undefined) return;
+    if (this.queuedBytes > this.deps.limits.maxHeaderBytes * 4) return;
+    if (this.upstream?.socket?.writableNeedDrain) return;
+    if (this.client.isPaused()) this.client.resume();
   }
 
   /**
@@ -220,12 +235,7 @@ export class BrokerConnection {
   private write(bytes: Buffer): void {
     const up = this.upstream!;
     if (up.counters) up.counters.bytesIn += bytes.length;
-    if (!up.socket!.write(bytes)) {
-      this.client.pause();
-      up.socket!.once('drain', () => {
-        if (!this.closed && this.waiting === undefined) this.client.resume();
-      });
-    }
+    if (!up.socket!.write(bytes)) this.client.pause(); // resumed by the upstream's 'drain' handler
   }
 
   private openUpstream(route: Extract<Route, { ok: true }>): void {
@@ -258,6 +268,7 @@ export class BrokerConnection {
           this.deps.affinity.flowOpened(up.affinityKey, this.deps.now());
         }
         socket.on('data', (chunk: Buffer) => this.onUpstreamData(up, chunk));
+        socket.on('drain', () => this.resumeClientIfClear());
         socket.on('end', () => this.onUpstreamEnd(up));
         socket.on('error', (err: NodeJS.ErrnoException) => this.onUpstreamGone(up, err.code ?? err.message));
         socket.on('close', () => this.onUpstreamGone(up, undefined));
@@ -358,11 +369,8 @@ export class BrokerConnection {
 
   private toClient(up: Upstream, bytes: Buffer): void {
     up.responseBytesSent += bytes.length;
-    if (!this.client.write(bytes) && up.socket) {
-      const socket = up.socket;
-      socket.pause();
-      this.client.once('drain', () => socket.resume());
-    }
+    // Paused until the client drains (one 'drain' listener for the connection, set in the constructor).
+    if (!this.client.write(bytes) && up.socket) up.socket.pause();
   }
 
   private feedAllocation(up: Upstream, bytes: Buffer): void {

@@ -14,13 +14,20 @@ const ODD_RESPONSE = [
   '00a\r\n0123456789\r\n0\r\nX-Trailer: yes\r\n\r\n',
 ];
 
+/** Big enough to fill socket buffers both ways, so backpressure paths run. */
+const LARGE = Buffer.from(Uint8Array.from({ length: 3 * 1024 * 1024 }, (_, i) => (i * 7919) & 0xff));
+
 describe('terminate mode: bytes, ALPN and certificates', () => {
   let lab: TerminateLab;
 
   beforeAll(async () => {
     lab = await startTerminateLab({ ids: ['conn-a', 'conn-b'], tls: { reloadInterval: '100ms' } });
     for (const b of lab.brokers) {
-      b.script = (req) => (req.path === '/bytes' ? ODD_RESPONSE.map((p) => Buffer.from(p, 'latin1')) : undefined);
+      b.script = (req) => {
+        if (req.path === '/bytes') return ODD_RESPONSE.map((p) => Buffer.from(p, 'latin1'));
+        if (req.path === '/large') return [Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${LARGE.length}\r\n\r\n`), LARGE];
+        return undefined;
+      };
     }
   });
 
@@ -42,6 +49,17 @@ describe('terminate mode: bytes, ALPN and certificates', () => {
     const seen = broker.requests.filter((r) => r.path === '/bytes');
     expect(seen).toHaveLength(2);
     for (const r of seen) expect(r.raw.equals(request)).toBe(true);
+    client.close();
+  });
+
+  it('carries multi-megabyte bodies both ways intact', async () => {
+    const client = await openBrokerClient(lab.proxy.addresses.broker.port, '127.0.2.54');
+    const request = Buffer.concat([Buffer.from(`POST /large HTTP/1.1\r\nContent-Length: ${LARGE.length}\r\n\r\n`), LARGE]);
+    client.socket.write(request);
+    const reply = await client.reader.next(15_000);
+    expect(reply!.body.equals(LARGE)).toBe(true);
+    const seen = lab.brokers.flatMap((b) => b.requests).find((r) => r.path === '/large')!;
+    expect(seen.raw.equals(request)).toBe(true);
     client.close();
   });
 
