@@ -32,12 +32,17 @@ async function runStart(configPath: string, logLevel: string | undefined): Promi
   installSignalHandlers(app, logger);
 }
 
+/** pino writes asynchronously; flush so the last lines (the flows closed at shutdown) are not lost. */
+function exitAfterFlush(logger: Logger, code: number): void {
+  logger.flush(() => process.exit(code));
+}
+
 function installSignalHandlers(app: App, logger: Logger): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
+      exitAfterFlush(logger, 1);
     }
     stopping = true;
     const grace = app.currentConfig.shutdown.grace;
@@ -45,11 +50,11 @@ function installSignalHandlers(app: App, logger: Logger): void {
     app.stop(grace).then(
       () => {
         logger.info('stopped');
-        process.exit(0);
+        exitAfterFlush(logger, 0);
       },
       (err: unknown) => {
         logger.error({ err }, 'error while stopping');
-        process.exit(1);
+        exitAfterFlush(logger, 1);
       },
     );
   };

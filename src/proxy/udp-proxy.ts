@@ -65,7 +65,11 @@ export class UdpProxy {
     const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
     this.socket = createSocket({ type });
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
-    this.socket.on('error', (err) => deps.logger.error({ listener: 'pcoipUdp', err }, 'UDP listener error'));
+    // Send errors towards clients surface here, possibly once per packet: rate-limit the log.
+    const errorLog = new RateLimitedLog();
+    this.socket.on('error', (err) =>
+      errorLog.maybe(this.now(), (suppressed) => deps.logger.error({ listener: 'pcoipUdp', err, suppressed }, 'UDP listener error')),
+    );
   }
 
   get activeFlows(): number {
