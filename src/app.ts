@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config/schema.ts';
 import type { Logger } from './logger.ts';
-import { Pool } from './pool/pool.ts';
+import { Pool, type ConnectorView } from './pool/pool.ts';
 import { AffinityTable } from './balance/affinity.ts';
 import { Placer } from './balance/placer.ts';
 import { FlowStats } from './proxy/flow-stats.ts';
@@ -10,6 +10,7 @@ import { UdpProxy } from './proxy/udp-proxy.ts';
 import { SessionTable, type SessionsDescription } from './balance/sessions.ts';
 import { BrokerTerminateListener } from './proxy/broker-terminate.ts';
 import { SniRouter } from './proxy/sni-routing.ts';
+import { DirectConnectorListeners } from './proxy/direct-listeners.ts';
 import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
 
@@ -47,6 +48,10 @@ export class App {
   private broker: TcpProxy | BrokerTerminateListener | undefined;
   private pcoipTcp: TcpProxy | undefined;
   private pcoipUdp: UdpProxy | undefined;
+  /** Experimental rewriteTarget: per-Connector 4172 listeners. */
+  private direct: DirectConnectorListeners | undefined;
+  /** Experimental rewriteTarget: Connector id → port of its own 4172 TCP+UDP listeners (bound). */
+  directPorts: Record<string, number> = {};
   private affinitySweep: NodeJS.Timeout | undefined;
 
   constructor(config: Config, logger: Logger) {
@@ -75,6 +80,23 @@ export class App {
     try {
       if (listeners.broker?.tls.mode === 'terminate') {
         const b = listeners.broker;
+        if (b.rewriteTarget.enabled) {
+          this.direct = new DirectConnectorListeners(
+            this.config.connectors,
+            {
+              publicAddress: b.rewriteTarget.publicAddress!,
+              bindAddress: b.rewriteTarget.bindAddress,
+              ports: b.rewriteTarget.ports,
+              tcpIdleTimeoutMs: listeners.pcoipTcp?.idleTimeout ?? 3_600_000,
+              udpIdleTimeoutMs: listeners.pcoipUdp?.idleTimeout ?? 120_000,
+              connectTimeoutMs: listeners.pcoipTcp?.connectTimeout ?? b.connectTimeout,
+              maxFlows: listeners.pcoipUdp?.maxFlows ?? 100_000,
+            },
+            deps,
+          );
+          this.directPorts = await this.direct.listen();
+        }
+        const direct = this.direct;
         this.broker = new BrokerTerminateListener(
           {
             bind: b.bind,
@@ -83,6 +105,7 @@ export class App {
             headerTimeoutMs: b.http.headerTimeout,
             limits: { maxHeaderBytes: b.http.maxHeaderBytes, maxHeaderCount: b.http.maxHeaderCount },
             tls: b.tls,
+            ...(direct ? { rewriteTarget: (c: ConnectorView) => direct.targetFor(c) } : {}),
           },
           { ...deps, pool: this.pool, sessions: this.sessions },
         );
@@ -133,7 +156,7 @@ export class App {
   /** Stops accepting, lets TCP flows finish for up to `graceMs`, then closes whatever is left. */
   async stop(graceMs: number): Promise<void> {
     if (this.affinitySweep) clearInterval(this.affinitySweep);
-    const tcp: TcpListener[] = [this.broker, this.pcoipTcp].filter((l) => l !== undefined);
+    const tcp: TcpListener[] = [this.broker, this.pcoipTcp, this.direct].filter((l) => l !== undefined);
     await Promise.all(tcp.map((l) => l.stopAccepting()));
     const deadline = Date.now() + graceMs;
     while (graceMs > 0 && Date.now() < deadline && tcp.some((l) => l.activeFlows > 0)) {

@@ -98,6 +98,22 @@ const brokerListener = z.strictObject({
       headerTimeout: duration('headerTimeout').prefault('10s'),
     })
     .prefault({}),
+  /**
+   * Experimental, off by default: rewrite allocate-resource-resp's target to `publicAddress` and a
+   * port per Connector, each served by its own 4172 TCP+UDP listener (no affinity needed).
+   * Unverified: whether real clients honour a port other than 4172.
+   */
+  rewriteTarget: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      /** The address clients dial (the proxy's public address). */
+      publicAddress: z.string().refine(isValidHost, { message: 'must be an IP address or host name' }).optional(),
+      /** Where the per-Connector listeners bind. */
+      bindAddress: z.string().refine(isValidHost, { message: 'must be an IP address or host name' }).default('0.0.0.0'),
+      /** Connector id → public port (TCP and UDP). 0 picks a free port (tests). */
+      ports: z.record(z.string(), z.number().int().min(0).max(65535)).default({}),
+    })
+    .prefault({}),
 });
 
 const pcoipTcpListener = z.strictObject({
@@ -188,6 +204,21 @@ export const configSchema = z
     }
     if (pcoipTcp?.sniRouting && broker?.tls.mode !== 'terminate') {
       ctx.addIssue({ code: 'custom', path: ['listeners', 'pcoipTcp', 'sniRouting'], message: 'needs listeners.broker.tls.mode: terminate (SNI values are learned from the broker exchange)' });
+    }
+    const rewrite = broker?.rewriteTarget;
+    if (rewrite?.enabled) {
+      const at = (...p: (string | number)[]) => ['listeners', 'broker', 'rewriteTarget', ...p];
+      if (broker?.tls.mode !== 'terminate') ctx.addIssue({ code: 'custom', path: at('enabled'), message: 'needs listeners.broker.tls.mode: terminate (the broker answers are rewritten)' });
+      if (!rewrite.publicAddress) ctx.addIssue({ code: 'custom', path: at('publicAddress'), message: 'required when rewriteTarget is enabled: the address clients dial' });
+      const ids = new Set(cfg.connectors.map((c) => c.id));
+      for (const id of ids) if (rewrite.ports[id] === undefined) ctx.addIssue({ code: 'custom', path: at('ports'), message: `no port for Connector "${id}" (every Connector needs one)` });
+      const used = new Map<number, string>();
+      for (const [id, p] of Object.entries(rewrite.ports)) {
+        if (!ids.has(id)) ctx.addIssue({ code: 'custom', path: at('ports', id), message: `no Connector has id "${id}"` });
+        const other = used.get(p);
+        if (p !== 0 && other !== undefined) ctx.addIssue({ code: 'custom', path: at('ports', id), message: `port ${p} is also used for "${other}"` });
+        used.set(p, id);
+      }
     }
     if (!isPrime(cfg.balance.tableSize)) {
       ctx.addIssue({ code: 'custom', path: ['balance', 'tableSize'], message: `${cfg.balance.tableSize} is not prime (try 65537)` });

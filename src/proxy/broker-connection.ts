@@ -2,7 +2,8 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import type { ConnectorView } from '../pool/pool.ts';
 import type { AffinityTable } from '../balance/affinity.ts';
-import { AllocateResponseParser } from '../pcoip/allocate-response.ts';
+import { ALLOC_SUCCESSFUL, AllocateResponseParser } from '../pcoip/allocate-response.ts';
+import { reframeResponse, rewriteAllocationBody, type RewriteTo } from '../pcoip/rewrite-target.ts';
 import { ErrorCodes } from '../errors.ts';
 import type { FlowStats, ListenerCounters } from './flow-stats.ts';
 import { Http1Framer, headerValues, type FramerEvent, type FramerLimits, type MessageHead } from './http1-framing.ts';
@@ -32,6 +33,8 @@ export interface BrokerConnectionDeps {
   limits: FramerLimits;
   headerTimeoutMs: number;
   idleTimeoutMs: number;
+  /** Experimental rewriteTarget: where clients of this Connector should dial instead (undefined: no rewrite). */
+  rewriteTarget?: (connector: ConnectorView) => RewriteTo | undefined;
   /** Called once when the connection is finished (for the listener's bookkeeping). */
   onClosed: (conn: BrokerConnection) => void;
 }
@@ -41,6 +44,18 @@ interface PendingRequest {
   /** A POST to the broker's XML endpoint: its response body may be an allocate-resource-resp. */
   brokerXml: boolean;
   closeAfter: boolean;
+}
+
+interface HeldResponse {
+  head: Buffer;
+  chunked: boolean;
+  /** Every byte received for this response, in order (forwarded as is when not rewritten). */
+  raw: Buffer[];
+  /** The decoded body, for the rewrite. */
+  body: Buffer[];
+  to: RewriteTo;
+  /** The parser found a successful allocation: rewrite at the end of the body. */
+  success: boolean;
 }
 
 interface Upstream {
@@ -54,6 +69,8 @@ interface Upstream {
   allocation: AllocateResponseParser | undefined;
   /** A 1xx interim response is in progress: its end does not answer the request. */
   interim: boolean;
+  /** rewriteTarget: a broker XML response held back whole until we know whether to rewrite it. */
+  held: HeldResponse | undefined;
   counters: ListenerCounters | undefined;
   /** Affinity key this upstream holds a flow reference on (address-routed only). */
   affinityKey: string | undefined;
@@ -248,6 +265,7 @@ export class BrokerConnection {
       responseBytesSent: 0,
       allocation: undefined,
       interim: false,
+      held: undefined,
       counters: undefined,
       affinityKey: undefined,
       closed: false,
@@ -332,25 +350,33 @@ export class BrokerConnection {
       if (this.closed) return;
       switch (e.type) {
         case 'head': {
-          this.toClient(up, e.bytes);
           up.interim = e.head.interim;
+          const req = e.head.interim ? undefined : up.pending[0];
+          up.allocation = req?.brokerXml && e.head.status === 200 && !isCompressed(e.head) ? new AllocateResponseParser() : undefined;
+          const to = up.allocation ? this.deps.rewriteTarget?.(up.connector) : undefined;
+          if (to) up.held = { head: e.bytes, chunked: isChunked(e.head), raw: [e.bytes], body: [], to, success: false };
+          else this.toClient(up, e.bytes);
           if (e.head.interim) break;
           this.deps.router.learnFromResponse(e.head, up.connector);
-          const req = up.pending[0];
-          up.allocation = req?.brokerXml && e.head.status === 200 && !isCompressed(e.head) ? new AllocateResponseParser() : undefined;
           if (e.head.closeAfter && req) req.closeAfter = true;
           break;
         }
         case 'data':
-          this.toClient(up, e.bytes);
+          if (up.held) (up.held.raw.push(e.bytes), up.held.body.push(e.bytes));
+          else this.toClient(up, e.bytes);
           this.feedAllocation(up, e.bytes);
           break;
         case 'framing':
-          this.toClient(up, e.bytes);
+          if (up.held) up.held.raw.push(e.bytes);
+          else this.toClient(up, e.bytes);
           break;
         case 'end':
           if (up.interim) up.interim = false;
-          else this.responseComplete(up);
+          else {
+            if (up.allocation) this.onAllocationResult(up, up.allocation.end());
+            if (up.held) this.releaseHeld(up, true);
+            this.responseComplete(up);
+          }
           break;
         case 'error':
           this.log().warn(
@@ -379,10 +405,31 @@ export class BrokerConnection {
   }
 
   private onAllocationResult(up: Upstream, result: ReturnType<AllocateResponseParser['push']>): void {
+    if (up.held && result.status !== 'need-more') {
+      // Only a successful allocation is worth holding the response for; anything else streams on.
+      if (result.status === 'allocation' && result.target.resultId === ALLOC_SUCCESSFUL) up.held.success = true;
+      else this.releaseHeld(up, false);
+    }
     if (result.status === 'allocation') this.deps.router.learnAllocation(result.target, up.connector, this.clientAddress);
     else if (result.status === 'error')
       this.log().info({ listener: 'broker', client: this.clientAddress, connector: up.connector.id, reason: result.reason, err: result.message }, 'broker XML response not understood; forwarded as is, nothing learned');
     if (result.status !== 'need-more') up.allocation = undefined;
+  }
+
+  /** Sends a held response: rewritten when complete and a successful allocation, else as received. */
+  private releaseHeld(up: Upstream, complete: boolean): void {
+    const held = up.held!;
+    up.held = undefined;
+    const body = held.success && complete ? rewriteAllocationBody(Buffer.concat(held.body).toString('utf8'), held.to) : undefined;
+    if (body === undefined) {
+      for (const part of held.raw) this.toClient(up, part);
+      return;
+    }
+    this.toClient(up, reframeResponse(held.head, held.chunked, Buffer.from(body, 'utf8')));
+    this.log().info(
+      { listener: 'broker', client: this.clientAddress, connector: up.connector.id, target: `${held.to.address}:${held.to.port}` },
+      'allocation target rewritten (experimental rewriteTarget)',
+    );
   }
 
   private responseComplete(up: Upstream): void {
@@ -502,6 +549,10 @@ export class BrokerConnection {
     );
     this.deps.onClosed(this);
   }
+}
+
+function isChunked(head: MessageHead): boolean {
+  return headerValues(head, 'transfer-encoding').some((v) => v.toLowerCase().includes('chunked'));
 }
 
 /** A compressed body cannot be read as XML; it is forwarded all the same. */

@@ -14,6 +14,7 @@ import type { FramerLimits } from './http1-framing.ts';
 import { CertificateStore } from './tls-certificates.ts';
 import { BrokerRouter } from './broker-routing.ts';
 import { BrokerConnection } from './broker-connection.ts';
+import type { RewriteTo } from '../pcoip/rewrite-target.ts';
 
 /**
  * The broker listener in `tls.mode: terminate`: a TLS server (HTTP/1.1 only: ALPN offers
@@ -28,6 +29,8 @@ export interface BrokerTerminateOptions {
   headerTimeoutMs: number;
   limits: FramerLimits;
   tls: BrokerTlsConfig;
+  /** Experimental rewriteTarget: where clients of a Connector should dial instead (see direct-listeners.ts). */
+  rewriteTarget?: (connector: ConnectorView) => RewriteTo | undefined;
 }
 
 export interface BrokerTerminateDeps {
@@ -165,6 +168,7 @@ export class BrokerTerminateListener {
       limits: this.options.limits,
       headerTimeoutMs: this.options.headerTimeoutMs,
       idleTimeoutMs: this.options.idleTimeoutMs,
+      ...(this.options.rewriteTarget ? { rewriteTarget: this.options.rewriteTarget } : {}),
       onClosed: (c) => this.connections.delete(c),
     });
     this.connections.add(conn);

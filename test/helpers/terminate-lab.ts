@@ -25,6 +25,7 @@ export interface LabOptions {
   sniRouting?: boolean;
   tls?: Record<string, unknown>;
   http?: Record<string, unknown>;
+  rewriteTarget?: Record<string, unknown>;
 }
 
 export async function startTerminateLab(options: LabOptions = {}): Promise<TerminateLab> {
@@ -59,7 +60,12 @@ export async function startTerminateLab(options: LabOptions = {}): Promise<Termi
 export function terminateConfig(connectors: unknown[], tls: Record<string, unknown>, options: LabOptions = {}): Config {
   return configSchema.parse({
     listeners: {
-      broker: { bind: '127.0.0.1:0', tls: { mode: 'terminate', ...tls }, ...(options.http ? { http: options.http } : {}) },
+      broker: {
+        bind: '127.0.0.1:0',
+        tls: { mode: 'terminate', ...tls },
+        ...(options.http ? { http: options.http } : {}),
+        ...(options.rewriteTarget ? { rewriteTarget: options.rewriteTarget } : {}),
+      },
       pcoipTcp: { bind: '127.0.0.1:0', sniRouting: options.sniRouting ?? false },
       pcoipUdp: { bind: '127.0.0.1:0' },
     },
