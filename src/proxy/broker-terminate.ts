@@ -71,6 +71,8 @@ export class BrokerTerminateListener {
         // The first pair also serves clients that send no SNI at all.
         ...this.defaultPemOptions(),
         handshakeTimeout: Math.max(1000, options.headerTimeoutMs),
+        // A client may send its requests and half-close; its responses must still reach it.
+        allowHalfOpen: true,
       },
       (socket) => this.onSecureConnection(socket),
     );
@@ -86,7 +88,7 @@ export class BrokerTerminateListener {
     return this.connections.size;
   }
 
-  /** Whether reload checks run; tests and the start-up log read it. */
+  /** Certificate files, their names and expiry (for /status and logs). */
   describeCertificates(): ReturnType<CertificateStore['describe']> {
     return this.certificates.describe();
   }

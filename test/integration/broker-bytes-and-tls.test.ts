@@ -52,6 +52,15 @@ describe('terminate mode: bytes, ALPN and certificates', () => {
     client.close();
   });
 
+  it('answers requests from a client that half-closes right after sending them', async () => {
+    const client = await openBrokerClient(lab.proxy.addresses.broker.port, '127.0.2.55');
+    const request = rawRequest('/pcoip-broker/xml', clientRequest('hello'));
+    client.socket.end(Buffer.concat([request, request]));
+    expect(resultId((await client.reader.next())!)).toBe('OK');
+    expect(resultId((await client.reader.next())!)).toBe('OK');
+    expect((await client.reader.untilEnd()).length).toBe(0);
+  });
+
   it('carries multi-megabyte bodies both ways intact', async () => {
     const client = await openBrokerClient(lab.proxy.addresses.broker.port, '127.0.2.54');
     const request = Buffer.concat([Buffer.from(`POST /large HTTP/1.1\r\nContent-Length: ${LARGE.length}\r\n\r\n`), LARGE]);
