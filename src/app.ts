@@ -13,6 +13,9 @@ import { SniRouter } from './proxy/sni-routing.ts';
 import { DirectConnectorListeners } from './proxy/direct-listeners.ts';
 import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
+import { HealthMonitor } from './health/monitor.ts';
+import { AdminServer } from './admin/server.ts';
+import { resolveAdminToken } from './admin/token.ts';
 
 export interface ListenerAddresses {
   broker?: AddressInfo;
@@ -44,7 +47,11 @@ export class App {
   /** What the terminating broker listener learned (empty in passthrough mode). */
   readonly sessions: SessionTable;
   readonly logger: Logger;
+  readonly health: HealthMonitor;
+  readonly startedAt = Date.now();
   private config: Config;
+  private addresses: ListenerAddresses = {};
+  private admin: AdminServer | undefined;
   private broker: TcpProxy | BrokerTerminateListener | undefined;
   private pcoipTcp: TcpProxy | undefined;
   private pcoipUdp: UdpProxy | undefined;
@@ -59,13 +66,27 @@ export class App {
     this.logger = logger;
     this.pool = new Pool(config.connectors);
     this.affinity = new AffinityTable(config.affinity.ttl);
-    this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity });
+    this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity, onDown: config.health.onDown });
     this.sessions = new SessionTable({ ttlMs: config.affinity.ttl, maxEntries: MAX_LEARNED_SESSIONS });
+    this.health = new HealthMonitor(this.pool, config.health, logger);
+    this.pool.onChange((change) => {
+      if (change.kind === 'health' && change.to === 'down' && this.config.health.closeFlowsOnDown) this.closeFlowsTo(change.id);
+    });
   }
 
   /** Learned broker sessions for /status and logs; no secrets (see SessionTable.describeSessions). */
   describeSessions(now = Date.now()): SessionsDescription {
     return this.sessions.describeSessions(now);
+  }
+
+  /** Where each listener is bound (after start). */
+  get listenerAddresses(): ListenerAddresses {
+    return this.addresses;
+  }
+
+  /** Where the admin server is bound (after start; undefined when admin.enabled is false). */
+  get adminAddress(): AddressInfo | undefined {
+    return this.admin?.address();
   }
 
   get currentConfig(): Config {
@@ -75,8 +96,10 @@ export class App {
   /** Binds every configured listener; on any failure, closes what was opened and rethrows. */
   async start(): Promise<ListenerAddresses> {
     const { listeners } = this.config;
-    const deps = { placer: this.placer, stats: this.stats, logger: this.logger };
+    const deps = { placer: this.placer, stats: this.stats, logger: this.logger, onConnectFailure: (id: string) => this.health.reportConnectFailure(id) };
     const addresses: ListenerAddresses = {};
+    // Refuse an unprotected non-loopback admin bind before anything listens.
+    const adminToken = resolveAdminToken(this.config.admin);
     try {
       if (listeners.broker?.tls.mode === 'terminate') {
         const b = listeners.broker;
@@ -135,6 +158,12 @@ export class App {
         this.pcoipUdp = new UdpProxy({ bind: listeners.pcoipUdp.bind, idleTimeoutMs: listeners.pcoipUdp.idleTimeout, maxFlows: listeners.pcoipUdp.maxFlows }, deps);
         addresses.pcoipUdp = await this.pcoipUdp.listen();
       }
+      this.addresses = addresses;
+      this.health.start();
+      if (this.config.admin.enabled) {
+        this.admin = new AdminServer(this, this.config.admin, adminToken, this.logger);
+        await this.admin.listen();
+      }
     } catch (err) {
       await this.stop(0);
       throw err;
@@ -156,6 +185,8 @@ export class App {
   /** Stops accepting, lets TCP flows finish for up to `graceMs`, then closes whatever is left. */
   async stop(graceMs: number): Promise<void> {
     if (this.affinitySweep) clearInterval(this.affinitySweep);
+    this.health.stop();
+    await this.admin?.close();
     const tcp: TcpListener[] = [this.broker, this.pcoipTcp, this.direct].filter((l) => l !== undefined);
     await Promise.all(tcp.map((l) => l.stopAccepting()));
     const deadline = Date.now() + graceMs;
@@ -170,6 +201,13 @@ export class App {
     return { broker: this.broker?.activeFlows ?? 0, pcoipTcp: this.pcoipTcp?.activeFlows ?? 0, pcoipUdp: this.pcoipUdp?.activeFlows ?? 0 };
   }
 
+  /** Ends every established flow to one Connector on every listener (health.closeFlowsOnDown). */
+  closeFlowsTo(connectorId: string): number {
+    const closed = (this.broker?.closeFlowsTo(connectorId) ?? 0) + (this.pcoipTcp?.closeFlowsTo(connectorId) ?? 0) + (this.pcoipUdp?.closeFlowsTo(connectorId) ?? 0);
+    this.logger.warn({ connector: connectorId, flows: closed }, `closed ${closed} flow(s) of ${connectorId}: it is down and health.closeFlowsOnDown is on`);
+    return closed;
+  }
+
   private logStartup(addresses: ListenerAddresses): void {
     const listeners = Object.fromEntries(
       Object.entries(addresses).map(([name, a]) => [name, `${formatHostPort(a.address, a.port)}${name === 'pcoipUdp' ? '/udp' : '/tcp'}`]),
@@ -179,6 +217,8 @@ export class App {
         listeners,
         connectors: this.pool.all().map((c) => ({ id: c.id, broker: formatHostPort(c.address, c.ports.broker), pcoip: formatHostPort(c.address, c.ports.pcoip), weight: c.weight, state: c.state })),
         balance: this.config.balance.algorithm,
+        health: { checks: this.config.health.checks, interval: formatDuration(this.config.health.interval), rise: this.config.health.rise, fall: this.config.health.fall },
+        ...(this.adminAddress ? { admin: `http://${formatHostPort(this.adminAddress.address, this.adminAddress.port)}/` } : {}),
         affinity: { ipv4Prefix: this.config.affinity.ipv4Prefix, ipv6Prefix: this.config.affinity.ipv6Prefix, ttl: formatDuration(this.config.affinity.ttl) },
       },
       `pcoip-lb started: ${Object.keys(addresses).length} listener(s), ${this.pool.all().length} Connector(s)`,

@@ -2,9 +2,13 @@ import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { loadConfigFile } from './config/load.ts';
-import { isPlbError } from './errors.ts';
+import { ErrorCodes, PlbError, isPlbError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { App } from './app.ts';
+import { AdminClient } from './admin/client.ts';
+import { ADMIN_TOKEN_ENV, adminTarget, setStateCommand, statusCommand, waitForDrain } from './admin/commands.ts';
+import { resolveAdminToken } from './admin/token.ts';
+import { parseDuration } from './util/duration.ts';
 
 /** The only module that exits the process or installs signal handlers. */
 
@@ -22,6 +26,30 @@ function printError(err: unknown): void {
 
 const withConfig = <T>(y: Argv<T>) =>
   y.option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'path to the YAML config file' });
+
+/** Options of the commands that talk to a running proxy through its admin API. */
+const withAdmin = <T>(y: Argv<T>) =>
+  y
+    .option('admin', { type: 'string', describe: 'admin API URL (default: from --config admin.bind, else http://127.0.0.1:8404)' })
+    .option('token', { type: 'string', describe: `admin bearer token (default: $${ADMIN_TOKEN_ENV}, else from --config admin.token)` })
+    .option('config', { alias: 'c', type: 'string', describe: 'config file to read admin.bind and admin.token from' });
+
+function adminClient(args: { admin?: string; token?: string; config?: string }): AdminClient {
+  const target = adminTarget({ admin: args.admin, token: args.token, config: args.config ? loadConfigFile(args.config).admin : undefined });
+  return new AdminClient(target.url, target.token);
+}
+
+/** `enable <id>` and `maint <id>`: one admin POST each. */
+function stateCommand(action: 'enable' | 'maint', describe: string) {
+  return {
+    command: `${action} <id>`,
+    describe,
+    builder: (y: Argv) => withAdmin(y).positional('id', { type: 'string', demandOption: true, describe: 'Connector id' }),
+    handler: async (args: { id: string; admin?: string; token?: string; config?: string }) => {
+      await setStateCommand(adminClient(args), process.stdout, args.id, action);
+    },
+  };
+}
 
 async function runStart(configPath: string, logLevel: string | undefined): Promise<void> {
   const config = loadConfigFile(configPath);
@@ -81,11 +109,39 @@ export async function main(argv: string[]): Promise<void> {
       (y) => withConfig(y),
       (args) => {
         const config = loadConfigFile(args.config);
+        // The one admin rule the schema cannot see: a non-loopback bind needs a token.
+        if (!config.admin.token) resolveAdminToken(config.admin);
         const listeners = Object.keys(config.listeners).join(', ');
         process.stdout.write(`${args.config}: OK (${config.connectors.length} Connector(s); listeners: ${listeners})\n`);
       },
     )
-    .demandCommand(1, 'name a command: start, check-config (see --help)')
+    .command(
+      'status',
+      'show the pool of a running pcoip-lb: health, state, clients, flows per Connector',
+      (y) => withAdmin(y).option('json', { type: 'boolean', default: false, describe: 'print the raw /status JSON' }),
+      async (args) => {
+        await statusCommand(adminClient(args), process.stdout, args.json);
+      },
+    )
+    .command(
+      'drain <id>',
+      'stop sending new clients to a Connector; its pinned clients keep reconnecting to it',
+      (y) =>
+        withAdmin(y)
+          .positional('id', { type: 'string', demandOption: true, describe: 'Connector id' })
+          .option('wait', { type: 'boolean', default: false, describe: 'return only when the Connector has no flows left, showing progress' })
+          .option('timeout', { type: 'string', describe: 'with --wait: give up after this long (e.g. 30m; default: no limit)' }),
+      async (args) => {
+        const timeoutMs = args.timeout === undefined ? 0 : parseDuration(args.timeout);
+        if (timeoutMs === undefined) throw new PlbError(ErrorCodes.USAGE, `--timeout "${args.timeout}" is not a duration (e.g. 90s, 30m)`);
+        const client = adminClient(args);
+        await setStateCommand(client, process.stdout, args.id, 'drain');
+        if (args.wait) await waitForDrain(client, process.stdout, args.id, { timeoutMs });
+      },
+    )
+    .command(stateCommand('enable', 'put a Connector back in service (state active)'))
+    .command(stateCommand('maint', 'take a Connector out entirely: no new clients, pinned clients move elsewhere'))
+    .demandCommand(1, 'name a command: start, check-config, status, drain, enable, maint (see --help)')
     .strict()
     .version(pkg.version)
     .help()

@@ -150,6 +150,84 @@ const connector = z.strictObject({
   state: z.enum(CONNECTOR_STATES).default('active'),
 });
 
+/** `10%` → 0.1. Jitter is a share of the interval, so it scales with it. */
+const percent = (what: string, max: number) =>
+  z.string({ error: `${what} must be a percentage string such as "10%"` }).transform((text, ctx) => {
+    const match = /^(\d+(?:\.\d+)?)%$/.exec(text.trim());
+    const value = match ? Number(match[1]) : NaN;
+    if (!(value >= 0 && value <= max)) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a percentage between 0% and ${max}%` });
+      return z.NEVER;
+    }
+    return value / 100;
+  });
+
+export const HEALTH_CHECKS = ['broker', 'pcoip'] as const;
+export type HealthCheckName = (typeof HEALTH_CHECKS)[number];
+
+/**
+ * Active checks (HTTPS GET /health on the broker port, TCP connect to the pcoip port) and
+ * passive detection (failed connects of real clients). Defaults follow HAProxy's rise/fall
+ * model with a quicker interval than HP's load-balancer templates (30 s), so a broken Connector
+ * stops getting new users within seconds.
+ */
+const health = z
+  .strictObject({
+    interval: duration('interval').prefault('5s'),
+    /** A check that has not finished by then has failed (a hung Connector is a down Connector). */
+    timeout: duration('timeout').prefault('2s'),
+    /** Consecutive passing rounds before a down Connector is up again. */
+    rise: z.number().int().min(1).max(100).default(2),
+    /** Consecutive failing rounds before an up Connector is down. */
+    fall: z.number().int().min(1).max(100).default(3),
+    /** Each round starts interval ± this share of it, so checks of a large pool do not all fire at once. */
+    jitter: percent('jitter', 50).prefault('10%'),
+    /** Which checks run; a Connector is up only when all of them pass. [] turns active checks off. */
+    checks: z
+      .array(z.enum(HEALTH_CHECKS))
+      .default(['broker', 'pcoip'])
+      .refine((list) => new Set(list).size === list.length, { message: 'list each check once' }),
+    brokerPath: z.string().regex(/^\/[\x21-\x7e]*$/, 'must be a URL path starting with "/"').default('/health'),
+    tls: z
+      .strictObject({
+        /** PEM file with the CA (or the self-signed certificate) to verify Connectors against. Unset: no verification. */
+        ca: z.string().min(1).optional(),
+      })
+      .prefault({}),
+    passive: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** This many failed connects (refused or timed out) within `window` mark a Connector down. */
+        failures: z.number().int().min(1).max(10_000).default(3),
+        window: duration('window').prefault('10s'),
+      })
+      .prefault({}),
+    /** A pinned client whose Connector is down: `repin` places its new flows elsewhere; `keep` refuses them. */
+    onDown: z.enum(['repin', 'keep']).default('repin'),
+    /** Close the established flows of a Connector when it goes down (off: flows may still be alive). */
+    closeFlowsOnDown: z.boolean().default(false),
+  })
+  .prefault({});
+
+const adminToken = z
+  .strictObject({
+    /** File whose content (trimmed) is the bearer token. */
+    file: z.string().min(1).optional(),
+    /** Environment variable holding the bearer token. */
+    env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+  })
+  .refine((t) => (t.file === undefined) !== (t.env === undefined), { message: 'set exactly one of file or env' });
+
+/** The admin HTTP server: /status, /metrics, drain/enable/maint, the live page. */
+const admin = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    bind: hostPort.prefault('127.0.0.1:8404'),
+    /** Required when `bind` is not a loopback address; every request but /healthz must then carry it. */
+    token: adminToken.optional(),
+  })
+  .prefault({});
+
 export const BALANCE_ALGORITHMS = ['maglev', 'rendezvous'] as const;
 export type BalanceAlgorithm = (typeof BALANCE_ALGORITHMS)[number];
 
@@ -178,6 +256,8 @@ export const configSchema = z
         ttl: duration('ttl').prefault('1h'),
       })
       .prefault({}),
+    health,
+    admin,
     shutdown: z
       .strictObject({
         /** On SIGTERM/SIGINT: stop accepting, let TCP flows finish for this long, then close them. */
@@ -230,6 +310,8 @@ export type ConnectorConfig = Config['connectors'][number];
 export type ListenersConfig = Config['listeners'];
 export type BrokerListenerConfig = NonNullable<ListenersConfig['broker']>;
 export type BrokerTlsConfig = BrokerListenerConfig['tls'];
+export type HealthConfig = Config['health'];
+export type AdminConfig = Config['admin'];
 
 function isPrime(n: number): boolean {
   if (n < 2) return false;

@@ -35,6 +35,8 @@ export interface BrokerConnectionDeps {
   idleTimeoutMs: number;
   /** Experimental rewriteTarget: where clients of this Connector should dial instead (undefined: no rewrite). */
   rewriteTarget?: (connector: ConnectorView) => RewriteTo | undefined;
+  /** Told of every failed connect to a Connector (passive health detection). */
+  onConnectFailure?: (connectorId: string) => void;
   /** Called once when the connection is finished (for the listener's bookkeeping). */
   onClosed: (conn: BrokerConnection) => void;
 }
@@ -77,7 +79,18 @@ interface Upstream {
   closed: boolean;
 }
 
-type CloseReason = 'client-closed' | 'client-error' | 'connector-error' | 'idle-timeout' | 'bad-request' | 'bad-response' | 'no-connector' | 'connect-failed' | 'header-timeout' | 'shutdown';
+type CloseReason =
+  | 'client-closed'
+  | 'client-error'
+  | 'connector-error'
+  | 'idle-timeout'
+  | 'bad-request'
+  | 'bad-response'
+  | 'no-connector'
+  | 'connect-failed'
+  | 'header-timeout'
+  | 'connector-down'
+  | 'shutdown';
 
 export class BrokerConnection {
   readonly clientAddress: string;
@@ -122,9 +135,15 @@ export class BrokerConnection {
     if (deps.idleTimeoutMs > 0) client.setTimeout(deps.idleTimeoutMs, () => this.close('idle-timeout'));
   }
 
-  /** Ends the connection now (shutdown). */
-  destroy(): void {
-    this.close('shutdown');
+  /** Ends the connection now (shutdown, or its Connector went down with health.closeFlowsOnDown). */
+  destroy(reason: 'shutdown' | 'connector-down' = 'shutdown'): void {
+    this.close(reason);
+  }
+
+  /** The Connector this connection currently talks to, if any. */
+  get connectorId(): string | undefined {
+    const up = this.upstream;
+    return up && !up.closed ? up.connector.id : undefined;
   }
 
   private log(): Logger {
@@ -298,6 +317,7 @@ export class BrokerConnection {
         if (this.closed) return;
         this.waiting = undefined;
         this.deps.stats.connectFailed(connector.id);
+        this.deps.onConnectFailure?.(connector.id);
         const code = (err as { plbCode?: string }).plbCode ?? ErrorCodes.UPSTREAM_CONNECT;
         this.log().warn({ listener: 'broker', client: this.clientAddress, connector: connector.id, code, err: err.message }, 'connect to Connector failed');
         // A client placed just now has no session there yet: another Connector may serve it.

@@ -40,6 +40,8 @@ export interface BrokerTerminateDeps {
   stats: FlowStats;
   logger: Logger;
   now?: () => number;
+  /** Told of every failed connect to a Connector: feeds passive health detection. */
+  onConnectFailure?: (connectorId: string) => void;
 }
 
 export class BrokerTerminateListener {
@@ -130,6 +132,17 @@ export class BrokerTerminateListener {
     for (const c of [...this.connections]) c.destroy();
   }
 
+  /** Ends every client connection currently relayed to one Connector; returns how many. */
+  closeFlowsTo(connectorId: string): number {
+    let closed = 0;
+    for (const c of [...this.connections]) {
+      if (c.connectorId !== connectorId) continue;
+      c.destroy('connector-down');
+      closed++;
+    }
+    return closed;
+  }
+
   /** Checks the certificate files now (the timer calls this; exposed for operators' reload signal). */
   reloadCertificatesIfChanged(): void {
     const result = this.certificates.checkForChanges();
@@ -171,6 +184,7 @@ export class BrokerTerminateListener {
       headerTimeoutMs: this.options.headerTimeoutMs,
       idleTimeoutMs: this.options.idleTimeoutMs,
       ...(this.options.rewriteTarget ? { rewriteTarget: this.options.rewriteTarget } : {}),
+      ...(this.deps.onConnectFailure ? { onConnectFailure: this.deps.onConnectFailure } : {}),
       onClosed: (c) => this.connections.delete(c),
     });
     this.connections.add(conn);

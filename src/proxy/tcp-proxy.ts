@@ -37,6 +37,8 @@ export interface ProxyDeps {
   stats: FlowStats;
   logger: Logger;
   now?: () => number;
+  /** Told of every failed connect (refused or timed out) to a Connector: feeds passive health detection. */
+  onConnectFailure?: (connectorId: string) => void;
 }
 
 type CloseReason =
@@ -47,6 +49,7 @@ type CloseReason =
   | 'idle-timeout'
   | 'connect-failed'
   | 'connect-timeout'
+  | 'connector-down'
   | 'shutdown';
 
 /** One client connection and, once connected, its Connector connection. */
@@ -124,10 +127,10 @@ export class TcpProxy {
     return this.server.address() as AddressInfo;
   }
 
-  /** Stops accepting; established connections go on. Resolves when the listening socket is closed. */
+  /** Stops accepting; established connections go on. */
   stopAccepting(): Promise<void> {
-    // server.close() stops listening at once, but its callback waits for every open connection
-    // to end; App.stop() must get past this to run its grace period and destroyAll().
+    // close() stops listening at once; its callback would wait for every open connection to end,
+    // which is what the grace period in App.stop decides, so do not wait for it here.
     if (this.server.listening) this.server.close();
     return Promise.resolve();
   }
@@ -135,6 +138,17 @@ export class TcpProxy {
   /** Ends every connection now (shutdown after the grace period). */
   destroyAll(): void {
     for (const flow of this.flows) this.finish(flow, 'shutdown');
+  }
+
+  /** Ends every established flow to one Connector (health.closeFlowsOnDown); returns how many. */
+  closeFlowsTo(connectorId: string): number {
+    let closed = 0;
+    for (const flow of this.flows) {
+      if (flow.connector?.id !== connectorId) continue;
+      this.finish(flow, 'connector-down');
+      closed++;
+    }
+    return closed;
   }
 
   private onConnection(client: Socket): void {
@@ -200,6 +214,7 @@ export class TcpProxy {
       const timedOut = err instanceof PlbError;
       const detail = timedOut ? `no answer within ${this.options.connectTimeoutMs} ms` : ((err as NodeJS.ErrnoException).code ?? err.message);
       stats.connectFailed(connector.id);
+      this.deps.onConnectFailure?.(connector.id);
       logger.warn(
         {
           listener: this.options.name,

@@ -15,7 +15,7 @@ export interface UdpProxyOptions {
   maxFlows: number;
 }
 
-type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'shutdown';
+type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'shutdown';
 
 /** Packets held while a new flow's upstream socket connects; PCoIP sends a few at most by then. */
 const MAX_PENDING_PACKETS = 64;
@@ -112,6 +112,17 @@ export class UdpProxy {
     } catch {
       // already closed
     }
+  }
+
+  /** Ends every flow to one Connector (health.closeFlowsOnDown); returns how many. */
+  closeFlowsTo(connectorId: string): number {
+    let closed = 0;
+    for (const flow of this.flows.values()) {
+      if (flow.connector.id !== connectorId) continue;
+      this.closeFlow(flow, 'connector-down');
+      closed++;
+    }
+    return closed;
   }
 
   /** Closes flows idle for longer than the idle timeout; returns how many. */

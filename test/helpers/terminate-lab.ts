@@ -70,6 +70,9 @@ export function terminateConfig(connectors: unknown[], tls: Record<string, unkno
       pcoipUdp: { bind: '127.0.0.1:0' },
     },
     connectors,
+    // As in testConfig(): no active health checks (the fakes serve no /health), admin on port 0.
+    health: { checks: [] },
+    admin: { bind: '127.0.0.1:0' },
     logging: { level: 'debug' },
   });
 }

@@ -61,6 +61,16 @@ describe('terminate mode: bytes, ALPN and certificates', () => {
     expect((await client.reader.untilEnd()).length).toBe(0);
   });
 
+  it('closes the connections relayed to a Connector when asked (health.closeFlowsOnDown)', async () => {
+    const client = await openBrokerClient(lab.proxy.addresses.broker.port, '127.0.2.56');
+    await client.exchange(rawRequest('/pcoip-broker/xml', clientRequest('hello')));
+    const closed = new Promise<void>((r) => client.socket.once('close', () => r()));
+    const counts = lab.brokers.map((b) => lab.proxy.app.closeFlowsTo(b.id));
+    await closed;
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(1);
+    await lab.proxy.logs.waitFor((l) => l.msg === 'flow closed' && l.client === '127.0.2.56' && l.reason === 'connector-down');
+  });
+
   it('carries multi-megabyte bodies both ways intact', async () => {
     const client = await openBrokerClient(lab.proxy.addresses.broker.port, '127.0.2.54');
     const request = Buffer.concat([Buffer.from(`POST /large HTTP/1.1\r\nContent-Length: ${LARGE.length}\r\n\r\n`), LARGE]);

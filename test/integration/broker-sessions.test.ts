@@ -83,4 +83,20 @@ describe('terminate mode: session-aware 443 affinity and learned allocations', (
     expect(learned.length).toBe(USERS);
     expect(learned[0]).toMatchObject({ connectTag: expect.stringMatching(/^tag-…\(\d+\)$/) });
   });
+
+  it('shows learned sessions in /status without secrets', async () => {
+    const res = await fetch(`${lab.proxy.adminUrl}/status`);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const status = JSON.parse(text) as { sessions: { counts: { allocations: number }; allocations: Array<{ sni: string; connector: string }> } };
+    expect(status.sessions.counts.allocations).toBe(USERS);
+    const allocated = lab.brokers.flatMap((b) => b.allocations.map((a) => ({ sni: a.sni, connector: b.id })));
+    expect(status.sessions.allocations.map(({ sni, connector }) => ({ sni, connector })).sort((a, b) => a.sni.localeCompare(b.sni))).toEqual(
+      allocated.sort((a, b) => a.sni.localeCompare(b.sni)),
+    );
+    for (const a of lab.brokers.flatMap((b) => b.allocations)) {
+      expect(text).not.toContain(a.connectTag);
+      expect(text).not.toContain(a.sessionId);
+    }
+  });
 });

@@ -62,6 +62,9 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
     // The shipped example, with only addresses and ports changed to this machine's loopback.
     const doc = parseDocument(readFileSync(EXAMPLE, 'utf8'));
     for (const name of ['broker', 'pcoipTcp', 'pcoipUdp']) doc.setIn(['listeners', name, 'bind'], '127.0.0.1:0');
+    // The admin server on a free port; no active checks (these plain-TCP fakes have no HTTPS /health).
+    doc.setIn(['admin', 'bind'], '127.0.0.1:0');
+    doc.setIn(['health', 'checks'], doc.createNode([]));
     connectors.forEach((c, i) => {
       doc.setIn(['connectors', i, 'address'], c.host);
       doc.setIn(['connectors', i, 'ports'], doc.createNode({ broker: c.brokerPort, pcoip: c.pcoipPort }));
@@ -86,6 +89,12 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
         control.socket.end();
       }
       expect(new Set(landed.values()).size).toBe(2);
+      // `pcoip-lb status` against the running process, through its admin API.
+      const status = await runCli(['status', '--admin', String(started.admin)]);
+      expect(status.code, status.stderr).toBe(0);
+      expect(status.stdout).toMatch(/^pcoip-lb \S+ · up \d+ s · 10 client\(s\) · \d+ flow\(s\) · 2\/2 Connector\(s\) take new clients\n/);
+      expect(status.stdout).toMatch(/^CONNECTOR +ADDRESS +HEALTH +STATE +CLIENTS/m);
+      for (const c of connectors) expect(status.stdout).toMatch(new RegExp(`^${c.id} +${c.host.replace(/\./g, '\\.')} +up +active +${[...landed.values()].filter((id) => id === c.id).length} `, 'm'));
       await proc.waitForLine((l) => l.msg === 'flow closed' && l.listener === 'pcoipTcp');
       proc.child.kill('SIGTERM');
       expect(await proc.exit).toBe(0);
