@@ -5,6 +5,8 @@ import { runLoad, type LoadOptions } from '../../src/sim/load.ts';
 import { endpointOf } from '../../src/sim/client.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { alternate, startTestRouter, type RouteRule, type TestRouter } from '../helpers/test-router.ts';
+import { certDir, makeCert } from '../helpers/tls-fixtures.ts';
+import { terminateConfig } from '../helpers/terminate-lab.ts';
 
 const USERS = 20;
 
@@ -49,6 +51,29 @@ describe('simulated PCoIP users: through pcoip-lb they all succeed; through a ro
     expect(report.udp.sent).toBeGreaterThan(USERS * 5);
     expect(report.udp.received).toBe(report.udp.sent);
     expect(report.setupMs.count).toBe(USERS);
+  });
+
+  it(`${USERS} users through pcoip-lb terminating TLS on 443 (SNI routing on for 4172/TCP): all ok, broker bytes intact`, async () => {
+    // The simulated client is as strict as a PCoIP client (chunked XML, "Set-Cookie" spelled so),
+    // so this also checks that terminating TLS leaves the broker's bytes as they were.
+    const { dir, cleanup } = await certDir();
+    const cert = await makeCert(dir, 'proxy', ['pcoip-lb.test'], ['127.0.0.1']);
+    const config = terminateConfig(
+      sims.map((s) => s.connectorConfig()),
+      { certificates: [{ cert: cert.certPath, key: cert.keyPath }], upstream: { insecure: true } },
+      { sniRouting: true },
+    );
+    const terminating = await startTestProxy(config);
+    try {
+      const { broker, pcoipTcp, pcoipUdp } = terminating.addresses;
+      const report = await load({ broker: endpointOf(broker), pcoipTcp: endpointOf(pcoipTcp), pcoipUdp: endpointOf(pcoipUdp) });
+      expect(report.failures).toEqual([]);
+      expect(report.ok).toBe(USERS);
+      expect(report.perConnector.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await terminating.stop();
+      await cleanup();
+    }
   });
 
   it('a router alternating every flow between two Connectors: every user fails as misrouted at authenticate', async () => {
