@@ -1,12 +1,16 @@
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config/schema.ts';
 import type { Logger } from './logger.ts';
-import { Pool } from './pool/pool.ts';
+import { Pool, type ConnectorView } from './pool/pool.ts';
 import { AffinityTable } from './balance/affinity.ts';
 import { Placer } from './balance/placer.ts';
 import { FlowStats } from './proxy/flow-stats.ts';
 import { TcpProxy } from './proxy/tcp-proxy.ts';
 import { UdpProxy } from './proxy/udp-proxy.ts';
+import { SessionTable, type SessionsDescription } from './balance/sessions.ts';
+import { BrokerTerminateListener } from './proxy/broker-terminate.ts';
+import { SniRouter } from './proxy/sni-routing.ts';
+import { DirectConnectorListeners } from './proxy/direct-listeners.ts';
 import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
 import { brokerOptions, pcoipTcpOptions, pcoipUdpOptions } from './proxy/listener-options.ts';
@@ -22,6 +26,18 @@ export interface ListenerAddresses {
   pcoipUdp?: AddressInfo;
 }
 
+/** What App needs of a TCP listener to stop it (the passthrough and terminating broker differ). */
+interface TcpListener {
+  readonly activeFlows: number;
+  stopAccepting(): Promise<void>;
+  destroyAll(): void;
+}
+
+/** Learned sessions (cookies, log ids, allocations) kept per kind at most; the oldest go first. */
+const MAX_LEARNED_SESSIONS = 100_000;
+/** How long the 4172/TCP SNI peek waits for a ClientHello before routing by address. */
+const SNI_PEEK_TIMEOUT_MS = 5000;
+
 /**
  * The composition root: config → pool → placer → listeners. Owns every long-lived object and
  * the order they start and stop in. Knows nothing of the CLI or of process signals.
@@ -31,15 +47,21 @@ export class App {
   readonly affinity: AffinityTable;
   readonly placer: Placer;
   readonly stats = new FlowStats();
+  /** What the terminating broker listener learned (empty in passthrough mode). */
+  readonly sessions: SessionTable;
   readonly logger: Logger;
   readonly health: HealthMonitor;
   readonly startedAt = Date.now();
   private config: Config;
   private addresses: ListenerAddresses = {};
   private admin: AdminServer | undefined;
-  private broker: TcpProxy | undefined;
+  private broker: TcpProxy | BrokerTerminateListener | undefined;
   private pcoipTcp: TcpProxy | undefined;
   private pcoipUdp: UdpProxy | undefined;
+  /** Experimental rewriteTarget: per-Connector 4172 listeners. */
+  private direct: DirectConnectorListeners | undefined;
+  /** Experimental rewriteTarget: Connector id → port of its own 4172 TCP+UDP listeners (bound). */
+  directPorts: Record<string, number> = {};
   private affinitySweep: NodeJS.Timeout | undefined;
   private reloadSource: (() => ReloadOutcome) | undefined;
 
@@ -49,10 +71,16 @@ export class App {
     this.pool = new Pool(config.connectors);
     this.affinity = new AffinityTable(config.affinity.ttl);
     this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity, onDown: config.health.onDown });
+    this.sessions = new SessionTable({ ttlMs: config.affinity.ttl, maxEntries: MAX_LEARNED_SESSIONS });
     this.health = new HealthMonitor(this.pool, config.health, logger);
     this.pool.onChange((change) => {
       if (change.kind === 'health' && change.to === 'down' && this.config.health.closeFlowsOnDown) this.closeFlowsTo(change.id);
     });
+  }
+
+  /** Learned broker sessions for /status and logs; no secrets (see SessionTable.describeSessions). */
+  describeSessions(now = Date.now()): SessionsDescription {
+    return this.sessions.describeSessions(now);
   }
 
   /** Where each listener is bound (after start). */
@@ -77,12 +105,47 @@ export class App {
     // Refuse an unprotected non-loopback admin bind before anything listens.
     const adminToken = resolveAdminToken(this.config.admin);
     try {
-      if (listeners.broker) {
+      if (listeners.broker?.tls.mode === 'terminate') {
+        const b = listeners.broker;
+        if (b.rewriteTarget.enabled) {
+          this.direct = new DirectConnectorListeners(
+            this.config.connectors,
+            {
+              publicAddress: b.rewriteTarget.publicAddress!,
+              bindAddress: b.rewriteTarget.bindAddress,
+              ports: b.rewriteTarget.ports,
+              tcpIdleTimeoutMs: listeners.pcoipTcp?.idleTimeout ?? 3_600_000,
+              udpIdleTimeoutMs: listeners.pcoipUdp?.idleTimeout ?? 120_000,
+              connectTimeoutMs: listeners.pcoipTcp?.connectTimeout ?? b.connectTimeout,
+              maxFlows: listeners.pcoipUdp?.maxFlows ?? 100_000,
+            },
+            deps,
+          );
+          this.directPorts = await this.direct.listen();
+        }
+        const direct = this.direct;
+        this.broker = new BrokerTerminateListener(
+          {
+            bind: b.bind,
+            connectTimeoutMs: b.connectTimeout,
+            idleTimeoutMs: b.idleTimeout,
+            headerTimeoutMs: b.http.headerTimeout,
+            limits: { maxHeaderBytes: b.http.maxHeaderBytes, maxHeaderCount: b.http.maxHeaderCount },
+            tls: b.tls,
+            ...(direct ? { rewriteTarget: (c: ConnectorView) => direct.targetFor(c) } : {}),
+          },
+          { ...deps, pool: this.pool, sessions: this.sessions },
+        );
+        addresses.broker = await this.broker.listen();
+      } else if (listeners.broker) {
         this.broker = new TcpProxy(brokerOptions(listeners.broker), deps);
         addresses.broker = await this.broker.listen();
       }
       if (listeners.pcoipTcp) {
-        this.pcoipTcp = new TcpProxy(pcoipTcpOptions(listeners.pcoipTcp), deps);
+        const sniRouter = listeners.pcoipTcp.sniRouting
+          ? new SniRouter({ placer: this.placer, sessions: this.sessions, logger: this.logger, now: Date.now }, SNI_PEEK_TIMEOUT_MS)
+          : undefined;
+        this.pcoipTcp = new TcpProxy({ ...pcoipTcpOptions(listeners.pcoipTcp), ...(sniRouter ? { earlyRouting: sniRouter.route } : {}) }, deps);
         addresses.pcoipTcp = await this.pcoipTcp.listen();
       }
       if (listeners.pcoipUdp) {
@@ -107,7 +170,14 @@ export class App {
   private scheduleAffinitySweep(): void {
     if (this.affinitySweep) clearInterval(this.affinitySweep);
     // Expired affinity entries only cost memory; sweeping once a minute (or per TTL/4) is plenty.
-    this.affinitySweep = setInterval(() => this.affinity.sweep(Date.now()), Math.max(1000, Math.min(60_000, this.config.affinity.ttl / 4)));
+    this.affinitySweep = setInterval(
+      () => {
+        const now = Date.now();
+        this.affinity.sweep(now);
+        this.sessions.sweep(now);
+      },
+      Math.max(1000, Math.min(60_000, this.config.affinity.ttl / 4)),
+    );
     this.affinitySweep.unref();
   }
 
@@ -118,12 +188,12 @@ export class App {
    */
   async stop(graceMs: number): Promise<void> {
     // Stop accepting first, in this tick: a client told "shutting down" must not get in after it.
-    const tcp = [this.broker, this.pcoipTcp].filter((l): l is TcpProxy => l !== undefined);
+    const tcp: TcpListener[] = [this.broker, this.pcoipTcp, this.direct].filter((l) => l !== undefined);
     this.pcoipUdp?.stopAccepting();
-    for (const l of tcp) void l.stopAccepting();
+    const closing = Promise.all(tcp.map((l) => l.stopAccepting()));
     if (this.affinitySweep) clearInterval(this.affinitySweep);
     this.health.stop();
-    await this.admin?.close();
+    await Promise.all([closing, this.admin?.close()]);
     const deadline = Date.now() + graceMs;
     const open = () => tcp.some((l) => l.activeFlows > 0) || (this.pcoipUdp?.activeFlows ?? 0) > 0;
     while (graceMs > 0 && Date.now() < deadline && open()) {
@@ -161,7 +231,9 @@ export class App {
     this.placer.setOptions({ ...running.balance, ...running.affinity, onDown: running.health.onDown });
     this.affinity.setTtl(running.affinity.ttl);
     const { listeners } = running;
-    if (this.broker && listeners.broker) this.broker.updateOptions(brokerOptions(listeners.broker));
+    if (this.broker instanceof TcpProxy && listeners.broker) this.broker.updateOptions(brokerOptions(listeners.broker));
+    // Terminating broker: its settings need a restart (see diff.ts), but rotated certificate files apply now.
+    if (this.broker instanceof BrokerTerminateListener) this.broker.reloadCertificatesIfChanged();
     if (this.pcoipTcp && listeners.pcoipTcp) this.pcoipTcp.updateOptions(pcoipTcpOptions(listeners.pcoipTcp));
     if (this.pcoipUdp && listeners.pcoipUdp) this.pcoipUdp.updateOptions(pcoipUdpOptions(listeners.pcoipUdp));
     this.logger.level = running.logging.level;
@@ -195,7 +267,7 @@ export class App {
 
   /** Clients holding connections/flows in the per-client limit accounting (0 when idle: no leak). */
   trackedClients(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
-    return { broker: this.broker?.trackedClients ?? 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
+    return { broker: this.broker instanceof TcpProxy ? this.broker.trackedClients : 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
   }
 
   /** Ends every established flow to one Connector on every listener (health.closeFlowsOnDown). */

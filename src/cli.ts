@@ -11,6 +11,10 @@ import { AdminClient } from './admin/client.ts';
 import { ADMIN_TOKEN_ENV, adminTarget, setStateCommand, statusCommand, waitForDrain } from './admin/commands.ts';
 import { resolveAdminToken } from './admin/token.ts';
 import { parseDuration } from './util/duration.ts';
+import { createInterface } from 'node:readline';
+import { parseHostPort, type HostPort } from './util/address.ts';
+import { DEMO_CONFIG_PATH, startDemo } from './demo/demo.ts';
+import { startSimulation } from './sim/simulate.ts';
 
 /** The only module that exits the process or installs signal handlers. */
 
@@ -112,6 +116,42 @@ function installSignalHandlers(app: App, logger: Logger): void {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+/** yargs coerce for `host:port` options. */
+const hostPortOption = (flag: string) => (value: string | undefined): HostPort | undefined => {
+  if (value === undefined) return undefined;
+  const parsed = parseHostPort(String(value));
+  if ('error' in parsed) throw new Error(`--${flag}: ${parsed.error}`);
+  return parsed;
+};
+
+/**
+ * For long-running helpers (demo, simulate): each line typed on stdin goes to `command`; SIGINT
+ * or SIGTERM runs `stop` and exits (a second signal exits at once). stdin closing is harmless.
+ */
+function runUntilSignal(stop: () => Promise<void>, command: (line: string) => string): void {
+  const input = createInterface({ input: process.stdin, terminal: false });
+  input.on('line', (line) => {
+    const answer = command(line);
+    if (answer) process.stdout.write(`${answer}\n`);
+  });
+  let stopping = false;
+  const onSignal = (signal: string) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    input.close();
+    process.stdout.write(`${signal}: stopping\n`);
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        printError(err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+}
+
 export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
     .scriptName('pcoip-lb')
@@ -176,7 +216,53 @@ export async function main(argv: string[]): Promise<void> {
     )
     .command(stateCommand('enable', 'put a Connector back in service (state active)'))
     .command(stateCommand('maint', 'take a Connector out entirely: no new clients, pinned clients move elsewhere'))
-    .demandCommand(1, 'name a command: start, reload, check-config, status, drain, enable, maint (see --help)')
+    .command(
+      'demo',
+      'pcoip-lb in front of 3 simulated Connectors on loopback, with health checks and the admin server (what `npm start` runs)',
+      (y) =>
+        y
+          .option('config', { alias: 'c', type: 'string', default: DEMO_CONFIG_PATH, defaultDescription: 'config/demo.yaml', describe: 'demo config' })
+          .option('broker', { type: 'string', coerce: hostPortOption('broker'), describe: 'override listeners.broker.bind (host:port)' })
+          .option('pcoip', { type: 'string', coerce: hostPortOption('pcoip'), describe: 'override the 4172 TCP and UDP binds (host:port)' })
+          .option('admin', { type: 'string', coerce: hostPortOption('admin'), describe: 'override admin.bind (host:port)' }),
+      async (args) => {
+        const demo = await startDemo({
+          configPath: args.config,
+          ...(args.admin ? { admin: args.admin as HostPort } : {}),
+          ...(args.broker ? { broker: args.broker as HostPort } : {}),
+          ...(args.pcoip ? { pcoip: args.pcoip as HostPort } : {}),
+          ...(args.logLevel ? { logLevel: args.logLevel } : {}),
+        });
+        process.stdout.write(`${demo.banner()}\n`);
+        runUntilSignal(() => demo.stop(), (line) => demo.command(line));
+      },
+    )
+    .command(
+      'simulate',
+      'run simulated Connectors (HTTPS broker + /health, 4172 TCP and UDP) to rehearse or load-test pcoip-lb',
+      (y) =>
+        y
+          .option('connectors', { alias: 'n', type: 'number', demandOption: true, describe: 'how many (ids conn-a, conn-b, …)' })
+          .option('host-base', { type: 'string', default: '127.0.1.', describe: 'Connector i listens on <host-base><i>' })
+          .option('broker-port', { type: 'number', default: 0, describe: 'broker (HTTPS) port on every Connector; 0 = any free' })
+          .option('pcoip-port', { type: 'number', default: 0, describe: 'PCoIP TCP+UDP port on every Connector; 0 = any free' })
+          .option('unhealthy', { type: 'string', array: true, default: [] as string[], describe: 'ids whose /health starts at 500' })
+          .option('advertise', { type: 'string', coerce: hostPortOption('advertise'), describe: "PCoIP address to hand out in allocate-resource-resp (pcoip-lb's)" }),
+      async (args) => {
+        const simulation = await startSimulation({
+          count: args.connectors,
+          hostBase: args.hostBase,
+          brokerPort: args.brokerPort,
+          pcoipPort: args.pcoipPort,
+          unhealthy: args.unhealthy.map(String),
+          logger: createLogger((args.logLevel ?? 'info') as (typeof LOG_LEVELS)[number]),
+          ...(args.advertise ? { advertise: args.advertise as HostPort } : {}),
+        });
+        process.stdout.write(`${simulation.summary()}\n`);
+        runUntilSignal(() => simulation.stop(), (line) => simulation.command(line));
+      },
+    )
+    .demandCommand(1, 'name a command: start, reload, check-config, status, drain, enable, maint, demo, simulate (see --help)')
     .strict()
     .version(pkg.version)
     .help()

@@ -4,6 +4,7 @@ import type { ConnectorState } from '../config/schema.ts';
 import type { ListenerCounters, ListenerName } from '../proxy/flow-stats.ts';
 import { formatHostPort } from '../util/address.ts';
 import type { App } from '../app.ts';
+import type { SessionsDescription } from '../balance/sessions.ts';
 
 /**
  * The JSON behind `GET /status`, `GET /connectors/:id`, the live page and `pcoip-lb status`.
@@ -46,6 +47,8 @@ export interface PoolStatus {
   activeFlows: number;
   connectorsTakingNewClients: number;
   connectors: ConnectorStatus[];
+  /** Learned broker sessions (terminate mode; empty otherwise), without secrets. */
+  sessions: SessionsDescription;
 }
 
 let packageVersion: string | undefined;
@@ -72,6 +75,7 @@ export function buildStatus(app: App, now = Date.now()): PoolStatus {
     activeFlows: connectors.reduce((sum, c) => sum + c.activeFlows, 0),
     connectorsTakingNewClients: connectors.filter((c) => c.takesNewClients).length,
     connectors,
+    sessions: app.describeSessions(now),
   };
 }
 

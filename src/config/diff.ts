@@ -35,6 +35,15 @@ const RESTART_ONLY: ReadonlyArray<{ prefix: string; reason: string }> = [
   { prefix: 'pidFile', reason: 'the pid file is written at start' },
 ];
 
+/** Listener keys (first path segment) that only take effect when the listener is created. */
+const LISTENER_RESTART_KEYS: Readonly<Record<string, string>> = {
+  bind: 'a listening address is bound at start',
+  tls: 'the TLS mode and settings are fixed when the listener is created',
+  http: 'the terminating listener is configured at start',
+  rewriteTarget: 'the per-Connector listeners are bound at start',
+  sniRouting: 'the SNI router is attached when the listener is created',
+};
+
 export function diffConfig(from: Config, to: Config): ConfigDiff {
   const diff: ConfigDiff = { restartRequired: [], listeners: {}, connectors: diffConnectors(from.connectors, to.connectors), applied: [] };
   const a = from as unknown as Record<string, unknown>;
@@ -91,12 +100,17 @@ function diffListeners(from: Record<string, unknown>, to: Record<string, unknown
       continue;
     }
     const keys: string[] = [];
+    // The terminating broker listener takes all its settings at start (rotated certificate
+    // files are picked up without a restart: see tls.reloadInterval).
+    const terminating = name === 'broker' && (before as { tls?: { mode?: string } }).tls?.mode === 'terminate';
     for (const path of changedPaths(before, after, ['listeners', name])) {
-      if (path === `listeners.${name}.bind` || path.startsWith(`listeners.${name}.bind.`)) {
-        if (!diff.restartRequired.some((r) => r.path === `listeners.${name}.bind`)) {
-          diff.restartRequired.push({ path: `listeners.${name}.bind`, reason: 'a listening address is bound at start' });
-        }
-      } else keys.push(path.slice(`listeners.${name}.`.length));
+      const key = path.slice(`listeners.${name}.`.length);
+      const top = key.split('.')[0]!;
+      const reason = terminating ? 'the terminating broker listener is configured at start' : LISTENER_RESTART_KEYS[top];
+      if (reason) {
+        const restartPath = `listeners.${name}.${top}`;
+        if (!diff.restartRequired.some((r) => r.path === restartPath)) diff.restartRequired.push({ path: restartPath, reason });
+      } else keys.push(key);
     }
     if (keys.length > 0) diff.listeners[name] = keys;
   }

@@ -25,6 +25,21 @@ export interface TcpProxyOptions {
    * clients speak first, so silence means a scanner or a slow-loris). 0 disables it.
    */
   firstByteTimeoutMs?: number;
+  /**
+   * Optional step before the Connector is chosen (4172 SNI routing): reads the first bytes of
+   * the still-paused client connection and may pin the client in the affinity table. The bytes it
+   * read are written to the Connector first, unchanged, before piping starts.
+   */
+  earlyRouting?: (client: Socket, clientAddress: string) => Promise<EarlyRouting>;
+}
+
+export interface EarlyRouting {
+  /** Bytes read from the client while deciding. */
+  consumed: Buffer;
+  /** Called when the flow is connected, with the Connector it reached. */
+  opened?: (connector: ConnectorView) => void;
+  /** Called once when a connected flow ends. */
+  closed?: () => void;
 }
 
 export interface ProxyDeps {
@@ -59,6 +74,7 @@ interface TcpFlow {
   reason: CloseReason | undefined;
   error: string | undefined;
   closed: boolean;
+  early: EarlyRouting | undefined;
 }
 
 /**
@@ -205,11 +221,25 @@ export class TcpProxy {
       reason: undefined,
       error: undefined,
       closed: false,
+      early: undefined,
     };
     client.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'client-error', err.code ?? err.message));
     client.on('close', () => this.finish(flow, 'client-closed'));
     client.setNoDelay(true);
-    this.connectUpstream(flow, this.deps.placer.decide(clientAddress, flow.startedAt), new Set());
+    const early = this.options.earlyRouting;
+    if (!early) {
+      this.connectUpstream(flow, this.deps.placer.decide(clientAddress, flow.startedAt), new Set());
+      return;
+    }
+    early(client, clientAddress).then(
+      (routing) => {
+        flow.early = routing;
+        // The client may have gone while we read its first bytes.
+        if (flow.closed || client.destroyed) return;
+        this.connectUpstream(flow, this.deps.placer.decide(clientAddress, this.now()), new Set());
+      },
+      (err: unknown) => this.finish(flow, 'client-error', err instanceof Error ? err.message : String(err)),
+    );
   }
 
   private connectUpstream(flow: TcpFlow, decision: Decision, failed: Set<string>): void {
@@ -280,6 +310,12 @@ export class TcpProxy {
     this.flows.add(flow);
     this.deps.placer.affinity.flowOpened(clientKey, now);
     const counters: ListenerCounters = this.deps.stats.opened(this.options.name, connector.id);
+    if (flow.early) {
+      // Bytes read by the early-routing step go first, exactly as the client sent them.
+      if (flow.early.consumed.length > 0) upstream.write(flow.early.consumed);
+      counters.bytesIn += flow.early.consumed.length;
+      flow.early.opened?.(connector);
+    }
 
     upstream.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'connector-error', err.code ?? err.message));
     upstream.on('close', () => this.finish(flow, 'connector-closed'));
@@ -339,6 +375,7 @@ export class TcpProxy {
     const now = this.now();
     this.flows.delete(flow);
     this.deps.placer.affinity.flowClosed(flow.clientKey, now);
+    flow.early?.closed?.();
     this.deps.stats.closed(this.options.name, flow.connector.id);
     this.deps.logger.info(
       {

@@ -60,6 +60,20 @@ describe('diffConfig', () => {
     expect(diff.restartRequired.every((r) => r.reason.length > 10)).toBe(true);
   });
 
+  it('restart required for any setting of a terminating broker, and for tls/sniRouting anywhere', () => {
+    const from = cfg();
+    expect(diffConfig(from, cfg((r: any) => (r.listeners.broker.tls = { reloadInterval: '20s' }))).restartRequired.map((r) => r.path)).toEqual(['listeners.broker.tls']);
+    const terminate = (r: any) => (r.listeners.broker.tls = { mode: 'terminate', certificates: [{ cert: '/x.crt', key: '/x.key' }], upstream: { insecure: true } });
+    const sni = diffConfig(cfg(terminate), cfg((r: any) => (terminate(r), (r.listeners.pcoipTcp.sniRouting = true))));
+    expect(sni.restartRequired.map((r) => r.path)).toEqual(['listeners.pcoipTcp.sniRouting']);
+    const changed = diffConfig(
+      cfg(terminate),
+      cfg((r: any) => (terminate(r), (r.listeners.broker.idleTimeout = '1m'))),
+    );
+    expect(changed.restartRequired.map((r) => r.path)).toEqual(['listeners.broker.idleTimeout']);
+    expect(changed.listeners).toEqual({});
+  });
+
   it('restart required for a listener added', () => {
     const from = cfg((r) => delete (r.listeners as any).broker);
     expect(diffConfig(from, cfg()).restartRequired.map((r) => r.path)).toEqual(['listeners.broker']);
