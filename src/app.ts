@@ -33,6 +33,26 @@ interface TcpListener {
   destroyAll(): void;
 }
 
+/**
+ * How this App runs (see docs/multicore.md). 'single' (default): everything in this process.
+ * 'control': the multi-core primary: health checks, admin server and the authoritative
+ * affinity table, no data listeners; flows and counters are the workers' (setWorkerView).
+ * 'worker': the data listeners only, bound with SO_REUSEPORT; no health checks, no admin.
+ */
+export interface AppOptions {
+  role?: 'single' | 'control' | 'worker';
+  /** worker: the affinity table kept in sync with the primary's. */
+  affinity?: AffinityTable;
+  /** worker: ports to bind instead of the config's (a port 0 resolved by the first worker). */
+  bindPorts?: Partial<Record<keyof ListenerAddresses, number>>;
+  /** worker: see ProxyDeps.beforeDecide. */
+  beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
+  /** worker: failed connects go to the primary's passive health detection. */
+  onConnectFailure?: (connectorId: string) => void;
+}
+
+type FlowCounts = { broker: number; pcoipTcp: number; pcoipUdp: number };
+
 /** Learned sessions (cookies, log ids, allocations) kept per kind at most; the oldest go first. */
 const MAX_LEARNED_SESSIONS = 100_000;
 /** How long the 4172/TCP SNI peek waits for a ClientHello before routing by address. */
@@ -65,16 +85,22 @@ export class App {
   private affinitySweep: NodeJS.Timeout | undefined;
   private reloadSource: (() => ReloadOutcome) | undefined;
 
-  constructor(config: Config, logger: Logger) {
+  private readonly options: AppOptions;
+  /** control: the workers' flow counts (activeFlows, trackedClients), refreshed by the supervisor. */
+  private workerView: { flows: FlowCounts; tracked: FlowCounts } | undefined;
+
+  constructor(config: Config, logger: Logger, options: AppOptions = {}) {
     this.config = config;
     this.logger = logger;
+    this.options = options;
     this.pool = new Pool(config.connectors);
-    this.affinity = new AffinityTable(config.affinity.ttl);
+    this.affinity = options.affinity ?? new AffinityTable(config.affinity.ttl);
     this.placer = new Placer(this.pool, this.affinity, { ...config.balance, ...config.affinity, onDown: config.health.onDown });
     this.sessions = new SessionTable({ ttlMs: config.affinity.ttl, maxEntries: MAX_LEARNED_SESSIONS });
     this.health = new HealthMonitor(this.pool, config.health, logger);
     this.pool.onChange((change) => {
-      if (change.kind === 'health' && change.to === 'down' && this.config.health.closeFlowsOnDown) this.closeFlowsTo(change.id);
+      // (The multi-core primary has no flows: each worker closes its own, from its mirrored pool.)
+      if (change.kind === 'health' && change.to === 'down' && this.config.health.closeFlowsOnDown && options.role !== 'control') this.closeFlowsTo(change.id);
     });
   }
 
@@ -99,11 +125,19 @@ export class App {
 
   /** Binds every configured listener; on any failure, closes what was opened and rethrows. */
   async start(): Promise<ListenerAddresses> {
-    const { listeners } = this.config;
-    const deps = { placer: this.placer, stats: this.stats, logger: this.logger, onConnectFailure: (id: string) => this.health.reportConnectFailure(id) };
+    const role = this.options.role ?? 'single';
+    // control: no data listeners; worker: the config's listeners on the ports worker 0 bound, shared.
+    const listeners = role === 'control' ? {} : role === 'worker' ? sharedListeners(this.config.listeners, this.options.bindPorts) : this.config.listeners;
+    const deps = {
+      placer: this.placer,
+      stats: this.stats,
+      logger: this.logger,
+      onConnectFailure: this.options.onConnectFailure ?? ((id: string) => this.health.reportConnectFailure(id)),
+      ...(this.options.beforeDecide ? { beforeDecide: this.options.beforeDecide } : {}),
+    };
     const addresses: ListenerAddresses = {};
     // Refuse an unprotected non-loopback admin bind before anything listens.
-    const adminToken = resolveAdminToken(this.config.admin);
+    const adminToken = role === 'worker' ? undefined : resolveAdminToken(this.config.admin);
     try {
       if (listeners.broker?.tls.mode === 'terminate') {
         const b = listeners.broker;
@@ -153,8 +187,8 @@ export class App {
         addresses.pcoipUdp = await this.pcoipUdp.listen();
       }
       this.addresses = addresses;
-      this.health.start();
-      if (this.config.admin.enabled) {
+      if (role !== 'worker') this.health.start();
+      if (role !== 'worker' && this.config.admin.enabled) {
         this.admin = new AdminServer(this, this.config.admin, adminToken, this.logger);
         await this.admin.listen();
       }
@@ -163,7 +197,8 @@ export class App {
       throw err;
     }
     this.scheduleAffinitySweep();
-    this.logStartup(addresses);
+    // The multi-core supervisor announces the start once every worker listens.
+    if (role === 'single') this.logStartup(addresses);
     return addresses;
   }
 
@@ -205,6 +240,7 @@ export class App {
   }
 
   activeFlows(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
+    if (this.workerView) return { ...this.workerView.flows };
     return { broker: this.broker?.activeFlows ?? 0, pcoipTcp: this.pcoipTcp?.activeFlows ?? 0, pcoipUdp: this.pcoipUdp?.activeFlows ?? 0 };
   }
 
@@ -267,7 +303,13 @@ export class App {
 
   /** Clients holding connections/flows in the per-client limit accounting (0 when idle: no leak). */
   trackedClients(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
+    if (this.workerView) return { ...this.workerView.tracked };
     return { broker: this.broker instanceof TcpProxy ? this.broker.trackedClients : 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
+  }
+
+  /** control: the summed flow counts of the workers (their counters go to `stats`). */
+  setWorkerView(flows: FlowCounts, tracked: FlowCounts): void {
+    this.workerView = { flows, tracked };
   }
 
   /** Ends every established flow to one Connector on every listener (health.closeFlowsOnDown). */
@@ -277,7 +319,8 @@ export class App {
     return closed;
   }
 
-  private logStartup(addresses: ListenerAddresses): void {
+  /** The start-up line (listeners, Connectors, admin); `extra` adds fields (the worker count). */
+  logStartup(addresses: ListenerAddresses, extra: Record<string, unknown> = {}): void {
     const listeners = Object.fromEntries(
       Object.entries(addresses).map(([name, a]) => [name, `${formatHostPort(a.address, a.port)}${name === 'pcoipUdp' ? '/udp' : '/tcp'}`]),
     );
@@ -289,8 +332,22 @@ export class App {
         health: { checks: this.config.health.checks, interval: formatDuration(this.config.health.interval), rise: this.config.health.rise, fall: this.config.health.fall },
         ...(this.adminAddress ? { admin: `http://${formatHostPort(this.adminAddress.address, this.adminAddress.port)}/` } : {}),
         affinity: { ipv4Prefix: this.config.affinity.ipv4Prefix, ipv6Prefix: this.config.affinity.ipv6Prefix, ttl: formatDuration(this.config.affinity.ttl) },
+        ...extra,
       },
       `pcoip-lb started: ${Object.keys(addresses).length} listener(s), ${this.pool.all().length} Connector(s)`,
     );
   }
+}
+
+/** A worker's listeners: the configured ones, bound where worker 0 bound them, with SO_REUSEPORT. */
+function sharedListeners(listeners: Config['listeners'], ports: AppOptions['bindPorts']): Config['listeners'] {
+  const out = structuredClone(listeners);
+  for (const name of ['broker', 'pcoipTcp', 'pcoipUdp'] as const) {
+    const l = out[name];
+    if (!l) continue;
+    const port = ports?.[name];
+    if (port !== undefined) l.bind = { ...l.bind, port };
+    (l as { reusePort?: boolean }).reusePort = true;
+  }
+  return out;
 }

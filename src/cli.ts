@@ -6,6 +6,8 @@ import { ErrorCodes, PlbError, isPlbError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { App } from './app.ts';
 import { reloadFromFile, requestReload } from './control/reload.ts';
+import { Supervisor } from './cluster/primary.ts';
+import { resolveWorkers } from './cluster/workers.ts';
 import { removePidFile, writePidFile } from './control/pid-file.ts';
 import { AdminClient } from './admin/client.ts';
 import { ADMIN_TOKEN_ENV, adminTarget, setStateCommand, statusCommand, waitForDrain } from './admin/commands.ts';
@@ -61,10 +63,19 @@ async function runStart(configPath: string, logLevel: string | undefined): Promi
   const config = loadConfigFile(configPath);
   const level = (logLevel ?? config.logging.level) as (typeof LOG_LEVELS)[number];
   const logger = createLogger(level);
-  const app = new App(config, logger);
+  const workers = resolveWorkers(config);
+  // workers: 1 is the single-process path; more runs a primary (this process) and N workers.
+  const supervisor = workers.count > 1 ? new Supervisor(config, logger, workers.count, (err) => fatal(err)) : undefined;
+  const app = supervisor?.app ?? new App(config, logger);
+  const running: Running = supervisor ?? app;
+  const fatal = (err: Error) => {
+    logger.fatal({ err }, 'fatal: shutting down');
+    void running.stop(0).finally(() => exitAfterFlush(logger, 1));
+  };
+  if (supervisor) logger.info({ workers: workers.count, why: workers.why }, `starting ${workers.count} worker processes`);
   // Installed before binding: SIGHUP's default action would kill a process still starting.
   let ready = false;
-  app.setReloadSource(() => reloadFromFile(app, configPath, logger, logLevel));
+  app.setReloadSource(() => reloadFromFile(running, configPath, logger, logLevel));
   process.on('SIGHUP', () => {
     if (!ready) return void logger.warn({ signal: 'SIGHUP' }, 'reload ignored: still starting');
     logger.info({ signal: 'SIGHUP', file: configPath }, 'reloading config');
@@ -76,17 +87,20 @@ async function runStart(configPath: string, logLevel: string | undefined): Promi
     writePidFile(pidFile);
     process.on('exit', () => removePidFile(pidFile));
   }
-  await app.start();
-  installSignalHandlers(app, logger);
+  await running.start();
+  installSignalHandlers(running, logger);
   ready = true;
 }
+
+/** What the signal handlers and reload need of the single-process App or the multi-core Supervisor. */
+type Running = Pick<App, 'currentConfig' | 'activeFlows' | 'stop' | 'stats' | 'start' | 'reload'>;
 
 /** pino writes asynchronously; flush so the last lines (the flows closed at shutdown) are not lost. */
 function exitAfterFlush(logger: Logger, code: number): void {
   logger.flush(() => process.exit(code));
 }
 
-function installSignalHandlers(app: App, logger: Logger): void {
+function installSignalHandlers(app: Running, logger: Logger): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

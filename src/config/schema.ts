@@ -266,6 +266,11 @@ export const configSchema = z
       .prefault({}),
     /** Where `start` writes its pid, so that `pcoip-lb reload` can signal it (SIGHUP). Not written when unset. */
     pidFile: z.string().min(1).optional(),
+    /**
+     * Data-plane processes sharing the listening ports (SO_REUSEPORT, Linux). "auto": one per
+     * core. 1: everything in one process (no workers). See docs/multicore.md.
+     */
+    workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)], { error: 'must be "auto" or a whole number from 1 to 64' }).default('auto'),
     health,
     admin,
     shutdown: z
@@ -281,6 +286,13 @@ export const configSchema = z
       .prefault({}),
   })
   .superRefine((cfg, ctx) => {
+    if (typeof cfg.workers === 'number' && cfg.workers > 1 && (cfg.listeners.broker?.tls.mode === 'terminate' || cfg.listeners.pcoipTcp?.sniRouting)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['workers'],
+        message: 'more than one worker needs listeners.broker.tls.mode: passthrough and no sniRouting (learned broker sessions live in one process); use workers: 1',
+      });
+    }
     const seen = new Map<string, number>();
     cfg.connectors.forEach((c, i) => {
       const first = seen.get(c.id);

@@ -18,7 +18,10 @@ export type ReloadOutcome =
  * started with and apply it. An invalid file is rejected with every error logged
  * (file:line:col key.path) and the running config stays.
  */
-export function reloadFromFile(app: App, configPath: string, logger: Logger, logLevelOverride?: string): ReloadOutcome {
+/** The single-process App, or the multi-core Supervisor (which passes the result to its workers). */
+export type Reloadable = Pick<App, 'reload'>;
+
+export function reloadFromFile(app: Reloadable, configPath: string, logger: Logger, logLevelOverride?: string): ReloadOutcome {
   let next: Config;
   try {
     next = loadConfigFile(configPath);

@@ -21,6 +21,13 @@ function emptyCounters(): ListenerCounters {
   return { active: 0, total: 0, bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0 };
 }
 
+/** FlowStats as plain data, for the workers to send to the primary (multi-core mode). */
+export interface FlowStatsSnapshot {
+  connectors: Array<[string, Record<ListenerName, ListenerCounters>]>;
+  refusals: Array<[string, number]>;
+  connectFailures: Array<[string, number]>;
+}
+
 export class FlowStats {
   private readonly byConnector = new Map<string, Record<ListenerName, ListenerCounters>>();
   readonly refusals = new Map<string, number>();
@@ -56,6 +63,41 @@ export class FlowStats {
 
   connectFailed(connectorId: string): void {
     this.connectFailures.set(connectorId, (this.connectFailures.get(connectorId) ?? 0) + 1);
+  }
+
+  snapshot(): FlowStatsSnapshot {
+    return {
+      connectors: [...this.byConnector].map(([id, c]) => [id, { broker: { ...c.broker }, pcoipTcp: { ...c.pcoipTcp }, pcoipUdp: { ...c.pcoipUdp } }]),
+      refusals: [...this.refusals],
+      connectFailures: [...this.connectFailures],
+    };
+  }
+
+  /**
+   * Becomes the sum of the workers' snapshots (the primary's view in multi-core mode). Counter
+   * objects are updated in place, so readers holding them (metrics collectors) see the new sums.
+   */
+  replaceWithSum(snapshots: readonly FlowStatsSnapshot[]): void {
+    for (const entry of this.byConnector.values()) for (const name of LISTENER_NAMES) Object.assign(entry[name], emptyCounters());
+    this.refusals.clear();
+    this.connectFailures.clear();
+    for (const snap of snapshots) {
+      for (const [id, counters] of snap.connectors) {
+        const mine = this.counters(id);
+        for (const name of LISTENER_NAMES) {
+          const from = counters[name];
+          const to = mine[name];
+          to.active += from.active;
+          to.total += from.total;
+          to.bytesIn += from.bytesIn;
+          to.bytesOut += from.bytesOut;
+          to.packetsIn += from.packetsIn;
+          to.packetsOut += from.packetsOut;
+        }
+      }
+      for (const [k, n] of snap.refusals) this.refusals.set(k, (this.refusals.get(k) ?? 0) + n);
+      for (const [k, n] of snap.connectFailures) this.connectFailures.set(k, (this.connectFailures.get(k) ?? 0) + n);
+    }
   }
 
   activeFlows(connectorId: string): number {

@@ -25,6 +25,8 @@ export interface TcpProxyOptions {
    * clients speak first, so silence means a scanner or a slow-loris). 0 disables it.
    */
   firstByteTimeoutMs?: number;
+  /** Bind with SO_REUSEPORT (multi-core workers share the port; the kernel spreads connections). */
+  reusePort?: boolean;
   /**
    * Optional step before the Connector is chosen (4172 SNI routing): reads the first bytes of
    * the still-paused client connection and may pin the client in the affinity table. The bytes it
@@ -49,6 +51,12 @@ export interface ProxyDeps {
   now?: () => number;
   /** Told of every failed connect (refused or timed out) to a Connector: feeds passive health detection. */
   onConnectFailure?: (connectorId: string) => void;
+  /**
+   * Multi-core workers: called before placing a client; a promise means "wait, the affinity
+   * entry is being fetched from the primary" (the TCP socket stays paused, UDP packets queue).
+   * undefined (always, in a single process) means decide now.
+   */
+  beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
 }
 
 type CloseReason =
@@ -154,7 +162,7 @@ export class TcpProxy {
         );
       };
       this.server.once('error', onError);
-      this.server.listen({ host, port }, () => {
+      this.server.listen({ host, port, ...(this.options.reusePort ? { reusePort: true } : {}) }, () => {
         this.server.off('error', onError);
         resolve(this.server.address() as AddressInfo);
       });
@@ -226,6 +234,19 @@ export class TcpProxy {
     client.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'client-error', err.code ?? err.message));
     client.on('close', () => this.finish(flow, 'client-closed'));
     client.setNoDelay(true);
+    const ready = this.deps.beforeDecide?.(clientAddress);
+    if (!ready) return this.route(flow);
+    ready.then(
+      () => {
+        if (!flow.closed && !client.destroyed) this.route(flow);
+      },
+      (err: unknown) => this.finish(flow, 'client-error', err instanceof Error ? err.message : String(err)),
+    );
+  }
+
+  /** Places the flow (after an optional early look at the client's first bytes) and connects it. */
+  private route(flow: TcpFlow): void {
+    const { client, clientAddress } = flow;
     const early = this.options.earlyRouting;
     if (!early) {
       this.connectUpstream(flow, this.deps.placer.decide(clientAddress, flow.startedAt), new Set());

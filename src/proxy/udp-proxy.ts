@@ -16,6 +16,8 @@ export interface UdpProxyOptions {
   maxFlows: number;
   /** Concurrent flows per client (affinity client key): a flood of source ports from one address stops here. */
   maxFlowsPerClient?: number;
+  /** Bind with SO_REUSEPORT (multi-core workers; the kernel keeps each client address:port on one socket). */
+  reusePort?: boolean;
 }
 
 type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'shutdown';
@@ -64,6 +66,8 @@ interface UdpFlow {
 export class UdpProxy {
   private readonly socket: UdpSocket;
   private readonly flows = new Map<string, UdpFlow>();
+  /** Multi-core: first packets of clients whose affinity entry is being fetched (see awaitDecision). */
+  private readonly awaiting = new Map<string, { rinfo: RemoteInfo; packets: Buffer[] }>();
   private readonly refusedLog = new RateLimitedLog();
   /** A dead Connector answers every packet of every flow with ICMP: one line a second is enough. */
   private readonly upstreamErrorLog = new RateLimitedLog();
@@ -83,7 +87,7 @@ export class UdpProxy {
     this.refusals = new RefusalLog('pcoipUdp', deps.stats, deps.logger);
     this.perClient = new PerClientLimit(options.maxFlowsPerClient ?? Infinity);
     const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
-    this.socket = createSocket({ type, recvBufferSize: LISTENER_RECV_BUFFER_BYTES });
+    this.socket = createSocket({ type, recvBufferSize: LISTENER_RECV_BUFFER_BYTES, ...(options.reusePort ? { reusePort: true } : {}) });
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
     // Send errors towards clients surface here, possibly once per packet: rate-limit the log.
     const errorLog = new RateLimitedLog();
@@ -140,6 +144,7 @@ export class UdpProxy {
   /** Stops receiving client packets; closes every flow. */
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.awaiting.clear();
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
     try {
       this.socket.close();
@@ -188,9 +193,42 @@ export class UdpProxy {
         this.deps.stats.refused('pcoipUdp', 'shutting-down');
         return;
       }
+      if (this.deps.beforeDecide && this.awaitDecision(key, msg, rinfo)) return;
       flow = this.openFlow(key, rinfo, now);
       if (flow === undefined) return;
     }
+    this.forward(flow, msg, now);
+  }
+
+  /**
+   * Multi-core workers: while the primary is asked about a client this worker has not seen,
+   * its packets wait here (bounded), then go through the flow opened once the answer is in.
+   * Returns false when no wait is needed (the client is known locally).
+   */
+  private awaitDecision(key: string, msg: Buffer, rinfo: RemoteInfo): boolean {
+    const waiting = this.awaiting.get(key);
+    if (waiting) {
+      if (waiting.packets.length < MAX_PENDING_PACKETS) waiting.packets.push(msg);
+      return true;
+    }
+    // Past maxFlows openFlow refuses (and counts it): do not queue what would be refused.
+    if (this.flows.size + this.awaiting.size >= this.options.maxFlows) return false;
+    const ready = this.deps.beforeDecide!(unmapIpv4(rinfo.address));
+    if (!ready) return false;
+    this.awaiting.set(key, { rinfo, packets: [msg] });
+    const settle = () => {
+      const queued = this.awaiting.get(key);
+      this.awaiting.delete(key);
+      if (!queued || !this.accepting || this.flows.has(key)) return;
+      const now = this.now();
+      const flow = this.openFlow(key, queued.rinfo, now);
+      if (flow) for (const packet of queued.packets) this.forward(flow, packet, now);
+    };
+    ready.then(settle, settle);
+    return true;
+  }
+
+  private forward(flow: UdpFlow, msg: Buffer, now: number): void {
     flow.lastActivity = now;
     flow.packetsIn++;
     flow.bytesIn += msg.length;

@@ -41,6 +41,7 @@ export function rawTestConfig(connectors: ConnectorConfig[], extra: Record<strin
     // As testConfig: the fake Connectors have no HTTPS /health, and the admin server takes port 0.
     health: { checks: [] },
     admin: { bind: '127.0.0.1:0' },
+    workers: 1,
     ...extra,
   };
 }

@@ -21,6 +21,8 @@ export interface FaultyConnector {
   /** UDP datagrams received (answered or not). */
   readonly datagrams: number;
   blackhole: boolean;
+  /** Listening (false between stop() and start()). */
+  readonly running: boolean;
   config(weight?: number): ConnectorConfig;
   resetAll(): void;
   closeUdp(): Promise<void>;
@@ -77,6 +79,9 @@ export async function startFaultyConnector(id: string, host: string): Promise<Fa
     },
     get datagrams() {
       return datagrams;
+    },
+    get running() {
+      return brokerServer !== undefined;
     },
     config: (weight = 1) => ({ id, address: host, ports: { broker: connector.brokerPort, pcoip: connector.pcoipPort }, weight, state: 'active' }),
     resetAll: () => {

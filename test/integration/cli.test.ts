@@ -72,6 +72,8 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
     // UDP flows outlive their clients until idleTimeout, and shutdown lets them run up to the
     // grace period: keep it short so the SIGTERM below does not wait the example's 10 s.
     doc.setIn(['shutdown', 'grace'], '1s');
+    // The single-process path (the example's workers: auto would fork one worker per core).
+    doc.setIn(['workers'], 1);
     const file = join(dir, 'local.yaml');
     writeFileSync(file, doc.toString());
 
