@@ -141,6 +141,14 @@ const pcoipUdpListener = z.strictObject({
   maxFlows: z.number().int().min(1).default(100_000),
   /** Cap on concurrent UDP flows per client (affinity client key): stops a flood of new source ports. */
   maxFlowsPerClient: z.number().int().min(1).default(1000),
+  /**
+   * SO_RCVBUF (bytes) of the listening socket and of each flow's upstream socket. The kernel
+   * default (~208 KB, < 5 ms of a busy pool) overflows on an event-loop pause; Linux caps it at
+   * net.core.rmem_max.
+   */
+  recvBufferSize: z.number().int().min(65_536).max(1_073_741_824).default(4 * 1024 * 1024),
+  /** SO_SNDBUF (bytes) of the same sockets; unset: the OS default (capped by net.core.wmem_max). */
+  sendBufferSize: z.number().int().min(65_536).max(1_073_741_824).optional(),
 });
 
 const connector = z.strictObject({

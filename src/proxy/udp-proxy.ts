@@ -1,4 +1,4 @@
-import { createSocket, type Socket as UdpSocket, type RemoteInfo, type SocketType } from 'node:dgram';
+import { createSocket, type Socket as UdpSocket, type RemoteInfo, type SocketType, type SocketOptions } from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import type { Logger } from '../logger.ts';
@@ -9,6 +9,7 @@ import { ErrorCodes, PlbError } from '../errors.ts';
 import type { ListenerCounters } from './flow-stats.ts';
 import type { ProxyDeps } from './tcp-proxy.ts';
 import { PerClientLimit, RefusalLog } from './limits.ts';
+import { AddressPortTable } from './address-port-table.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
@@ -18,6 +19,10 @@ export interface UdpProxyOptions {
   maxFlowsPerClient?: number;
   /** Bind with SO_REUSEPORT (multi-core workers; the kernel keeps each client address:port on one socket). */
   reusePort?: boolean;
+  /** SO_RCVBUF of the listening socket and of each flow's upstream socket (default 4 MiB; capped by net.core.rmem_max). */
+  recvBufferSize?: number;
+  /** SO_SNDBUF of the same sockets (default: the OS's). */
+  sendBufferSize?: number;
 }
 
 type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'shutdown';
@@ -35,7 +40,6 @@ const LISTENER_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 const MAX_PENDING_PACKETS = 64;
 
 interface UdpFlow {
-  readonly key: string;
   readonly clientAddress: string;
   readonly clientPort: number;
   /** The address exactly as the listening socket reported it (needed to send replies back). */
@@ -47,7 +51,10 @@ interface UdpFlow {
   /** Packets queued until the upstream socket's connect() completes; undefined once connected. */
   pending: Buffer[] | undefined;
   startedAt: number;
+  /** When the idle sweep last found the flow active (see sweepIdle). */
   lastActivity: number;
+  /** Set by every datagram, either way; the sweep reads and clears it (no clock read per packet). */
+  seen: boolean;
   packetsIn: number;
   packetsOut: number;
   bytesIn: number;
@@ -65,9 +72,9 @@ interface UdpFlow {
  */
 export class UdpProxy {
   private readonly socket: UdpSocket;
-  private readonly flows = new Map<string, UdpFlow>();
+  private readonly flows = new AddressPortTable<UdpFlow>();
   /** Multi-core: first packets of clients whose affinity entry is being fetched (see awaitDecision). */
-  private readonly awaiting = new Map<string, { rinfo: RemoteInfo; packets: Buffer[] }>();
+  private readonly awaiting = new AddressPortTable<{ rinfo: RemoteInfo; packets: Buffer[] }>();
   private readonly refusedLog = new RateLimitedLog();
   /** A dead Connector answers every packet of every flow with ICMP: one line a second is enough. */
   private readonly upstreamErrorLog = new RateLimitedLog();
@@ -87,7 +94,17 @@ export class UdpProxy {
     this.refusals = new RefusalLog('pcoipUdp', deps.stats, deps.logger);
     this.perClient = new PerClientLimit(options.maxFlowsPerClient ?? Infinity);
     const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
-    this.socket = createSocket({ type, recvBufferSize: LISTENER_RECV_BUFFER_BYTES, ...(options.reusePort ? { reusePort: true } : {}) });
+    // Replies go to rinfo.address, always an IP literal: answering the lookup at once spares
+    // dgram's per-send dns.lookup and its process.nextTick on the reply path.
+    const family = type === 'udp6' ? 6 : 4;
+    this.socket = createSocket({
+      type,
+      recvBufferSize: options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES,
+      ...(options.sendBufferSize ? { sendBufferSize: options.sendBufferSize } : {}),
+      ...(options.reusePort ? { reusePort: true } : {}),
+      lookup: ((address: string, _family: unknown, callback: (err: null, address: string, family: number) => void) =>
+        callback(null, address, family)) as unknown as SocketOptions['lookup'],
+    });
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
     // Send errors towards clients surface here, possibly once per packet: rate-limit the log.
     const errorLog = new RateLimitedLog();
@@ -164,11 +181,18 @@ export class UdpProxy {
     return closed;
   }
 
-  /** Closes flows idle for longer than the idle timeout; returns how many. */
+  /**
+   * Closes flows idle for longer than the idle timeout; returns how many. A datagram only sets
+   * `seen`; the sweep turns that into a time. So a flow closes between idleTimeout and
+   * idleTimeout + 2 sweep intervals (≤ 1.5 × idleTimeout) after its last datagram.
+   */
   sweepIdle(now = this.now()): number {
     let closed = 0;
     for (const flow of this.flows.values()) {
-      if (now - flow.lastActivity > this.options.idleTimeoutMs) {
+      if (flow.seen) {
+        flow.seen = false;
+        flow.lastActivity = now;
+      } else if (now - flow.lastActivity > this.options.idleTimeoutMs) {
         this.closeFlow(flow, 'idle-timeout');
         closed++;
       }
@@ -184,20 +208,19 @@ export class UdpProxy {
     this.sweepTimer.unref();
   }
 
+  /** The per-datagram path: one table lookup, counters, one send. No string building, no clock. */
   private onClientPacket(msg: Buffer, rinfo: RemoteInfo): void {
-    const key = `${rinfo.address}|${rinfo.port}`;
-    let flow = this.flows.get(key);
-    const now = this.now();
+    let flow = this.flows.get(rinfo.address, rinfo.port);
     if (flow === undefined) {
       if (!this.accepting) {
         this.deps.stats.refused('pcoipUdp', 'shutting-down');
         return;
       }
-      if (this.deps.beforeDecide && this.awaitDecision(key, msg, rinfo)) return;
-      flow = this.openFlow(key, rinfo, now);
+      if (this.deps.beforeDecide && this.awaitDecision(msg, rinfo)) return;
+      flow = this.openFlow(rinfo, this.now());
       if (flow === undefined) return;
     }
-    this.forward(flow, msg, now);
+    this.forward(flow, msg);
   }
 
   /**
@@ -205,8 +228,9 @@ export class UdpProxy {
    * its packets wait here (bounded), then go through the flow opened once the answer is in.
    * Returns false when no wait is needed (the client is known locally).
    */
-  private awaitDecision(key: string, msg: Buffer, rinfo: RemoteInfo): boolean {
-    const waiting = this.awaiting.get(key);
+  private awaitDecision(msg: Buffer, rinfo: RemoteInfo): boolean {
+    const { address, port } = rinfo;
+    const waiting = this.awaiting.get(address, port);
     if (waiting) {
       if (waiting.packets.length < MAX_PENDING_PACKETS) waiting.packets.push(msg);
       return true;
@@ -215,21 +239,20 @@ export class UdpProxy {
     if (this.flows.size + this.awaiting.size >= this.options.maxFlows) return false;
     const ready = this.deps.beforeDecide!(unmapIpv4(rinfo.address));
     if (!ready) return false;
-    this.awaiting.set(key, { rinfo, packets: [msg] });
+    this.awaiting.set(address, port, { rinfo, packets: [msg] });
     const settle = () => {
-      const queued = this.awaiting.get(key);
-      this.awaiting.delete(key);
-      if (!queued || !this.accepting || this.flows.has(key)) return;
-      const now = this.now();
-      const flow = this.openFlow(key, queued.rinfo, now);
-      if (flow) for (const packet of queued.packets) this.forward(flow, packet, now);
+      const queued = this.awaiting.get(address, port);
+      this.awaiting.delete(address, port);
+      if (!queued || !this.accepting || this.flows.has(address, port)) return;
+      const flow = this.openFlow(queued.rinfo, this.now());
+      if (flow) for (const packet of queued.packets) this.forward(flow, packet);
     };
     ready.then(settle, settle);
     return true;
   }
 
-  private forward(flow: UdpFlow, msg: Buffer, now: number): void {
-    flow.lastActivity = now;
+  private forward(flow: UdpFlow, msg: Buffer): void {
+    flow.seen = true;
     flow.packetsIn++;
     flow.bytesIn += msg.length;
     flow.counters.packetsIn++;
@@ -241,7 +264,7 @@ export class UdpProxy {
     flow.upstream.send(msg);
   }
 
-  private openFlow(key: string, rinfo: RemoteInfo, now: number): UdpFlow | undefined {
+  private openFlow(rinfo: RemoteInfo, now: number): UdpFlow | undefined {
     const { logger, stats, placer } = this.deps;
     const clientAddress = unmapIpv4(rinfo.address);
     if (this.flows.size >= this.options.maxFlows) {
@@ -274,9 +297,14 @@ export class UdpProxy {
       return undefined;
     }
     const connector = decision.connector;
-    const upstream = createSocket({ type: isIP(connector.address) === 6 ? 'udp6' : 'udp4' });
+    // Replies from the Connector are the bulk of a PCoIP session: the same receive buffer as the listener.
+    const { recvBufferSize, sendBufferSize } = this.options;
+    const upstream = createSocket({
+      type: isIP(connector.address) === 6 ? 'udp6' : 'udp4',
+      recvBufferSize: recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES,
+      ...(sendBufferSize ? { sendBufferSize } : {}),
+    });
     const flow: UdpFlow = {
-      key,
       clientAddress,
       clientPort: rinfo.port,
       replyAddress: rinfo.address,
@@ -287,17 +315,18 @@ export class UdpProxy {
       pending: [],
       startedAt: now,
       lastActivity: now,
+      seen: false,
       packetsIn: 0,
       packetsOut: 0,
       bytesIn: 0,
       bytesOut: 0,
       closed: false,
     };
-    this.flows.set(key, flow);
+    this.flows.set(rinfo.address, rinfo.port, flow);
     this.perClient.tryAcquire(decision.clientKey);
     placer.affinity.flowOpened(decision.clientKey, now);
     upstream.on('message', (reply) => {
-      flow.lastActivity = this.now();
+      flow.seen = true;
       flow.packetsOut++;
       flow.bytesOut += reply.length;
       flow.counters.packetsOut++;
@@ -335,7 +364,7 @@ export class UdpProxy {
     if (flow.closed) return;
     flow.closed = true;
     const now = this.now();
-    this.flows.delete(flow.key);
+    this.flows.delete(flow.replyAddress, flow.clientPort);
     try {
       flow.upstream.close();
     } catch {
