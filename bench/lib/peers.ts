@@ -143,8 +143,12 @@ export function directPeer(connectorPort: number): Peer {
 export interface PcoipLbOptions {
   /** Extra node flags for the child, e.g. --cpu-prof. */
   execArgv?: string[];
-  /** listeners.pcoipUdp.maxFlows (the memory bench opens more flows than the default allows). */
+  /** "src" runs src/app.ts (types stripped by Node); "dist" runs the compiled dist/app.js, as `pcoip-lb start` does. */
+  from?: 'src' | 'dist';
+  /** listeners.pcoipUdp.maxFlows, when the default does not fit the bench. */
   udpMaxFlows?: number;
+  /** listeners.pcoipUdp.idleTimeout (e.g. "10m": the memory bench holds quiet flows open longer than the default 120 s). */
+  udpIdleTimeout?: string;
   connectors?: Array<{ id: string; address: string; port: number }>;
 }
 
@@ -153,7 +157,7 @@ export interface PcoipLbPeer extends Peer {
   request<T>(type: string): Promise<T>;
 }
 
-const CHILD = fileURLToPath(new URL('./pcoip-lb-child.ts', import.meta.url));
+const CHILD = fileURLToPath(new URL('./pcoip-lb-child.mjs', import.meta.url));
 
 /** pcoip-lb with pcoipTcp and pcoipUdp on one port number in front of the given Connector(s). */
 export async function startPcoipLb(dir: string, connectorPort: number, opts: PcoipLbOptions = {}): Promise<PcoipLbPeer> {
@@ -162,7 +166,7 @@ export async function startPcoipLb(dir: string, connectorPort: number, opts: Pco
   const yaml = [
     'listeners:',
     `  pcoipTcp: { bind: "${PROXY_HOST}:${port}" }`,
-    `  pcoipUdp: { bind: "${PROXY_HOST}:${port}"${opts.udpMaxFlows ? `, maxFlows: ${opts.udpMaxFlows}` : ''} }`,
+    `  pcoipUdp: { bind: "${PROXY_HOST}:${port}"${opts.udpMaxFlows ? `, maxFlows: ${opts.udpMaxFlows}` : ''}${opts.udpIdleTimeout ? `, idleTimeout: ${opts.udpIdleTimeout}` : ''} }`,
     'connectors:',
     ...connectors.map((c) => `  - { id: ${c.id}, address: ${c.address}, ports: { broker: ${c.port}, pcoip: ${c.port} } }`),
     'logging: { level: warn }',
@@ -170,7 +174,7 @@ export async function startPcoipLb(dir: string, connectorPort: number, opts: Pco
   ].join('\n');
   const configPath = join(dir, 'pcoip-lb.yaml');
   writeFileSync(configPath, yaml);
-  const child = fork(CHILD, [configPath], {
+  const child = fork(CHILD, [configPath, opts.from ?? 'src'], {
     execArgv: ['--expose-gc', '--disable-warning=ExperimentalWarning', ...(opts.execArgv ?? [])],
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
   });

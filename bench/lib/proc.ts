@@ -69,3 +69,13 @@ export function loadAverage(): string {
     return 'unknown';
   }
 }
+
+/** The soft limit on open files of `pid` (from /proc/<pid>/limits), or undefined. */
+export function openFileLimit(pid: number): number | undefined {
+  try {
+    const match = /^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
