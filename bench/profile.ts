@@ -4,7 +4,8 @@
  *   udp-reverse: the same, Connector → client (iperf3 -R: the reply path, PCoIP's display direction);
  *   tcp:         one iperf3 stream through pcoipTcp (the pipe).
  * Each path runs in its own pcoip-lb child started with `node --cpu-prof`; the profile is
- * written when the child exits, then summarised as self time per function.
+ * written when the child exits, then summarised as self time per function over the load window
+ * only (start-up and shutdown samples are left out).
  *
  *   node bench/profile.ts [--udp-rate 100] [--seconds 6] [--top 15] [--only udp|udp-reverse|tcp]
  *
@@ -52,19 +53,24 @@ async function profilePath(path: ProfiledPath, serverPort: number, resultsDir: s
     const peer = await startPcoipLb(dir, serverPort, { execArgv: ['--cpu-prof', `--cpu-prof-dir=${dir}`] });
     let load: string;
     let perUnit: string;
+    const mark = async () => (await peer.request<{ monotonicUs: number }>('mark')).monotonicUs;
+    let window: { fromUs: number; toUs: number } | undefined;
     const before = peer.cpuSeconds();
     try {
+      const fromUs = await mark();
       if (path !== 'tcp') {
         const r = await iperfUdp(peer.host, peer.port, serverPort, seconds, udpMbps * 1e6, path === 'udp-reverse');
         const packets = r.packetsSent - r.packetsLost;
         const cpu = peer.cpuSeconds() - before;
         load = `${path === 'udp' ? 'UDP client → Connector' : 'UDP Connector → client'} ${udpMbps} Mbit/s offered, ${fmt(r.deliveredBitsPerSecond / 1e6, 0)} delivered, loss ${fmt(r.lostPercent, 3)} %`;
         perUnit = `${fmt(cpu / (packets / 1e6))} CPU s per million packets (${fmt((cpu * 1e6) / packets, 1)} µs/packet)`;
+        window = { fromUs, toUs: await mark() };
       } else {
         const r = await iperfTcp(peer.host, peer.port, serverPort, seconds, 1);
         const cpu = peer.cpuSeconds() - before;
         load = `TCP 1 stream, ${fmt(r.bitsPerSecond / 1e9)} Gbit/s`;
         perUnit = `${fmt(cpu / (r.bytes / 1e9))} CPU s per GB`;
+        window = { fromUs, toUs: await mark() };
       }
     } finally {
       await peer.stop();
@@ -74,7 +80,7 @@ async function profilePath(path: ProfiledPath, serverPort: number, resultsDir: s
     if (!profile) throw new Error(`node --cpu-prof wrote no profile into ${dir}`);
     const kept = join(resultsDir, `profile-${path}-${stamp}.cpuprofile`);
     copyFileSync(join(dir, profile), kept);
-    return { path, load, cpuSeconds, perUnit, summary: summariseProfileFile(kept, topN), file: kept };
+    return { path, load, cpuSeconds, perUnit, summary: summariseProfileFile(kept, topN, window), file: kept };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -93,7 +99,7 @@ async function main(): Promise<void> {
     const p = await profilePath(path, serverPort, resultsDir, stamp);
     out.push(p);
     log(`\n## ${path.toUpperCase()} path — ${p.load}; ${p.perUnit}`);
-    log(`profile: ${p.file}; busy ${fmt(p.summary.busyMs, 0)} ms of ${fmt(p.summary.totalMs, 0)} ms sampled (main thread)`);
+    log(`profile: ${p.file}; main thread busy ${fmt(p.summary.busyMs, 0)} ms of the ${fmt(p.summary.totalMs, 0)} ms under load`);
     log(
       markdownTable(
         ['self ms', '% busy', 'function', 'where'],

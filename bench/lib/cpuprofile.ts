@@ -11,6 +11,8 @@ interface ProfileNode {
 }
 
 interface CpuProfile {
+  /** Monotonic clock, µs (the clock of process.hrtime). */
+  startTime: number;
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
@@ -38,18 +40,29 @@ function location(frame: ProfileNode['callFrame']): string {
   return `${url}:${frame.lineNumber + 1}`;
 }
 
-export function summariseProfile(profile: CpuProfile, topN = 20): ProfileSummary {
+/** A time window on the monotonic clock in µs; samples outside it (start-up, shutdown) are left out. */
+export interface Window {
+  fromUs: number;
+  toUs: number;
+}
+
+export function summariseProfile(profile: CpuProfile, topN = 20, window?: Window): ProfileSummary {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<string, { name: string; where: string; us: number }>();
   let totalUs = 0;
   let idleUs = 0;
+  let at = profile.startTime;
   profile.samples.forEach((id, i) => {
     // timeDeltas[i] is the time since the previous sample; charge it to this sample's function.
     const us = profile.timeDeltas[i] ?? 0;
+    at += us;
+    if (window && (at < window.fromUs || at > window.toUs)) return;
     totalUs += us;
     const node = byId.get(id);
     if (!node) return;
-    const name = node.callFrame.functionName || '(anonymous)';
+    const full = node.callFrame.functionName || '(anonymous)';
+    // V8 names a regular expression's code after its source, which can be very long.
+    const name = full.length > 60 ? `${full.slice(0, 57)}...` : full;
     if (name === '(idle)') {
       idleUs += us;
       return;
@@ -68,6 +81,6 @@ export function summariseProfile(profile: CpuProfile, topN = 20): ProfileSummary
   return { totalMs: totalUs / 1000, idleMs: idleUs / 1000, busyMs: busyUs / 1000, top };
 }
 
-export function summariseProfileFile(path: string, topN = 20): ProfileSummary {
-  return summariseProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, topN);
+export function summariseProfileFile(path: string, topN = 20, window?: Window): ProfileSummary {
+  return summariseProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, topN, window);
 }

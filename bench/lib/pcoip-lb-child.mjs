@@ -7,6 +7,7 @@
  * strips the types) or "dist" (dist/app.js, what `pcoip-lb start` runs; needs `npm run build`).
  * Answers IPC messages:
  *   { type: 'mem' }  → two full GCs (with --expose-gc), then { type: 'mem', gcRan, flows, affinity, ...memoryUsage }
+ *   { type: 'mark' } → { type: 'mark', monotonicUs } (the clock of --cpu-prof's timestamps, to cut a profile to the load window)
  *   { type: 'stop' } → stops the App and exits 0 (so that --cpu-prof writes its profile)
  */
 const [configPath, from = 'src'] = process.argv.slice(2);
@@ -33,6 +34,8 @@ process.on('message', (msg) => {
     gc?.();
     gc?.();
     send({ type: 'mem', gcRan: typeof gc === 'function', flows: app.activeFlows(), affinity: app.affinity.size, ...process.memoryUsage() });
+  } else if (msg?.type === 'mark') {
+    send({ type: 'mark', monotonicUs: Number(process.hrtime.bigint() / 1000n) });
   } else if (msg?.type === 'stop') {
     app.stop(0).then(
       () => process.exit(0),
