@@ -1,4 +1,5 @@
 import { createSocket, type Socket as UdpSocket, type RemoteInfo, type SocketType } from 'node:dgram';
+import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import type { Logger } from '../logger.ts';
@@ -19,6 +20,20 @@ type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-erro
 
 /** Packets held while a new flow's upstream socket connects; PCoIP sends a few at most by then. */
 const MAX_PENDING_PACKETS = 64;
+
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, family: number) => void;
+
+/**
+ * The listening socket's resolver. Every reply goes to the address a client packet came from,
+ * which is always an IP literal; Node's default dgram lookup still defers each one by a
+ * process.nextTick, once per reply packet. Answering literals at once takes that tick off the
+ * Connector → client path (the direction of PCoIP's display stream). Names still go to DNS.
+ */
+function literalLookup(address: string, family: LookupOneOptions | number, callback: LookupCallback): void {
+  const want = typeof family === 'number' ? family : family.family;
+  if (isIP(address) === want) callback(null, address, want);
+  else dnsLookup(address, typeof family === 'number' ? { family } : family, callback);
+}
 
 interface UdpFlow {
   readonly key: string;
@@ -63,7 +78,7 @@ export class UdpProxy {
     this.deps = deps;
     this.now = deps.now ?? Date.now;
     const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
-    this.socket = createSocket({ type });
+    this.socket = createSocket({ type, lookup: literalLookup });
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
     this.socket.on('error', (err) => deps.logger.error({ listener: 'pcoipUdp', err }, 'UDP listener error'));
   }
