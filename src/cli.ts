@@ -2,9 +2,17 @@ import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { loadConfigFile } from './config/load.ts';
-import { isPlbError } from './errors.ts';
+import { ErrorCodes, PlbError, isPlbError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { App } from './app.ts';
+import { AdminClient } from './admin/client.ts';
+import { ADMIN_TOKEN_ENV, adminTarget, setStateCommand, statusCommand, waitForDrain } from './admin/commands.ts';
+import { resolveAdminToken } from './admin/token.ts';
+import { parseDuration } from './util/duration.ts';
+import { createInterface } from 'node:readline';
+import { parseHostPort, type HostPort } from './util/address.ts';
+import { DEMO_CONFIG_PATH, startDemo } from './demo/demo.ts';
+import { startSimulation } from './sim/simulate.ts';
 
 /** The only module that exits the process or installs signal handlers. */
 
@@ -23,6 +31,30 @@ function printError(err: unknown): void {
 const withConfig = <T>(y: Argv<T>) =>
   y.option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'path to the YAML config file' });
 
+/** Options of the commands that talk to a running proxy through its admin API. */
+const withAdmin = <T>(y: Argv<T>) =>
+  y
+    .option('admin', { type: 'string', describe: 'admin API URL (default: from --config admin.bind, else http://127.0.0.1:8404)' })
+    .option('token', { type: 'string', describe: `admin bearer token (default: $${ADMIN_TOKEN_ENV}, else from --config admin.token)` })
+    .option('config', { alias: 'c', type: 'string', describe: 'config file to read admin.bind and admin.token from' });
+
+function adminClient(args: { admin?: string; token?: string; config?: string }): AdminClient {
+  const target = adminTarget({ admin: args.admin, token: args.token, config: args.config ? loadConfigFile(args.config).admin : undefined });
+  return new AdminClient(target.url, target.token);
+}
+
+/** `enable <id>` and `maint <id>`: one admin POST each. */
+function stateCommand(action: 'enable' | 'maint', describe: string) {
+  return {
+    command: `${action} <id>`,
+    describe,
+    builder: (y: Argv) => withAdmin(y).positional('id', { type: 'string', demandOption: true, describe: 'Connector id' }),
+    handler: async (args: { id: string; admin?: string; token?: string; config?: string }) => {
+      await setStateCommand(adminClient(args), process.stdout, args.id, action);
+    },
+  };
+}
+
 async function runStart(configPath: string, logLevel: string | undefined): Promise<void> {
   const config = loadConfigFile(configPath);
   const level = (logLevel ?? config.logging.level) as (typeof LOG_LEVELS)[number];
@@ -32,12 +64,17 @@ async function runStart(configPath: string, logLevel: string | undefined): Promi
   installSignalHandlers(app, logger);
 }
 
+/** pino writes asynchronously; flush so the last lines (the flows closed at shutdown) are not lost. */
+function exitAfterFlush(logger: Logger, code: number): void {
+  logger.flush(() => process.exit(code));
+}
+
 function installSignalHandlers(app: App, logger: Logger): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
+      exitAfterFlush(logger, 1);
     }
     stopping = true;
     const grace = app.currentConfig.shutdown.grace;
@@ -45,16 +82,52 @@ function installSignalHandlers(app: App, logger: Logger): void {
     app.stop(grace).then(
       () => {
         logger.info('stopped');
-        process.exit(0);
+        exitAfterFlush(logger, 0);
       },
       (err: unknown) => {
         logger.error({ err }, 'error while stopping');
-        process.exit(1);
+        exitAfterFlush(logger, 1);
       },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** yargs coerce for `host:port` options. */
+const hostPortOption = (flag: string) => (value: string | undefined): HostPort | undefined => {
+  if (value === undefined) return undefined;
+  const parsed = parseHostPort(String(value));
+  if ('error' in parsed) throw new Error(`--${flag}: ${parsed.error}`);
+  return parsed;
+};
+
+/**
+ * For long-running helpers (demo, simulate): each line typed on stdin goes to `command`; SIGINT
+ * or SIGTERM runs `stop` and exits (a second signal exits at once). stdin closing is harmless.
+ */
+function runUntilSignal(stop: () => Promise<void>, command: (line: string) => string): void {
+  const input = createInterface({ input: process.stdin, terminal: false });
+  input.on('line', (line) => {
+    const answer = command(line);
+    if (answer) process.stdout.write(`${answer}\n`);
+  });
+  let stopping = false;
+  const onSignal = (signal: string) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    input.close();
+    process.stdout.write(`${signal}: stopping\n`);
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        printError(err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -76,11 +149,85 @@ export async function main(argv: string[]): Promise<void> {
       (y) => withConfig(y),
       (args) => {
         const config = loadConfigFile(args.config);
+        // The one admin rule the schema cannot see: a non-loopback bind needs a token.
+        if (!config.admin.token) resolveAdminToken(config.admin);
         const listeners = Object.keys(config.listeners).join(', ');
         process.stdout.write(`${args.config}: OK (${config.connectors.length} Connector(s); listeners: ${listeners})\n`);
       },
     )
-    .demandCommand(1, 'name a command: start, check-config (see --help)')
+    .command(
+      'status',
+      'show the pool of a running pcoip-lb: health, state, clients, flows per Connector',
+      (y) => withAdmin(y).option('json', { type: 'boolean', default: false, describe: 'print the raw /status JSON' }),
+      async (args) => {
+        await statusCommand(adminClient(args), process.stdout, args.json);
+      },
+    )
+    .command(
+      'drain <id>',
+      'stop sending new clients to a Connector; its pinned clients keep reconnecting to it',
+      (y) =>
+        withAdmin(y)
+          .positional('id', { type: 'string', demandOption: true, describe: 'Connector id' })
+          .option('wait', { type: 'boolean', default: false, describe: 'return only when the Connector has no flows left, showing progress' })
+          .option('timeout', { type: 'string', describe: 'with --wait: give up after this long (e.g. 30m; default: no limit)' }),
+      async (args) => {
+        const timeoutMs = args.timeout === undefined ? 0 : parseDuration(args.timeout);
+        if (timeoutMs === undefined) throw new PlbError(ErrorCodes.USAGE, `--timeout "${args.timeout}" is not a duration (e.g. 90s, 30m)`);
+        const client = adminClient(args);
+        await setStateCommand(client, process.stdout, args.id, 'drain');
+        if (args.wait) await waitForDrain(client, process.stdout, args.id, { timeoutMs });
+      },
+    )
+    .command(stateCommand('enable', 'put a Connector back in service (state active)'))
+    .command(stateCommand('maint', 'take a Connector out entirely: no new clients, pinned clients move elsewhere'))
+    .command(
+      'demo',
+      'pcoip-lb in front of 3 simulated Connectors on loopback, with health checks and the admin server (what `npm start` runs)',
+      (y) =>
+        y
+          .option('config', { alias: 'c', type: 'string', default: DEMO_CONFIG_PATH, defaultDescription: 'config/demo.yaml', describe: 'demo config' })
+          .option('broker', { type: 'string', coerce: hostPortOption('broker'), describe: 'override listeners.broker.bind (host:port)' })
+          .option('pcoip', { type: 'string', coerce: hostPortOption('pcoip'), describe: 'override the 4172 TCP and UDP binds (host:port)' })
+          .option('admin', { type: 'string', coerce: hostPortOption('admin'), describe: 'override admin.bind (host:port)' }),
+      async (args) => {
+        const demo = await startDemo({
+          configPath: args.config,
+          ...(args.admin ? { admin: args.admin as HostPort } : {}),
+          ...(args.broker ? { broker: args.broker as HostPort } : {}),
+          ...(args.pcoip ? { pcoip: args.pcoip as HostPort } : {}),
+          ...(args.logLevel ? { logLevel: args.logLevel } : {}),
+        });
+        process.stdout.write(`${demo.banner()}\n`);
+        runUntilSignal(() => demo.stop(), (line) => demo.command(line));
+      },
+    )
+    .command(
+      'simulate',
+      'run simulated Connectors (HTTPS broker + /health, 4172 TCP and UDP) to rehearse or load-test pcoip-lb',
+      (y) =>
+        y
+          .option('connectors', { alias: 'n', type: 'number', demandOption: true, describe: 'how many (ids conn-a, conn-b, …)' })
+          .option('host-base', { type: 'string', default: '127.0.1.', describe: 'Connector i listens on <host-base><i>' })
+          .option('broker-port', { type: 'number', default: 0, describe: 'broker (HTTPS) port on every Connector; 0 = any free' })
+          .option('pcoip-port', { type: 'number', default: 0, describe: 'PCoIP TCP+UDP port on every Connector; 0 = any free' })
+          .option('unhealthy', { type: 'string', array: true, default: [] as string[], describe: 'ids whose /health starts at 500' })
+          .option('advertise', { type: 'string', coerce: hostPortOption('advertise'), describe: "PCoIP address to hand out in allocate-resource-resp (pcoip-lb's)" }),
+      async (args) => {
+        const simulation = await startSimulation({
+          count: args.connectors,
+          hostBase: args.hostBase,
+          brokerPort: args.brokerPort,
+          pcoipPort: args.pcoipPort,
+          unhealthy: args.unhealthy.map(String),
+          logger: createLogger((args.logLevel ?? 'info') as (typeof LOG_LEVELS)[number]),
+          ...(args.advertise ? { advertise: args.advertise as HostPort } : {}),
+        });
+        process.stdout.write(`${simulation.summary()}\n`);
+        runUntilSignal(() => simulation.stop(), (line) => simulation.command(line));
+      },
+    )
+    .demandCommand(1, 'name a command: start, check-config, status, drain, enable, maint, demo, simulate (see --help)')
     .strict()
     .version(pkg.version)
     .help()

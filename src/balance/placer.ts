@@ -7,11 +7,19 @@ import { MaglevSelector, RendezvousSelector, type Selector } from './selector.ts
 export interface PlacerOptions extends PrefixOptions {
   algorithm: BalanceAlgorithm;
   tableSize: number;
+  /**
+   * A pinned client whose Connector is down (health): `repin` (default) places its new flows
+   * elsewhere; `keep` refuses them, for sessions that cannot survive a move anyway and should
+   * come back to their Connector when it recovers. A Connector in `maint` always repins.
+   */
+  onDown?: 'repin' | 'keep';
 }
+
+export type RefusalReason = 'no-eligible-connector' | 'pinned-connector-down';
 
 export type Decision =
   | { ok: true; connector: ConnectorView; clientKey: string; reason: 'pinned' | PlacementReason }
-  | { ok: false; clientKey: string; reason: 'no-eligible-connector' };
+  | { ok: false; clientKey: string; reason: RefusalReason };
 
 /**
  * Decides which Connector a flow goes to. The rule, for every listener alike:
@@ -29,6 +37,8 @@ export class Placer {
   private readonly pool: Pool;
   readonly affinity: AffinityTable;
   private options: PlacerOptions;
+  /** Successful decisions by `reason|connectorId`, read by /metrics (a Map update per flow, no I/O). */
+  readonly decisionCounts = new Map<string, number>();
 
   constructor(pool: Pool, affinity: AffinityTable, options: PlacerOptions) {
     this.pool = pool;
@@ -56,7 +66,11 @@ export class Placer {
     if (entry) {
       const pinned = this.pool.get(entry.connectorId);
       if (pinned && admitsPinnedClients(pinned) && !avoid?.has(pinned.id)) {
+        this.count('pinned', pinned.id);
         return { ok: true, connector: pinned, clientKey: key, reason: 'pinned' };
+      }
+      if (pinned && this.options.onDown === 'keep' && pinned.health === 'down' && pinned.state !== 'maint') {
+        return { ok: false, clientKey: key, reason: 'pinned-connector-down' };
       }
     }
     const chosenId = this.pickNew(key, avoid);
@@ -64,7 +78,13 @@ export class Placer {
     if (!chosen) return { ok: false, clientKey: key, reason: 'no-eligible-connector' };
     const reason: PlacementReason = entry ? 'repinned' : 'placed';
     this.affinity.pin(key, chosen.id, now, reason);
+    this.count(reason, chosen.id);
     return { ok: true, connector: chosen, clientKey: key, reason };
+  }
+
+  private count(reason: 'pinned' | PlacementReason, connectorId: string): void {
+    const key = `${reason}|${connectorId}`;
+    this.decisionCounts.set(key, (this.decisionCounts.get(key) ?? 0) + 1);
   }
 
   /** The Connector consistent hashing would give this client key now (no pinning). */

@@ -15,6 +15,21 @@ export interface TcpProxyOptions {
   idleTimeoutMs: number;
   /** Which of the Connector's ports this listener forwards to. */
   upstreamPort: (connector: ConnectorView) => number;
+  /**
+   * Optional step before the Connector is chosen (4172 SNI routing): reads the first bytes of
+   * the still-paused client connection and may pin the client in the affinity table. The bytes it
+   * read are written to the Connector first, unchanged, before piping starts.
+   */
+  earlyRouting?: (client: Socket, clientAddress: string) => Promise<EarlyRouting>;
+}
+
+export interface EarlyRouting {
+  /** Bytes read from the client while deciding. */
+  consumed: Buffer;
+  /** Called when the flow is connected, with the Connector it reached. */
+  opened?: (connector: ConnectorView) => void;
+  /** Called once when a connected flow ends. */
+  closed?: () => void;
 }
 
 export interface ProxyDeps {
@@ -22,6 +37,8 @@ export interface ProxyDeps {
   stats: FlowStats;
   logger: Logger;
   now?: () => number;
+  /** Told of every failed connect (refused or timed out) to a Connector: feeds passive health detection. */
+  onConnectFailure?: (connectorId: string) => void;
 }
 
 type CloseReason =
@@ -32,6 +49,7 @@ type CloseReason =
   | 'idle-timeout'
   | 'connect-failed'
   | 'connect-timeout'
+  | 'connector-down'
   | 'shutdown';
 
 /** One client connection and, once connected, its Connector connection. */
@@ -45,6 +63,7 @@ interface TcpFlow {
   reason: CloseReason | undefined;
   error: string | undefined;
   closed: boolean;
+  early: EarlyRouting | undefined;
 }
 
 /**
@@ -108,17 +127,28 @@ export class TcpProxy {
     return this.server.address() as AddressInfo;
   }
 
-  /** Stops accepting; established connections go on. Resolves when the listening socket is closed. */
+  /** Stops accepting; established connections go on. */
   stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-    });
+    // close() stops listening at once; its callback would wait for every open connection to end,
+    // which is what the grace period in App.stop decides, so do not wait for it here.
+    if (this.server.listening) this.server.close();
+    return Promise.resolve();
   }
 
   /** Ends every connection now (shutdown after the grace period). */
   destroyAll(): void {
     for (const flow of this.flows) this.finish(flow, 'shutdown');
+  }
+
+  /** Ends every established flow to one Connector (health.closeFlowsOnDown); returns how many. */
+  closeFlowsTo(connectorId: string): number {
+    let closed = 0;
+    for (const flow of this.flows) {
+      if (flow.connector?.id !== connectorId) continue;
+      this.finish(flow, 'connector-down');
+      closed++;
+    }
+    return closed;
   }
 
   private onConnection(client: Socket): void {
@@ -138,11 +168,25 @@ export class TcpProxy {
       reason: undefined,
       error: undefined,
       closed: false,
+      early: undefined,
     };
     client.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'client-error', err.code ?? err.message));
     client.on('close', () => this.finish(flow, 'client-closed'));
     client.setNoDelay(true);
-    this.connectUpstream(flow, this.deps.placer.decide(clientAddress, flow.startedAt), new Set());
+    const early = this.options.earlyRouting;
+    if (!early) {
+      this.connectUpstream(flow, this.deps.placer.decide(clientAddress, flow.startedAt), new Set());
+      return;
+    }
+    early(client, clientAddress).then(
+      (routing) => {
+        flow.early = routing;
+        // The client may have gone while we read its first bytes.
+        if (flow.closed || client.destroyed) return;
+        this.connectUpstream(flow, this.deps.placer.decide(clientAddress, this.now()), new Set());
+      },
+      (err: unknown) => this.finish(flow, 'client-error', err instanceof Error ? err.message : String(err)),
+    );
   }
 
   private connectUpstream(flow: TcpFlow, decision: Decision, failed: Set<string>): void {
@@ -170,6 +214,7 @@ export class TcpProxy {
       const timedOut = err instanceof PlbError;
       const detail = timedOut ? `no answer within ${this.options.connectTimeoutMs} ms` : ((err as NodeJS.ErrnoException).code ?? err.message);
       stats.connectFailed(connector.id);
+      this.deps.onConnectFailure?.(connector.id);
       logger.warn(
         {
           listener: this.options.name,
@@ -212,6 +257,12 @@ export class TcpProxy {
     this.flows.add(flow);
     this.deps.placer.affinity.flowOpened(clientKey, now);
     const counters: ListenerCounters = this.deps.stats.opened(this.options.name, connector.id);
+    if (flow.early) {
+      // Bytes read by the early-routing step go first, exactly as the client sent them.
+      if (flow.early.consumed.length > 0) upstream.write(flow.early.consumed);
+      counters.bytesIn += flow.early.consumed.length;
+      flow.early.opened?.(connector);
+    }
 
     upstream.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'connector-error', err.code ?? err.message));
     upstream.on('close', () => this.finish(flow, 'connector-closed'));
@@ -254,6 +305,7 @@ export class TcpProxy {
     const now = this.now();
     this.flows.delete(flow);
     this.deps.placer.affinity.flowClosed(flow.clientKey, now);
+    flow.early?.closed?.();
     this.deps.stats.closed(this.options.name, flow.connector.id);
     this.deps.logger.info(
       {

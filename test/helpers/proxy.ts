@@ -32,11 +32,17 @@ export class LogCapture extends Writable {
 export interface TestProxy {
   app: App;
   addresses: Required<ListenerAddresses>;
+  /** `http://127.0.0.1:PORT` of the admin server (empty when admin.enabled is false). */
+  adminUrl: string;
   logs: LogCapture;
   stop(): Promise<void>;
 }
 
-/** Builds a validated config with all three listeners on 127.0.0.1 port 0 in front of the given Connectors. */
+/**
+ * Builds a validated config with all three listeners on 127.0.0.1 port 0 in front of the given Connectors.
+ * The admin server also binds port 0, and active health checks are off (`health.checks: []`)
+ * unless `extra` says otherwise: the plain-TCP fake Connectors have no HTTPS /health.
+ */
 export function testConfig(connectors: ConnectorConfig[], extra: Record<string, unknown> = {}): Config {
   return configSchema.parse({
     listeners: {
@@ -46,6 +52,8 @@ export function testConfig(connectors: ConnectorConfig[], extra: Record<string, 
     },
     connectors,
     logging: { level: 'debug' },
+    health: { checks: [] },
+    admin: { bind: '127.0.0.1:0' },
     ...extra,
   });
 }
@@ -54,5 +62,6 @@ export async function startTestProxy(config: Config): Promise<TestProxy> {
   const logs = new LogCapture();
   const app = new App(config, createLogger('debug', logs));
   const addresses = (await app.start()) as Required<ListenerAddresses>;
-  return { app, addresses, logs, stop: () => app.stop(0) };
+  const admin = app.adminAddress;
+  return { app, addresses, adminUrl: admin ? `http://127.0.0.1:${admin.port}` : '', logs, stop: () => app.stop(0) };
 }

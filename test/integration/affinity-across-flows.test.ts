@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSocket } from 'node:dgram';
 import { startFakeConnector, type FakeConnector } from '../helpers/fake-connector.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { tcpGreeting, udpRoundTrip } from '../helpers/clients.ts';
@@ -53,5 +54,31 @@ describe('one affinity record per client across 443, 4172/TCP and 4172/UDP', () 
     for (const id of landedOn.values()) perConnector.set(id, (perConnector.get(id) ?? 0) + 1);
     expect(perConnector.size).toBe(3);
     expect(proxy.app.affinity.size).toBe(CLIENTS);
+  });
+});
+
+describe('IPv6 listeners', () => {
+  it('serves clients on [::1] and keys them by their /64', async () => {
+    const fake = await startFakeConnector('v6-target', '127.0.1.90');
+    const proxy = await startTestProxy(
+      testConfig([fake.config()], {
+        listeners: { pcoipTcp: { bind: '[::1]:0' }, pcoipUdp: { bind: '[::1]:0' } },
+      }),
+    );
+    try {
+      const control = await tcpGreeting(proxy.addresses.pcoipTcp.port, '::1', '::1');
+      expect(control.id).toBe('v6-target');
+      control.socket.end();
+      const socket = createSocket('udp6');
+      await new Promise<void>((r) => socket.bind({ address: '::1', port: 0 }, () => r()));
+      const reply = new Promise<Buffer>((r) => socket.once('message', r));
+      socket.send('v6 media', proxy.addresses.pcoipUdp.port, '::1');
+      expect((await reply).toString()).toBe('v6-target|v6 media');
+      socket.close();
+      expect([...proxy.app.affinity.all()].map((e) => e.clientKey)).toEqual(['0:0:0:0:0:0:0:0/64']);
+    } finally {
+      await proxy.stop();
+      await fake.close();
+    }
   });
 });

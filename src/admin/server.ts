@@ -1,0 +1,224 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { AdminConfig, ConnectorState } from '../config/schema.ts';
+import { ErrorCodes, PlbError, type ErrorCode } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { mayTakeNewClients } from '../pool/pool.ts';
+import { formatHostPort, unmapIpv4 } from '../util/address.ts';
+import type { App } from '../app.ts';
+import { createMetrics } from './metrics.ts';
+import { STATUS_PAGE_HTML } from './page.ts';
+import { buildConnectorStatus, buildStatus } from './status.ts';
+import { bearerMatches, isLoopbackHost } from './token.ts';
+
+/**
+ * The admin HTTP server: the operator's view (`/`, `/status`, `/metrics`, `/affinity/:client`),
+ * the operator's hands (`POST /connectors/:id/drain|enable|maint`) and the proxy's own liveness
+ * (`/healthz`). Errors are JSON `{ "error": { "code": "PLB_E_…", "message": "…" } }`.
+ *
+ * Protection: with a token, every request but `/healthz` and the (data-free) page needs
+ * `Authorization: Bearer <token>`. Without one (loopback only), requests must name a loopback
+ * Host (no DNS rebinding from a web page), and a browser POST from another origin is refused
+ * (no cross-site drain from a page the operator happens to visit).
+ */
+const ACTIONS: Record<string, ConnectorState> = { drain: 'drain', enable: 'active', maint: 'maint' };
+
+type Handler = (req: IncomingMessage, res: ServerResponse, params: string[]) => void | Promise<void>;
+
+interface Route {
+  readonly pattern: RegExp;
+  readonly methods: Readonly<Record<string, Handler>>;
+  /** Served without a token (data-free or needed by probes). */
+  readonly open?: boolean;
+}
+
+export class AdminServer {
+  private readonly server: Server;
+  private readonly app: App;
+  private readonly config: AdminConfig;
+  private readonly token: string | undefined;
+  private readonly logger: Logger;
+  private readonly metrics: Registry;
+  private readonly routes: readonly Route[];
+
+  constructor(app: App, config: AdminConfig, token: string | undefined, logger: Logger) {
+    this.app = app;
+    this.config = config;
+    this.token = token;
+    this.logger = logger;
+    this.metrics = createMetrics(app);
+    this.routes = [
+      { pattern: /^\/$/, methods: { GET: (_q, res) => send(res, 200, STATUS_PAGE_HTML, 'text/html; charset=utf-8') }, open: true },
+      { pattern: /^\/healthz$/, methods: { GET: (_q, res) => this.healthz(res) }, open: true },
+      { pattern: /^\/status$/, methods: { GET: (_q, res) => sendJson(res, 200, buildStatus(this.app)) } },
+      { pattern: /^\/metrics$/, methods: { GET: (_q, res) => this.sendMetrics(res) } },
+      { pattern: /^\/connectors\/([^/]+)$/, methods: { GET: (_q, res, [id]) => this.connector(res, id!) } },
+      { pattern: /^\/connectors\/([^/]+)\/(drain|enable|maint)$/, methods: { POST: (req, res, [id, action]) => this.setState(req, res, id!, action!) } },
+      { pattern: /^\/affinity\/([^/]+)$/, methods: { GET: (_q, res, [client]) => this.affinity(res, client!) } },
+    ];
+    this.server = createServer((req, res) => void this.handle(req, res));
+    // Admin requests are tiny; do not let an idle or slow client hold a socket.
+    this.server.headersTimeout = 10_000;
+    this.server.requestTimeout = 15_000;
+    this.server.keepAliveTimeout = 5_000;
+    this.server.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  listen(): Promise<AddressInfo> {
+    const { host, port } = this.config.bind;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) =>
+        reject(new PlbError(ErrorCodes.LISTEN, `admin.bind: cannot listen on ${formatHostPort(host, port)}: ${err.code ?? err.message}`, [], { cause: err }));
+      this.server.once('error', onError);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.logger.error({ err }, 'admin server error'));
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  address(): AddressInfo | undefined {
+    return (this.server.address() as AddressInfo | null) ?? undefined;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Request bodies are never needed; read and discard them so keep-alive works.
+    req.resume();
+    const path = (req.url ?? '/').split('?')[0]!;
+    try {
+      const route = this.routes.find((r) => r.pattern.test(path));
+      if (!route) return sendError(res, 404, ErrorCodes.ADMIN_NOT_FOUND, `no such admin endpoint: ${path}`);
+      if (!this.token && !isLoopbackHost(hostOf(req.headers.host))) {
+        return sendError(res, 403, ErrorCodes.ADMIN_FORBIDDEN, 'the Host header must name a loopback address (this admin server has no token)');
+      }
+      if (this.token && !route.open && !bearerMatches(req.headers.authorization, this.token)) {
+        res.setHeader('www-authenticate', 'Bearer realm="pcoip-lb"');
+        return sendError(res, 401, ErrorCodes.ADMIN_UNAUTHORIZED, 'send the admin token as "Authorization: Bearer <token>"');
+      }
+      const handler = route.methods[req.method ?? ''] ?? (req.method === 'HEAD' ? route.methods.GET : undefined);
+      if (!handler) {
+        res.setHeader('allow', Object.keys(route.methods).join(', '));
+        return sendError(res, 405, ErrorCodes.ADMIN_METHOD, `${req.method} is not allowed on ${path}; use ${Object.keys(route.methods).join(' or ')}`);
+      }
+      if (req.method === 'POST' && req.headers.origin !== undefined && hostOf(new URL(req.headers.origin, 'http://x').host) !== hostOf(req.headers.host)) {
+        return sendError(res, 403, ErrorCodes.ADMIN_FORBIDDEN, 'cross-origin POST refused');
+      }
+      let params: string[];
+      try {
+        params = route.pattern.exec(path)!.slice(1).map((p) => decodeURIComponent(p));
+      } catch {
+        return sendError(res, 400, ErrorCodes.ADMIN_REQUEST, `malformed percent-encoding in ${path}`);
+      }
+      await handler(req, res, params);
+    } catch (err) {
+      this.logger.error({ err, path }, 'admin request failed');
+      if (!res.headersSent) sendError(res, 500, ErrorCodes.ADMIN_REQUEST, 'internal error; see the proxy log');
+      else res.destroy();
+    }
+  }
+
+  /** The proxy itself: 200 while at least one Connector takes new clients, else 503 (a front LB can fail over). */
+  private healthz(res: ServerResponse): void {
+    const taking = this.app.pool.all().filter(mayTakeNewClients).length;
+    if (taking === 0) return sendError(res, 503, ErrorCodes.NO_CONNECTOR, 'no Connector may take new clients');
+    sendJson(res, 200, { status: 'ok', connectorsTakingNewClients: taking });
+  }
+
+  private async sendMetrics(res: ServerResponse): Promise<void> {
+    const text = await this.metrics.metrics();
+    send(res, 200, text, this.metrics.contentType);
+  }
+
+  private connector(res: ServerResponse, id: string): void {
+    const status = buildConnectorStatus(this.app, id);
+    if (!status) return unknownConnector(res, id);
+    sendJson(res, 200, status);
+  }
+
+  private setState(req: IncomingMessage, res: ServerResponse, id: string, action: string): void {
+    const before = this.app.pool.get(id);
+    if (!before) return unknownConnector(res, id);
+    const to = ACTIONS[action]!;
+    this.app.pool.setState(id, to);
+    const remote = req.socket.remoteAddress ? unmapIpv4(req.socket.remoteAddress) : 'unknown';
+    if (before.state !== to) {
+      this.logger.info(
+        { connector: id, from: before.state, to, source: 'admin', remote },
+        `Connector ${id} state ${before.state} → ${to} (admin request from ${remote})`,
+      );
+    }
+    sendJson(res, 200, { id, previous: before.state, state: to, changed: before.state !== to, connector: buildConnectorStatus(this.app, id) });
+  }
+
+  /** Which Connector a client belongs to, and why (or where it would go). */
+  private affinity(res: ServerResponse, client: string): void {
+    if (isIP(client) === 0) return sendError(res, 400, ErrorCodes.ADMIN_REQUEST, `"${client}" is not an IPv4 or IPv6 address`);
+    const now = Date.now();
+    const clientKey = this.app.placer.keyFor(client);
+    const entry = this.app.affinity.get(clientKey, now);
+    if (entry) {
+      const c = this.app.pool.get(entry.connectorId);
+      const why =
+        entry.reason === 'placed' ? 'placed by consistent hashing' : entry.reason === 'repinned' ? 'moved here when its previous Connector could not take it' : 'learned';
+      return sendJson(res, 200, {
+        client,
+        clientKey,
+        pinned: true,
+        connector: entry.connectorId,
+        reason: entry.reason,
+        flows: entry.flows,
+        pinnedAt: new Date(entry.pinnedAt).toISOString(),
+        lastSeen: new Date(entry.lastSeen).toISOString(),
+        connectorHealth: c?.health ?? null,
+        connectorState: c?.state ?? null,
+        explanation: `pinned to ${entry.connectorId} (${why}); ${entry.flows} open flow(s)` + (c && c.health === 'down' ? `; ${entry.connectorId} is down` : ''),
+      });
+    }
+    const wouldGo = this.app.placer.pickNew(clientKey) ?? null;
+    sendJson(res, 200, {
+      client,
+      clientKey,
+      pinned: false,
+      connector: wouldGo,
+      explanation:
+        wouldGo === null
+          ? 'no affinity record, and no Connector may take new clients now'
+          : `no affinity record; its next flow would be placed on ${wouldGo} by ${this.app.currentConfig.balance.algorithm} hashing`,
+    });
+  }
+}
+
+function hostOf(hostHeader: string | undefined): string {
+  if (!hostHeader) return '';
+  if (hostHeader.startsWith('[')) return hostHeader.slice(1, hostHeader.indexOf(']'));
+  const colon = hostHeader.lastIndexOf(':');
+  return colon >= 0 ? hostHeader.slice(0, colon) : hostHeader;
+}
+
+function unknownConnector(res: ServerResponse, id: string): void {
+  sendError(res, 404, ErrorCodes.UNKNOWN_CONNECTOR, `no Connector with id "${id}"`);
+}
+
+function send(res: ServerResponse, status: number, body: string, contentType: string): void {
+  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  send(res, status, `${JSON.stringify(value, null, 2)}\n`, 'application/json; charset=utf-8');
+}
+
+function sendError(res: ServerResponse, status: number, code: ErrorCode, message: string): void {
+  sendJson(res, status, { error: { code, message } });
+}

@@ -1,0 +1,201 @@
+import { readFileSync } from 'node:fs';
+import type { HealthConfig } from '../config/schema.ts';
+import type { Logger } from '../logger.ts';
+import type { HealthStatus, Pool } from '../pool/pool.ts';
+import { ErrorCodes, PlbError } from '../errors.ts';
+import { formatDuration } from '../util/duration.ts';
+import { runRound, type CheckOptions, type CheckResult, type RoundResult } from './checks.ts';
+import { HealthScheduler } from './scheduler.ts';
+import { applyRound, FailureWindow, forceDown, initialHealth, type HealthCounters, type RiseFall } from './state.ts';
+
+/**
+ * Measures each Connector's health and tells the pool: active check rounds (scheduler + checks)
+ * and passive detection (failed connects reported by the listeners) feed one rise/fall state
+ * per Connector. Each flip is logged once, with its reason, and written to the pool; everything
+ * else reads the pool. The data path only ever calls `reportConnectFailure`, which is O(fall).
+ */
+export type FlipSource = 'active' | 'passive';
+
+export interface LastRound {
+  readonly at: number;
+  readonly ok: boolean;
+  readonly reason: string;
+  readonly checks: readonly CheckResult[];
+}
+
+export interface HealthSnapshot {
+  readonly status: HealthStatus;
+  readonly reason: string;
+  /** When the status last changed (or checking started). */
+  readonly since: number;
+  readonly source: FlipSource | 'initial';
+  readonly passes: number;
+  readonly failures: number;
+  readonly lastRound: LastRound | undefined;
+  /** Failed client connects counted in the current passive window. */
+  readonly recentConnectFailures: number;
+}
+
+interface Tracker {
+  /** `address|broker|pcoip`: a Connector that moved is a new machine and starts afresh. */
+  target: string;
+  counters: HealthCounters;
+  since: number;
+  source: FlipSource | 'initial';
+  reason: string;
+  lastRound: LastRound | undefined;
+  failures: FailureWindow;
+}
+
+export class HealthMonitor {
+  private readonly trackers = new Map<string, Tracker>();
+  private readonly roundListeners: Array<(id: string, round: RoundResult) => void> = [];
+  private readonly pool: Pool;
+  private readonly config: HealthConfig;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private readonly riseFall: RiseFall;
+  private scheduler: HealthScheduler | undefined;
+  private checkOptions: CheckOptions;
+
+  constructor(pool: Pool, config: HealthConfig, logger: Logger, now: () => number = Date.now) {
+    this.pool = pool;
+    this.config = config;
+    this.logger = logger;
+    this.now = now;
+    this.riseFall = { rise: config.rise, fall: config.fall };
+    this.checkOptions = { checks: config.checks, timeoutMs: config.timeout, brokerPath: config.brokerPath, ca: undefined };
+  }
+
+  /** Reads the CA file (if any) and starts checking every Connector in the pool. */
+  start(): void {
+    const caFile = this.config.tls.ca;
+    if (caFile !== undefined) {
+      try {
+        this.checkOptions = { ...this.checkOptions, ca: readFileSync(caFile, 'utf8') };
+      } catch (err) {
+        throw new PlbError(ErrorCodes.HEALTH_TLS_CA, `health.tls.ca: cannot read ${caFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, [], { cause: err });
+      }
+    }
+    this.scheduler = new HealthScheduler({ intervalMs: this.config.interval, jitter: this.config.jitter }, (id) => this.probe(id));
+    this.sync();
+  }
+
+  /** Follows the pool after a config change: new Connectors get checked, removed ones forgotten. */
+  sync(): void {
+    const ids = this.pool.all().map((c) => c.id);
+    for (const id of this.trackers.keys()) if (!ids.includes(id)) this.trackers.delete(id);
+    for (const id of ids) this.tracker(id);
+    this.scheduler?.sync(ids);
+  }
+
+  stop(): void {
+    this.scheduler?.stop();
+    this.scheduler = undefined;
+  }
+
+  /** Calls `listener` after each finished round (metrics: check latency, results). Returns an unsubscribe function. */
+  onRound(listener: (id: string, round: RoundResult) => void): () => void {
+    this.roundListeners.push(listener);
+    return () => {
+      const i = this.roundListeners.indexOf(listener);
+      if (i >= 0) this.roundListeners.splice(i, 1);
+    };
+  }
+
+  snapshot(id: string): HealthSnapshot | undefined {
+    const t = this.tracker(id);
+    if (!t) return undefined;
+    const view = this.pool.get(id)!;
+    return {
+      status: view.health,
+      reason: view.healthReason,
+      since: t.since,
+      source: t.source,
+      passes: t.counters.passes,
+      failures: t.counters.failures,
+      lastRound: t.lastRound,
+      recentConnectFailures: t.failures.count(this.now()),
+    };
+  }
+
+  /**
+   * A client's connect to this Connector was refused or timed out (passive detection).
+   * `passive.failures` of them within `passive.window` mark the Connector down at once.
+   */
+  reportConnectFailure(id: string): void {
+    if (!this.config.passive.enabled) return;
+    const t = this.tracker(id);
+    if (!t || t.counters.status === 'down') return;
+    if (!t.failures.record(this.now())) return;
+    t.failures.clear();
+    const outcome = forceDown(t.counters, this.riseFall);
+    t.counters = outcome.next;
+    const reason = `${this.config.passive.failures} failed connect(s) from clients within ${formatDuration(this.config.passive.window)}`;
+    if (outcome.flipped) this.flip(id, t, 'down', reason, 'passive');
+  }
+
+  /** One active round for one Connector: run the checks, step the rise/fall state, tell the pool on a flip. */
+  private async probe(id: string): Promise<void> {
+    const view = this.pool.get(id);
+    if (!view) return;
+    const round: RoundResult =
+      this.checkOptions.checks.length === 0
+        ? // No active checks: each round counts as passing, so a Connector marked down by passive
+          // detection is tried again after rise × interval.
+          { ok: true, reason: '', results: [] }
+        : await runRound(view, this.checkOptions);
+    const t = this.tracker(id);
+    // Removed, or moved to another address while the round ran: this result is about a machine we no longer use.
+    if (!t || t.target !== targetOf(view)) return;
+    t.lastRound = { at: this.now(), ok: round.ok, reason: round.reason, checks: round.results };
+    for (const listener of [...this.roundListeners]) listener(id, round);
+    const outcome = applyRound(t.counters, round.ok, this.riseFall);
+    t.counters = outcome.next;
+    if (outcome.flipped) this.flip(id, t, outcome.next.status, round.reason, 'active');
+    else if (outcome.next.status === 'down' && !round.ok && round.reason !== t.reason) {
+      // Still down, for a new reason: /status shows the latest one; no log line (not a flip).
+      t.reason = round.reason;
+      this.pool.setHealth(id, 'down', round.reason);
+    }
+  }
+
+  private flip(id: string, t: Tracker, status: HealthStatus, reason: string, source: FlipSource): void {
+    const now = this.now();
+    const heldMs = now - t.since;
+    t.since = now;
+    t.source = source;
+    t.reason = status === 'down' ? reason : '';
+    this.pool.setHealth(id, status, t.reason);
+    if (status === 'down') {
+      this.logger.warn({ connector: id, health: 'down', reason, source, upForMs: heldMs }, `Connector ${id} is down: ${reason}`);
+    } else {
+      this.logger.info({ connector: id, health: 'up', source, downForMs: heldMs }, `Connector ${id} is up again`);
+    }
+  }
+
+  /** The tracker for a Connector in the pool (created, or reset when its address or ports changed). */
+  private tracker(id: string): Tracker | undefined {
+    const view = this.pool.get(id);
+    if (!view) return undefined;
+    const target = targetOf(view);
+    let t = this.trackers.get(id);
+    if (!t || t.target !== target) {
+      t = {
+        target,
+        counters: view.health === 'up' ? initialHealth(this.riseFall) : { status: 'down', passes: 0, failures: this.riseFall.fall },
+        since: this.now(),
+        source: 'initial',
+        reason: view.healthReason,
+        lastRound: undefined,
+        failures: new FailureWindow(this.config.passive.failures, this.config.passive.window),
+      };
+      this.trackers.set(id, t);
+    }
+    return t;
+  }
+}
+
+function targetOf(view: { address: string; ports: { broker: number; pcoip: number } } | undefined): string {
+  return view ? `${view.address}|${view.ports.broker}|${view.ports.pcoip}` : '';
+}

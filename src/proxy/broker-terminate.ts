@@ -1,0 +1,235 @@
+import { readFileSync } from 'node:fs';
+import { isIP, type AddressInfo } from 'node:net';
+import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { Logger } from '../logger.ts';
+import { RateLimitedLog } from '../logger.ts';
+import type { Placer } from '../balance/placer.ts';
+import type { SessionTable } from '../balance/sessions.ts';
+import type { ConnectorView, Pool } from '../pool/pool.ts';
+import type { BrokerTlsConfig } from '../config/schema.ts';
+import { ErrorCodes, PlbError } from '../errors.ts';
+import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
+import type { FlowStats } from './flow-stats.ts';
+import type { FramerLimits } from './http1-framing.ts';
+import { CertificateStore } from './tls-certificates.ts';
+import { BrokerRouter } from './broker-routing.ts';
+import { BrokerConnection } from './broker-connection.ts';
+import type { RewriteTo } from '../pcoip/rewrite-target.ts';
+
+/**
+ * The broker listener in `tls.mode: terminate`: a TLS server (HTTP/1.1 only: ALPN offers
+ * `http/1.1` and nothing else, so no client negotiates h2) whose connections are relayed request
+ * by request to the Connectors over new TLS connections (see broker-connection.ts). Certificates
+ * are re-read when their files change; established connections are never touched by a reload.
+ */
+export interface BrokerTerminateOptions {
+  bind: HostPort;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  headerTimeoutMs: number;
+  limits: FramerLimits;
+  tls: BrokerTlsConfig;
+  /** Experimental rewriteTarget: where clients of a Connector should dial instead (see direct-listeners.ts). */
+  rewriteTarget?: (connector: ConnectorView) => RewriteTo | undefined;
+}
+
+export interface BrokerTerminateDeps {
+  pool: Pool;
+  placer: Placer;
+  sessions: SessionTable;
+  stats: FlowStats;
+  logger: Logger;
+  now?: () => number;
+  /** Told of every failed connect to a Connector: feeds passive health detection. */
+  onConnectFailure?: (connectorId: string) => void;
+}
+
+export class BrokerTerminateListener {
+  private readonly server: TlsServer;
+  private readonly certificates: CertificateStore;
+  private readonly connections = new Set<BrokerConnection>();
+  private readonly router: BrokerRouter;
+  private readonly handshakeLog = new RateLimitedLog();
+  private readonly upstreamCa: string | undefined;
+  private readonly options: BrokerTerminateOptions;
+  private readonly deps: BrokerTerminateDeps;
+  private readonly now: () => number;
+  private reloadTimer: NodeJS.Timeout | undefined;
+
+  /** Reads the certificate (and CA) files now: a bad file fails start-up with the key path. */
+  constructor(options: BrokerTerminateOptions, deps: BrokerTerminateDeps) {
+    this.options = options;
+    this.deps = deps;
+    this.now = deps.now ?? Date.now;
+    const tls = options.tls;
+    this.certificates = new CertificateStore(tls.certificates ?? [], tls.minVersion);
+    this.upstreamCa = tls.upstream?.ca === undefined ? undefined : readCa(tls.upstream.ca);
+    this.router = new BrokerRouter({ pool: deps.pool, placer: deps.placer, sessions: deps.sessions, logger: deps.logger, now: this.now });
+    this.server = createTlsServer(
+      {
+        SNICallback: (servername, cb) => cb(null, this.certificates.contextFor(servername)),
+        ALPNProtocols: ['http/1.1'],
+        minVersion: tls.minVersion,
+        // The first pair also serves clients that send no SNI at all.
+        ...this.defaultPemOptions(),
+        handshakeTimeout: Math.max(1000, options.headerTimeoutMs),
+        // A client may send its requests and half-close; its responses must still reach it.
+        allowHalfOpen: true,
+      },
+      (socket) => this.onSecureConnection(socket),
+    );
+    this.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
+      this.handshakeLog.maybe(this.now(), (suppressed) =>
+        deps.logger.info({ listener: 'broker', client: socket.remoteAddress, err: err.code ?? err.message, suppressed }, 'TLS handshake with client failed'),
+      );
+    });
+    this.server.on('error', (err) => deps.logger.error({ listener: 'broker', err }, 'listener error'));
+  }
+
+  get activeFlows(): number {
+    return this.connections.size;
+  }
+
+  /** Certificate files, their names and expiry (for /status and logs). */
+  describeCertificates(): ReturnType<CertificateStore['describe']> {
+    return this.certificates.describe();
+  }
+
+  listen(): Promise<AddressInfo> {
+    const { host, port } = this.options.bind;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) =>
+        reject(new PlbError(ErrorCodes.LISTEN, `listeners.broker: cannot listen on ${formatHostPort(host, port)}: ${err.code ?? err.message}`, [], { cause: err }));
+      this.server.once('error', onError);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', onError);
+        this.startReloadChecks();
+        if (this.options.tls.upstream?.insecure) {
+          this.deps.logger.warn(
+            { listener: 'broker', key: 'listeners.broker.tls.upstream.insecure' },
+            "Connectors' certificates are NOT verified (upstream.insecure: true): anyone on the path to a Connector can read broker traffic; set upstream.ca instead",
+          );
+        }
+        this.deps.logger.info({ listener: 'broker', mode: 'terminate', certificates: this.certificates.describe() }, 'terminating TLS on the broker listener');
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  stopAccepting(): Promise<void> {
+    if (this.reloadTimer) clearInterval(this.reloadTimer);
+    // server.close() stops listening at once, but its callback waits for every open connection
+    // to end; App.stop() must get past this to run its grace period and destroyAll().
+    if (this.server.listening) this.server.close();
+    return Promise.resolve();
+  }
+
+  destroyAll(): void {
+    for (const c of [...this.connections]) c.destroy();
+  }
+
+  /** Ends every client connection currently relayed to one Connector; returns how many. */
+  closeFlowsTo(connectorId: string): number {
+    let closed = 0;
+    for (const c of [...this.connections]) {
+      if (c.connectorId !== connectorId) continue;
+      c.destroy('connector-down');
+      closed++;
+    }
+    return closed;
+  }
+
+  /** Checks the certificate files now (the timer calls this; exposed for operators' reload signal). */
+  reloadCertificatesIfChanged(): void {
+    const result = this.certificates.checkForChanges();
+    if (result.status === 'unchanged') return;
+    if (result.status === 'failed') {
+      this.deps.logger.warn({ listener: 'broker', code: result.error.code, err: result.error.message }, 'certificate reload failed; still serving the previous certificates');
+      return;
+    }
+    // The SNI callback reads the store on every handshake; the default context (no-SNI clients)
+    // is swapped here. Established connections keep the context they negotiated with.
+    this.server.setSecureContext({ ...this.defaultPemOptions(), minVersion: this.options.tls.minVersion });
+    this.deps.logger.info({ listener: 'broker', certificates: this.certificates.describe() }, 'certificates reloaded');
+  }
+
+  private defaultPemOptions(): { cert: string; key: string } {
+    return this.certificates.defaultPem;
+  }
+
+  private startReloadChecks(): void {
+    this.reloadTimer = setInterval(() => this.reloadCertificatesIfChanged(), Math.max(50, this.options.tls.reloadInterval));
+    this.reloadTimer.unref();
+  }
+
+  private onSecureConnection(socket: TLSSocket): void {
+    const clientAddress = socket.remoteAddress ? unmapIpv4(socket.remoteAddress) : undefined;
+    if (!clientAddress) {
+      socket.destroy();
+      return;
+    }
+    socket.on('error', () => undefined); // the connection's own handler reports errors
+    const conn = new BrokerConnection(socket, clientAddress, {
+      router: this.router,
+      affinity: this.deps.placer.affinity,
+      stats: this.deps.stats,
+      logger: this.deps.logger,
+      connectUpstream: (c) => this.connectUpstream(c),
+      now: this.now,
+      limits: this.options.limits,
+      headerTimeoutMs: this.options.headerTimeoutMs,
+      idleTimeoutMs: this.options.idleTimeoutMs,
+      ...(this.options.rewriteTarget ? { rewriteTarget: this.options.rewriteTarget } : {}),
+      ...(this.deps.onConnectFailure ? { onConnectFailure: this.deps.onConnectFailure } : {}),
+      onClosed: (c) => this.connections.delete(c),
+    });
+    this.connections.add(conn);
+  }
+
+  /** TLS to the Connector's broker port, verified by upstream.ca unless upstream.insecure. */
+  private connectUpstream(connector: ConnectorView): Promise<TLSSocket> {
+    const up = this.options.tls.upstream;
+    const servername = up?.servername ?? (isIP(connector.address) === 0 ? connector.address : undefined);
+    const target = formatHostPort(connector.address, connector.ports.broker);
+    return new Promise((resolve, reject) => {
+      const socket = tlsConnect({
+        host: connector.address,
+        port: connector.ports.broker,
+        ...(servername ? { servername } : {}),
+        ...(this.upstreamCa ? { ca: this.upstreamCa } : {}),
+        rejectUnauthorized: !up?.insecure,
+        ALPNProtocols: ['http/1.1'],
+        minVersion: 'TLSv1.2',
+      });
+      socket.setNoDelay(true);
+      const timer = setTimeout(() => fail(Object.assign(new Error(`no TLS connection to ${target} within ${this.options.connectTimeoutMs} ms`), { plbCode: ErrorCodes.UPSTREAM_TIMEOUT })), this.options.connectTimeoutMs);
+      const fail = (err: Error) => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(err);
+      };
+      socket.once('error', (err: NodeJS.ErrnoException) => {
+        const tlsProblem = err.code?.startsWith('ERR_TLS') || err.code?.includes('CERT') || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN';
+        fail(Object.assign(new Error(`${target}: ${err.code ?? ''} ${err.message}`.trim()), { plbCode: tlsProblem ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_CONNECT }));
+      });
+      socket.once('secureConnect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        socket.on('error', () => undefined); // the connection attaches its own handler next
+        resolve(socket);
+      });
+    });
+  }
+}
+
+function readCa(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new PlbError(ErrorCodes.TLS_CERT, `listeners.broker.tls.upstream.ca: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, [], { cause: err });
+  }
+}

@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseDocument } from 'yaml';
+import { runCli, startCli } from '../helpers/cli.ts';
+import { startFakeConnector, type FakeConnector } from '../helpers/fake-connector.ts';
+import { tcpGreeting, udpRoundTrip } from '../helpers/clients.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'plb-cli-'));
+const EXAMPLE = new URL('../../config/pcoip-lb.yaml', import.meta.url).pathname;
+
+describe('pcoip-lb check-config', () => {
+  it('exits 0 and says OK for the annotated example', async () => {
+    const r = await runCli(['check-config', '--config', EXAMPLE]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/pcoip-lb\.yaml: OK \(2 Connector\(s\); listeners: broker, pcoipTcp, pcoipUdp\)/);
+  });
+
+  it('exits non-zero listing every error with file, line and key path', async () => {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'listeners:\n  pcoipTcp: { bind: "0.0.0.0" }\nconnectors:\n  - { id: a, address: 10.0.0.1 }\n  - { id: b, address: "not a host" }\n');
+    const r = await runCli(['check-config', '-c', file]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`error PLB_E_CONFIG_INVALID: ${file}: 2 config errors`);
+    expect(r.stderr).toContain(`${file}:2:15 listeners.pcoipTcp.bind: expected "host:port", got "0.0.0.0"`);
+    expect(r.stderr).toMatch(new RegExp(`${file}:5:\\d+ connectors\\[1\\]\\.address: `));
+  });
+
+  it('names a missing file', async () => {
+    const r = await runCli(['check-config', '-c', join(dir, 'missing.yaml')]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('PLB_E_CONFIG_READ');
+    expect(r.stderr).toContain('missing.yaml: cannot read config: no such file');
+  });
+
+  it('has --help on every command and --version', async () => {
+    for (const args of [['--help'], ['start', '--help'], ['check-config', '--help']]) {
+      const r = await runCli(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout).toMatch(/--config|Commands:/);
+    }
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect((await runCli(['--version'])).stdout.trim()).toBe(pkg.version);
+    const none = await runCli([]);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toContain('name a command');
+  });
+});
+
+describe('pcoip-lb start with the example config, pointed at local Connectors', () => {
+  let connectors: FakeConnector[];
+
+  beforeAll(async () => {
+    connectors = await Promise.all(['conn-a', 'conn-b'].map((id, i) => startFakeConnector(id, `127.0.1.${60 + i}`)));
+  });
+  afterAll(async () => {
+    await Promise.all(connectors.map((c) => c.close()));
+  });
+
+  it('proxies all three flows with one affinity record per client, logs, and stops on SIGTERM', async () => {
+    // The shipped example, with only addresses and ports changed to this machine's loopback.
+    const doc = parseDocument(readFileSync(EXAMPLE, 'utf8'));
+    for (const name of ['broker', 'pcoipTcp', 'pcoipUdp']) doc.setIn(['listeners', name, 'bind'], '127.0.0.1:0');
+    // The admin server on a free port; no active checks (these plain-TCP fakes have no HTTPS /health).
+    doc.setIn(['admin', 'bind'], '127.0.0.1:0');
+    doc.setIn(['health', 'checks'], doc.createNode([]));
+    connectors.forEach((c, i) => {
+      doc.setIn(['connectors', i, 'address'], c.host);
+      doc.setIn(['connectors', i, 'ports'], doc.createNode({ broker: c.brokerPort, pcoip: c.pcoipPort }));
+    });
+    const file = join(dir, 'local.yaml');
+    writeFileSync(file, doc.toString());
+
+    const proc = startCli(['start', '--config', file]);
+    try {
+      const started = await proc.waitForLine((l) => String(l.msg).startsWith('pcoip-lb started'));
+      const listeners = started.listeners as Record<string, string>;
+      const port = (name: string) => Number(/:(\d+)\//.exec(listeners[name]!)![1]);
+      const landed = new Map<string, string>();
+      for (let i = 1; i <= 10; i++) {
+        const client = `127.0.2.${100 + i}`;
+        const broker = await tcpGreeting(port('broker'), client);
+        const control = await tcpGreeting(port('pcoipTcp'), client);
+        const media = (await udpRoundTrip(port('pcoipUdp'), client, Buffer.from('m'))).toString().split('|')[0];
+        expect([control.id, media], client).toEqual([broker.id, broker.id]);
+        landed.set(client, broker.id);
+        broker.socket.end();
+        control.socket.end();
+      }
+      expect(new Set(landed.values()).size).toBe(2);
+      // `pcoip-lb status` against the running process, through its admin API.
+      const status = await runCli(['status', '--admin', String(started.admin)]);
+      expect(status.code, status.stderr).toBe(0);
+      expect(status.stdout).toMatch(/^pcoip-lb \S+ · up \d+ s · 10 client\(s\) · \d+ flow\(s\) · 2\/2 Connector\(s\) take new clients\n/);
+      expect(status.stdout).toMatch(/^CONNECTOR +ADDRESS +HEALTH +STATE +CLIENTS/m);
+      for (const c of connectors) expect(status.stdout).toMatch(new RegExp(`^${c.id} +${c.host.replace(/\./g, '\\.')} +up +active +${[...landed.values()].filter((id) => id === c.id).length} `, 'm'));
+      await proc.waitForLine((l) => l.msg === 'flow closed' && l.listener === 'pcoipTcp');
+      proc.child.kill('SIGTERM');
+      expect(await proc.exit).toBe(0);
+      expect(proc.lines.some((l) => l.msg === 'stopped')).toBe(true);
+    } finally {
+      proc.child.kill('SIGKILL');
+    }
+  });
+
+  it('exits non-zero with a clear message when a listener cannot bind', async () => {
+    const file = join(dir, 'conflict.yaml');
+    // Another server already holds the address.
+    const holder = await startFakeConnector('holder', '127.0.1.70');
+    writeFileSync(file, `listeners:\n  pcoipTcp: { bind: "127.0.1.70:${holder.brokerPort}" }\nconnectors:\n  - { id: a, address: 127.0.1.61 }\n`);
+    try {
+      const r = await runCli(['start', '-c', file]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`PLB_E_LISTEN: listeners.pcoipTcp: cannot listen on 127.0.1.70:${holder.brokerPort}: EADDRINUSE`);
+    } finally {
+      await holder.close();
+    }
+  });
+});
