@@ -81,6 +81,8 @@ interface UdpStep extends UdpResult {
   cpuSeconds: number;
   pass: boolean;
   attempt: number;
+  /** iperf3 failed at this rate (the step counts as failed). */
+  error?: string;
 }
 
 type Direction = 'forward' | 'reverse';
@@ -112,7 +114,17 @@ async function tcpTest(peer: Peer, serverPort: number, streams: number): Promise
 async function udpStep(peer: Peer, serverPort: number, bps: number, direction: Direction): Promise<UdpStep> {
   let step: UdpStep | undefined;
   for (let attempt = 1; attempt <= 1 + RETRIES_ON_LOSS; attempt++) {
-    const { result, cpuSeconds } = await withCpu(peer, () => iperfUdp(peer.host, peer.port, serverPort, udpSeconds, bps, direction === 'reverse'));
+    let measured: Measured<UdpResult>;
+    try {
+      measured = await withCpu(peer, () => iperfUdp(peer.host, peer.port, serverPort, udpSeconds, bps, direction === 'reverse'));
+    } catch (err) {
+      // iperf3 gave up (e.g. its control exchange timed out under overload): a failed step, not the end of the run.
+      const error = (err as Error).message.split('\n')[0]!.slice(0, 160);
+      log(`  ${peer.name.padEnd(8)} offered ${fmt(bps / 1e6, 0).padStart(5)} Mbit/s → iperf3 failed: ${error}`);
+      step = { offeredBitsPerSecond: bps, sentBitsPerSecond: 0, deliveredBitsPerSecond: 0, packetsSent: 0, packetsLost: 0, lostPercent: 100, seconds: udpSeconds, cpuSeconds: 0, pass: false, attempt, error };
+      continue;
+    }
+    const { result, cpuSeconds } = measured;
     step = { ...result, cpuSeconds, pass: result.lostPercent <= MAX_LOSS_PERCENT, attempt };
     log(
       `  ${peer.name.padEnd(8)} offered ${fmt(bps / 1e6, 0).padStart(5)} Mbit/s → delivered ${fmt(step.deliveredBitsPerSecond / 1e6, 0).padStart(5)}, loss ${fmt(step.lostPercent, 3)} %${step.pass ? '' : ' ✗'}${attempt > 1 ? ' (retry)' : ''}`,
@@ -178,7 +190,7 @@ function estimateSeconds(tcpPeers: number, udpPeers: number): number {
   return tcp + DIRECTIONS.length * udpPeers * udpStepsPerPeer * (udpSeconds + OVERHEAD_S) + 10;
 }
 
-const cpuPerMpkt = (s: UdpStep) => s.cpuSeconds / ((s.packetsSent - s.packetsLost) / 1e6);
+const cpuPerMpkt = (s: UdpStep) => (s.error ? NaN : s.cpuSeconds / ((s.packetsSent - s.packetsLost) / 1e6));
 
 async function main(): Promise<void> {
   const started = new Date();
@@ -358,8 +370,8 @@ function buildReport(peers: Peer[], tcpRows: TcpRow[], udpRows: UdpRow[], skippe
 function udpTable(rows: UdpRow[], proxies: string[], ratio: (v: number | undefined, best: number) => string): string {
   const proxyRows = rows.filter((r) => proxies.includes(r.peer));
   const bestRate = Math.max(0, ...proxyRows.map((r) => r.best?.deliveredBitsPerSecond ?? 0));
-  const bestCpuAtBest = Math.min(...proxyRows.flatMap((r) => (r.best ? [cpuPerMpkt(r.best)] : [])));
-  const bestCpuAtBase = Math.min(...proxyRows.flatMap((r) => (r.steps[0] ? [cpuPerMpkt(r.steps[0])] : [])));
+  const bestCpuAtBest = Math.min(...proxyRows.flatMap((r) => (r.best ? [cpuPerMpkt(r.best)] : [])).filter(Number.isFinite));
+  const bestCpuAtBase = Math.min(...proxyRows.flatMap((r) => (r.steps[0] ? [cpuPerMpkt(r.steps[0])] : [])).filter(Number.isFinite));
   return markdownTable(
     ['peer', '≤0.1 % loss Mbit/s', 'kpps', 'vs best', 'CPU s/Mpkt there', 'vs best', `CPU s/Mpkt @${fmt(UDP_BASE_BPS / 1e6, 0)} Mbit/s`, 'vs best', 'note'],
     rows.map((r) => {

@@ -58,7 +58,7 @@ interface IperfJson {
 
 function runClient(args: string[], seconds: number): Promise<IperfJson> {
   return new Promise((resolve, reject) => {
-    execFile('iperf3', [...args, '-J', '--connect-timeout', '3000'], { timeout: (seconds + 20) * 1000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout) => {
+    execFile('iperf3', [...args, '-J', '--connect-timeout', '3000'], { timeout: (seconds + 20) * 1000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       let json: IperfJson | undefined;
       try {
         json = JSON.parse(stdout) as IperfJson;
@@ -66,7 +66,7 @@ function runClient(args: string[], seconds: number): Promise<IperfJson> {
         // iperf3 printed no JSON: report the process error instead
       }
       if (json?.error) return reject(new Error(`iperf3: ${json.error}`));
-      if (!json) return reject(err ?? new Error('iperf3 printed no JSON'));
+      if (!json) return reject(new Error(`iperf3 printed no JSON (${err?.killed ? 'killed after timeout' : `exit ${err?.code ?? 0}`}): ${(stderr || stdout).trim().slice(0, 300)}`));
       resolve(json);
     });
   });

@@ -169,6 +169,10 @@ export async function startPcoipLb(dir: string, connectorPort: number, opts: Pco
     `  pcoipUdp: { bind: "${PROXY_HOST}:${port}"${opts.udpMaxFlows ? `, maxFlows: ${opts.udpMaxFlows}` : ''}${opts.udpIdleTimeout ? `, idleTimeout: ${opts.udpIdleTimeout}` : ''} }`,
     'connectors:',
     ...connectors.map((c) => `  - { id: ${c.id}, address: ${c.address}, ports: { broker: ${c.port}, pcoip: ${c.port} } }`),
+    // No active checks: an HTTPS probe of the iperf3 server's port would look to iperf3 like a
+    // client starting a test. No passive checks either, and no admin server on its fixed port.
+    'health: { checks: [], passive: { enabled: false } }',
+    'admin: { enabled: false }',
     'logging: { level: warn }',
     '',
   ].join('\n');
