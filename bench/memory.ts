@@ -12,7 +12,8 @@
  * Each session costs pcoip-lb 3 file descriptors (client TCP, Connector TCP, Connector UDP) and
  * this process 3 (client TCP, client UDP, the echo Connector's TCP). A level that does not fit
  * the open-file limit is measured at the largest level that does, and the rest is extrapolated
- * from the last two measured levels — said so in the table.
+ * linearly (the steeper of the last interval's and the average per-session growth) — said so
+ * in the table.
  */
 import { connect, type Socket } from 'node:net';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
@@ -126,7 +127,7 @@ interface LevelRow {
   affinityEntries: number;
   fds: number | undefined;
   openSeconds: number;
-  /** Not measured: projected from the last two measured levels (the open-file limit stopped the bench). */
+  /** Not measured: projected from the measured levels (the open-file limit stopped the bench). */
   extrapolated?: boolean;
 }
 
@@ -201,9 +202,13 @@ async function main(): Promise<void> {
       if (row.tcpFlows !== level || row.udpFlows !== level) throw new Error(`expected ${level} TCP and UDP flows in pcoip-lb, found ${row.tcpFlows} / ${row.udpFlows}`);
     }
     const [prev, last] = rows.slice(-2) as [LevelRow, LevelRow];
+    const zero = rows[0]!;
+    // RSS grows in steps (heap pages, malloc arenas): take the steeper of the last interval's
+    // slope and the average from 0 sessions, so the projection errs high rather than low.
+    const perSession = (a: LevelRow, b: LevelRow, key: 'rssBytes' | 'heapUsed') => (b[key] - a[key]) / Math.max(1, b.sessions - a.sessions);
     for (const level of beyond) {
-      const slope = (last.rssBytes - prev.rssBytes) / Math.max(1, last.sessions - prev.sessions);
-      const heapSlope = (last.heapUsed - prev.heapUsed) / Math.max(1, last.sessions - prev.sessions);
+      const slope = Math.max(perSession(prev, last, 'rssBytes'), perSession(zero, last, 'rssBytes'));
+      const heapSlope = Math.max(perSession(prev, last, 'heapUsed'), perSession(zero, last, 'heapUsed'));
       rows.push({
         ...last,
         sessions: level,
