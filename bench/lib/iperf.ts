@@ -58,7 +58,7 @@ interface IperfJson {
 
 function runClient(args: string[], seconds: number): Promise<IperfJson> {
   return new Promise((resolve, reject) => {
-    execFile('iperf3', [...args, '-J', '--connect-timeout', '3000'], { timeout: (seconds + 20) * 1000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile('iperf3', [...args, '-J', '--connect-timeout', '3000'], { timeout: (seconds + 12) * 1000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       let json: IperfJson | undefined;
       try {
         json = JSON.parse(stdout) as IperfJson;

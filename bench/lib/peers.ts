@@ -22,6 +22,8 @@ export interface Peer {
   host: string;
   port: number;
   udp: boolean;
+  /** False for a variant that only matters for UDP (its TCP side is the same as another peer's). */
+  tcp?: boolean;
   /** Why UDP is not measured through this peer, when it is not. */
   udpNote?: string;
   /** The process whose CPU is charged to this peer (undefined for "direct"). */
@@ -173,7 +175,9 @@ export async function startPcoipLb(dir: string, connectorPort: number, opts: Pco
     // client starting a test. No passive checks either, and no admin server on its fixed port.
     'health: { checks: [], passive: { enabled: false } }',
     'admin: { enabled: false }',
-    'logging: { level: warn }',
+    // Warnings such as "Connector unreachable on UDP" are expected when an iperf3 server exits
+    // before the last datagrams of a test arrive; only errors belong in the bench output.
+    'logging: { level: error }',
     '',
   ].join('\n');
   const configPath = join(dir, 'pcoip-lb.yaml');
@@ -261,8 +265,14 @@ export async function startHaproxy(dir: string, connectorPort: number, threads: 
   };
 }
 
-/** NGINX stream: a TCP server and a UDP server (reuseport) on the same port number. */
-export async function startNginx(dir: string, connectorPort: number, workers: number | 'auto'): Promise<Peer> {
+/**
+ * NGINX stream: a TCP server and a UDP server (reuseport) on the same port number. With
+ * `udpRcvbuf` (e.g. "4m") the UDP listening socket asks for that receive buffer, as pcoip-lb's
+ * does; that variant is named "nginx-rcvbuf=4m" and is measured on UDP only.
+ */
+export async function startNginx(dir: string, connectorPort: number, workers: number | 'auto', udpRcvbuf?: string): Promise<Peer> {
+  const name = udpRcvbuf ? `nginx-rcvbuf=${udpRcvbuf}` : 'nginx';
+  const file = (suffix: string) => join(dir, `${udpRcvbuf ? `nginx-${udpRcvbuf}` : 'nginx'}${suffix}`);
   const port = await freeTcpUdpPort(PROXY_HOST);
   const upstream = `${CONNECTOR_HOST}:${connectorPort}`;
   const cfg = [
@@ -270,27 +280,28 @@ export async function startNginx(dir: string, connectorPort: number, workers: nu
     'daemon off;',
     'master_process on;',
     `worker_processes ${workers};`,
-    `pid ${join(dir, 'nginx.pid')};`,
-    `error_log ${join(dir, 'nginx-error.log')} warn;`,
+    `pid ${file('.pid')};`,
+    `error_log ${file('-error.log')} warn;`,
     'events { worker_connections 4000; }',
     'stream {',
     `  server { listen ${PROXY_HOST}:${port}; proxy_pass ${upstream}; proxy_timeout 1h; }`,
     // No proxy_responses: the number of reply datagrams per client datagram is unlimited, as
     // PCoIP (and iperf3's UDP handshake) need; the session ends after proxy_timeout of silence.
-    `  server { listen ${PROXY_HOST}:${port} udp reuseport; proxy_pass ${upstream}; proxy_timeout 120s; }`,
+    `  server { listen ${PROXY_HOST}:${port} udp reuseport${udpRcvbuf ? ` rcvbuf=${udpRcvbuf}` : ''}; proxy_pass ${upstream}; proxy_timeout 120s; }`,
     '}',
     '',
   ].join('\n');
-  const path = join(dir, 'nginx.conf');
+  const path = file('.conf');
   writeFileSync(path, cfg);
-  const { child, output } = spawnPeer('nginx', 'nginx', ['-c', path, '-p', dir, '-e', join(dir, 'nginx-error.log')]);
-  await started('nginx', child, output, port);
+  const { child, output } = spawnPeer(name, 'nginx', ['-c', path, '-p', dir, '-e', file('-error.log')]);
+  await started(name, child, output, port);
   const pid = child.pid!;
   return {
-    name: 'nginx',
+    name,
     host: PROXY_HOST,
     port,
     udp: true,
+    tcp: !udpRcvbuf,
     pid,
     // The master forks the workers that do the proxying: charge master + workers.
     cpuSeconds: () => cpuSecondsOfTree(pid),
