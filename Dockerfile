@@ -28,5 +28,10 @@ COPY config/pcoip-lb.yaml /etc/pcoip-lb/pcoip-lb.yaml
 USER node
 EXPOSE 443/tcp 4172/tcp 4172/udp
 STOPSIGNAL SIGTERM
+# The admin server's /healthz (admin.bind, default 127.0.0.1:8404, reachable inside the
+# container). It answers 503 while no Connector may take new clients. Drop this line if the
+# config disables the admin server or binds it elsewhere.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:8404/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["node", "/app/bin/pcoip-lb.js"]
 CMD ["start", "--config", "/etc/pcoip-lb/pcoip-lb.yaml"]
