@@ -89,12 +89,17 @@ export async function iperfTcp(host: string, port: number, serverPort: number, s
 /**
  * One UDP test: 1200-byte datagrams offered at `bitsPerSecond` through host:port, client → server,
  * or server → client with `reverse` (the Connector → client direction that carries PCoIP's display).
+ * `streams` > 1 splits the rate over that many flows (client source ports), as many clients would.
  */
-export async function iperfUdp(host: string, port: number, serverPort: number, seconds: number, bitsPerSecond: number, reverse = false): Promise<UdpResult> {
+export async function iperfUdp(host: string, port: number, serverPort: number, seconds: number, bitsPerSecond: number, reverse = false, streams = 1): Promise<UdpResult> {
   const server = await startIperfServer(serverPort);
   try {
     const json = await runClient(
-      ['-c', host, '-p', String(port), '-u', '-l', '1200', '-w', UDP_SOCKET_BUFFER, '-b', String(Math.round(bitsPerSecond)), '-t', String(seconds), ...(reverse ? ['-R'] : [])],
+      [
+        ...['-c', host, '-p', String(port), '-u', '-l', '1200', '-w', UDP_SOCKET_BUFFER, '-b', String(Math.round(bitsPerSecond / streams)), '-t', String(seconds)],
+        ...(reverse ? ['-R'] : []),
+        ...(streams > 1 ? ['-P', String(streams)] : []),
+      ],
       seconds,
     );
     const sum = json.end?.sum;
