@@ -3,6 +3,7 @@
  * RSS, heap (after a GC), flow tables, affinity size and error counts every N seconds, then a
  * summary with the RSS drift. Bounded: the run stops at --minutes; leftover sessions get 60 s.
  *   npm run bench:soak -- --minutes 10 [--every 10] [--concurrency 30] [--udp-interval 20]
+ *                         [--kill-after S]   kill one Connector S seconds in (sessions must not be misrouted)
  */
 import { parseArgs } from 'node:util';
 import { startBenchPool } from './lib/bench-pool.ts';
@@ -17,6 +18,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '30' },
     'udp-interval': { type: 'string', default: '20' },
     'session-seconds': { type: 'string', default: '5-15' },
+    'kill-after': { type: 'string' },
   },
 });
 const minutes = Number(values.minutes);
@@ -56,6 +58,15 @@ const line = (t: number, s: HostStats) => {
 console.log(`soak: ${minutes} min, ${values.concurrency} concurrent sessions of ${sLo / 1000}-${sHi / 1000} s, UDP 1200 B every ${values['udp-interval']} ms; proxy pid ${host.pid}`);
 load.start();
 const end = started + minutes * 60_000;
+if (values['kill-after'] !== undefined) {
+  // The Connector vanishes: its sockets close, its ports refuse. Passive health detection (3 failed
+  // connects) marks it down and its clients are re-placed; a session caught mid-login fails.
+  setTimeout(() => {
+    const victim = pool.connectors[0]!;
+    console.log(`t=${Math.round((Date.now() - started) / 1000)}s: killing Connector ${victim.id}`);
+    void victim.close();
+  }, Number(values['kill-after']) * 1000).unref();
+}
 while (Date.now() < end) {
   await new Promise((r) => setTimeout(r, Math.min(everyMs, end - Date.now())));
   const s = await host.stats();

@@ -41,7 +41,8 @@ export async function startBenchPool(ids: string[], base = 200): Promise<BenchPo
       writeFileSync(configPath, stringify(raw));
     },
     async close() {
-      await Promise.all(connectors.map((c) => c.close()));
+      // A Connector killed by the bench is already closed.
+      await Promise.all(connectors.map((c) => c.close().catch(() => undefined)));
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -104,18 +104,21 @@ export class SessionLoad {
     ids.push(control.id);
     // A real client speaks first (TLS ClientHello); a silent one would hit firstByteTimeout.
     await this.echo(control.socket, 'ClientHello');
-    let dropped = false;
-    control.socket.once('close', () => (dropped = true));
-    const media = await this.stream(client, host, ports.pcoipUdp, duration);
+    // A PCoIP client ends the session when its control connection drops: so does this one.
+    const dropped = new AbortController();
+    control.socket.once('close', () => dropped.abort());
+    const media = await this.stream(client, host, ports.pcoipUdp, duration, dropped.signal);
     ids.push(...media.ids);
-    if (dropped) this.counters.tcpDropped++;
-    else control.socket.end();
+    if (dropped.signal.aborted) {
+      this.counters.tcpDropped++;
+      throw new Error('control connection dropped');
+    }
+    control.socket.end();
     if (media.lost) this.counters.udpFlowsLost++;
     if (new Set(ids).size > 1) {
       this.counters.misrouted++;
       throw new Error('misrouted session');
     }
-    if (dropped) throw new Error('control connection dropped');
     if (media.lost) throw new Error('UDP flow lost');
   }
 
@@ -168,7 +171,7 @@ export class SessionLoad {
   }
 
   /** Sends a packet every udpIntervalMs for `durationMs` from a new source port; reports lost = replies stopped. */
-  private async stream(client: string, host: string, port: number, durationMs: number): Promise<{ ids: string[]; lost: boolean }> {
+  private async stream(client: string, host: string, port: number, durationMs: number, stop: AbortSignal): Promise<{ ids: string[]; lost: boolean }> {
     const { udpIntervalMs, udpBytes } = this.options;
     const socket: UdpSocket = createSocket('udp4');
     socket.on('error', () => undefined);
@@ -188,7 +191,7 @@ export class SessionLoad {
     const end = Date.now() + durationMs;
     await new Promise<void>((resolve) => {
       const timer = setInterval(() => {
-        if (Date.now() >= end) {
+        if (Date.now() >= end || stop.aborted) {
           clearInterval(timer);
           resolve();
           return;
