@@ -1,6 +1,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { once } from 'node:events';
+import { tcpGreeting } from './clients.ts';
 
 /**
  * Long-lived client flows for tests that act on a flow while it is open (shutdown, reload,
@@ -73,5 +74,34 @@ export async function waitUntil(condition: () => boolean, timeoutMs = 5000, what
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The connections and UDP clients a test opens, closed in afterEach whatever the test's outcome. */
+export class TestFlows {
+  private readonly sockets: Socket[] = [];
+  private readonly udp: UdpClient[] = [];
+
+  /** A TCP connection from `from` that read the Connector's greeting (see tcpGreeting). */
+  async greet(port: number, from: string): Promise<{ id: string; socket: Socket }> {
+    const g = await tcpGreeting(port, from);
+    this.sockets.push(g.socket);
+    return g;
+  }
+
+  track(socket: Socket): Socket {
+    this.sockets.push(socket);
+    return socket;
+  }
+
+  async udpClient(port: number, from: string): Promise<UdpClient> {
+    const u = await openUdpClient(port, from);
+    this.udp.push(u);
+    return u;
+  }
+
+  closeAll(): void {
+    for (const s of this.sockets.splice(0)) s.destroy();
+    for (const u of this.udp.splice(0)) u.close();
   }
 }

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { startFaultyConnector, type FaultyConnector } from '../helpers/faulty-connector.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { tcpGreeting } from '../helpers/clients.ts';
-import { openUdpClient, echo, closed, waitUntil, type UdpClient } from '../helpers/flow-clients.ts';
+import { echo, closed, waitUntil, type UdpClient, TestFlows } from '../helpers/flow-clients.ts';
 import { expectDrained } from '../helpers/leaks.ts';
 
 /**
@@ -15,13 +15,11 @@ import { expectDrained } from '../helpers/leaks.ts';
 describe('faults', () => {
   let proxy: TestProxy | undefined;
   let connectors: FaultyConnector[] = [];
-  const sockets: Socket[] = [];
-  const udpClients: UdpClient[] = [];
+  const flows = new TestFlows();
   let nextHost = 1;
 
   afterEach(async () => {
-    for (const s of sockets.splice(0)) s.destroy();
-    for (const u of udpClients.splice(0)) u.close();
+    flows.closeAll();
     await proxy?.stop();
     proxy = undefined;
     await Promise.all(connectors.map((c) => c.stop()));
@@ -55,16 +53,8 @@ describe('faults', () => {
     throw new Error(`no client address maps to ${connectorId}`);
   }
 
-  const greet = async (port: number, from: string) => {
-    const g = await tcpGreeting(port, from);
-    sockets.push(g.socket);
-    return g;
-  };
-  const udp = async (port: number, from: string) => {
-    const u = await openUdpClient(port, from);
-    udpClients.push(u);
-    return u;
-  };
+  const greet = (port: number, from: string) => flows.greet(port, from);
+  const udp = (port: number, from: string) => flows.udpClient(port, from);
   /** A full session: 443, 4172/TCP and 4172/UDP, all checked to reach `expected`. */
   async function session(ports: { broker: number; pcoipTcp: number; pcoipUdp: number }, client: string, expected: string) {
     const broker = await greet(ports.broker, client);
@@ -152,7 +142,7 @@ describe('faults', () => {
     connectors[0]!.blackhole = true;
     // TCP: the client speaks, nothing comes back; the connection is closed once idle.
     const tcp = connect({ host: '127.0.0.1', port: ports.broker, localAddress: client });
-    sockets.push(tcp);
+    flows.track(tcp);
     await once(tcp, 'connect');
     tcp.write('ClientHello');
     await closed(tcp);

@@ -1,22 +1,19 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Socket } from 'node:net';
 import { startFakeConnector, type FakeConnector } from '../helpers/fake-connector.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { tcpGreeting } from '../helpers/clients.ts';
-import { openUdpClient, echo, closed, waitUntil, type UdpClient } from '../helpers/flow-clients.ts';
+import { echo, closed, waitUntil, type UdpClient, TestFlows } from '../helpers/flow-clients.ts';
 
 describe('connection and flow limits', () => {
   let connector: FakeConnector;
   let proxy: TestProxy | undefined;
-  const sockets: Socket[] = [];
-  const udpClients: UdpClient[] = [];
+  const flows = new TestFlows();
 
   beforeAll(async () => {
     connector = await startFakeConnector('lim', '127.0.1.60');
   });
   afterEach(async () => {
-    for (const s of sockets.splice(0)) s.destroy();
-    for (const u of udpClients.splice(0)) u.close();
+    flows.closeAll();
     await proxy?.stop();
     proxy = undefined;
   });
@@ -31,11 +28,7 @@ describe('connection and flow limits', () => {
     return testConfig([connector.config()], { listeners });
   };
 
-  const greet = async (port: number, from: string) => {
-    const g = await tcpGreeting(port, from);
-    sockets.push(g.socket);
-    return g;
-  };
+  const greet = (port: number, from: string) => flows.greet(port, from);
 
   it('listeners.broker.maxConnections: the connection past the cap is closed unserved, counted and logged', async () => {
     proxy = await startTestProxy(withListener('broker', { maxConnections: 2 }));
@@ -69,7 +62,7 @@ describe('connection and flow limits', () => {
     });
     // The 443 listener counts separately: the same client still gets in there.
     expect((await greet(proxy.addresses.broker.port, '127.0.2.65')).id).toBe('lim');
-    for (const s of sockets) s.destroy();
+    flows.closeAll();
     await Promise.all(held.map((h) => closed(h.socket)));
     // The per-client count is released on each socket's 'close', a moment after the flow ends.
     await waitUntil(() => proxy!.app.trackedClients().pcoipTcp === 0 && proxy!.app.trackedClients().broker === 0);
@@ -95,22 +88,22 @@ describe('connection and flow limits', () => {
   it('listeners.pcoipUdp.maxFlowsPerClient: a flood of source ports from one address stops at the cap', async () => {
     proxy = await startTestProxy(withListener('pcoipUdp', { maxFlowsPerClient: 3, idleTimeout: '1s' }));
     const port = proxy.addresses.pcoipUdp.port;
-    for (let i = 0; i < 5; i++) udpClients.push(await openUdpClient(port, '127.0.2.69'));
-    for (const [i, u] of udpClients.slice(0, 3).entries()) expect((await u.roundTrip(`p${i}`)).toString()).toBe(`lim|p${i}`);
-    udpClients[3]!.send('p3');
-    udpClients[4]!.send('p4');
+    const clients: UdpClient[] = [];
+    for (let i = 0; i < 5; i++) clients.push(await flows.udpClient(port, '127.0.2.69'));
+    for (const [i, u] of clients.slice(0, 3).entries()) expect((await u.roundTrip(`p${i}`)).toString()).toBe(`lim|p${i}`);
+    clients[3]!.send('p3');
+    clients[4]!.send('p4');
     // The listener handles datagrams in arrival order: once this reply is back, p3 and p4 were handled.
-    expect((await udpClients[0]!.roundTrip('again')).toString()).toBe('lim|again');
+    expect((await clients[0]!.roundTrip('again')).toString()).toBe('lim|again');
     expect(proxy.app.activeFlows().pcoipUdp).toBe(3);
     expect(proxy.app.stats.refusals.get('pcoipUdp:max-flows-per-client')).toBe(2);
     expect(await proxy.logs.waitFor((l) => l.reason === 'max-flows-per-client')).toMatchObject({ level: 40, code: 'PLB_E_FLOW_LIMIT', maxFlowsPerClient: 3 });
     // Another client address is not affected.
-    const other = await openUdpClient(port, '127.0.2.70');
-    udpClients.push(other);
+    const other = await flows.udpClient(port, '127.0.2.70');
     expect((await other.roundTrip('hi')).toString()).toBe('lim|hi');
     // Once the flows idle out the client may open new ones.
     await waitUntil(() => proxy!.app.activeFlows().pcoipUdp === 0);
     expect(proxy.app.trackedClients().pcoipUdp).toBe(0);
-    expect((await udpClients[4]!.roundTrip('later')).toString()).toBe('lim|later');
+    expect((await clients[4]!.roundTrip('later')).toString()).toBe('lim|later');
   });
 });

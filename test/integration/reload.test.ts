@@ -1,9 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Socket } from 'node:net';
 import { startFakeConnector, type FakeConnector } from '../helpers/fake-connector.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { tcpGreeting } from '../helpers/clients.ts';
-import { openUdpClient, echo, type UdpClient } from '../helpers/flow-clients.ts';
+import { echo, TestFlows } from '../helpers/flow-clients.ts';
 
 /** App.reload in process: what changes, what must not (established flows, pinned clients). */
 describe('reload', () => {
@@ -11,8 +10,7 @@ describe('reload', () => {
   let b: FakeConnector;
   let c: FakeConnector;
   let proxy: TestProxy | undefined;
-  const sockets: Socket[] = [];
-  const udpClients: UdpClient[] = [];
+  const flows = new TestFlows();
 
   beforeAll(async () => {
     [a, b, c] = (await Promise.all(['rl-a', 'rl-b', 'rl-c'].map((id, i) => startFakeConnector(id, `127.0.1.${80 + i}`)))) as [
@@ -22,8 +20,7 @@ describe('reload', () => {
     ];
   });
   afterEach(async () => {
-    for (const s of sockets.splice(0)) s.destroy();
-    for (const u of udpClients.splice(0)) u.close();
+    flows.closeAll();
     await proxy?.stop();
     proxy = undefined;
   });
@@ -31,11 +28,7 @@ describe('reload', () => {
     await Promise.all([a, b, c].map((x) => x.close()));
   });
 
-  const greet = async (port: number, from: string) => {
-    const g = await tcpGreeting(port, from);
-    sockets.push(g.socket);
-    return g;
-  };
+  const greet = (port: number, from: string) => flows.greet(port, from);
   /** Which Connector a client reaches on 443 now (one short connection). */
   const brokerOf = async (from: string) => {
     const g = await tcpGreeting(proxy!.addresses.broker.port, from);
@@ -56,8 +49,7 @@ describe('reload', () => {
     const sessions = await Promise.all(
       [onA, onB].map(async (client) => {
         const control = await greet(pcoipTcp.port, client);
-        const media = await openUdpClient(pcoipUdp.port, client);
-        udpClients.push(media);
+        const media = await flows.udpClient(pcoipUdp.port, client);
         expect((await media.roundTrip('m0')).toString()).toBe(`${control.id}|m0`);
         return { client, control, media, id: control.id };
       }),
