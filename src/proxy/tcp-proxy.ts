@@ -6,9 +6,9 @@ import type { ConnectorView } from '../pool/pool.ts';
 import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts';
-import { PerClientLimit, RefusalLog } from './limits.ts';
+import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 
-export interface TcpProxyOptions {
+export interface TcpProxyOptions extends TcpAdmissionOptions {
   name: Extract<ListenerName, 'broker' | 'pcoipTcp'>;
   bind: HostPort;
   connectTimeoutMs: number;
@@ -16,15 +16,9 @@ export interface TcpProxyOptions {
   idleTimeoutMs: number;
   /** Which of the Connector's ports this listener forwards to. */
   upstreamPort: (connector: ConnectorView) => number;
-  /** Open connections on this listener (connecting ones included); past it new ones are dropped. */
-  maxConnections?: number;
-  /** Open connections per client (affinity client key); past it new ones are closed at once. */
-  maxConnectionsPerClient?: number;
-  /**
-   * A client that has sent nothing this long after its Connector accepted is closed (TLS
-   * clients speak first, so silence means a scanner or a slow-loris). 0 disables it.
-   */
-  firstByteTimeoutMs?: number;
+  // maxConnections, maxConnectionsPerClient, firstByteTimeoutMs: see TcpAdmissionOptions. Here
+  // the first-byte clock starts once the Connector accepted (TLS clients speak first, so
+  // silence means a scanner or a slow-loris).
   /** Bind with SO_REUSEPORT (multi-core workers share the port; the kernel spreads connections). */
   reusePort?: boolean;
   /**
@@ -95,8 +89,7 @@ export class TcpProxy {
   private readonly server: Server;
   private readonly flows = new Set<TcpFlow>();
   private readonly refusedLog = new RateLimitedLog();
-  private readonly refusals: RefusalLog;
-  private readonly perClient: PerClientLimit;
+  private readonly admission: TcpAdmission;
   private readonly now: () => number;
   private options: TcpProxyOptions;
   private readonly deps: ProxyDeps;
@@ -105,26 +98,19 @@ export class TcpProxy {
     this.options = options;
     this.deps = deps;
     this.now = deps.now ?? Date.now;
-    this.refusals = new RefusalLog(options.name, deps.stats, deps.logger);
-    this.perClient = new PerClientLimit(options.maxConnectionsPerClient ?? Infinity);
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.onConnection(socket));
     this.server.on('error', (err) => deps.logger.error({ listener: options.name, err }, 'listener error'));
-    this.applyListenerLimit();
-    // Past server.maxConnections Node closes the connection before we see it, and says so here.
-    this.server.on('drop', (info?: { remoteAddress?: string }) =>
-      this.refusals.refuse(
-        this.now(),
-        'max-connections',
-        ErrorCodes.CONNECTION_LIMIT,
-        { client: info?.remoteAddress ? unmapIpv4(info.remoteAddress) : undefined, maxConnections: this.options.maxConnections },
-        `connection refused: listeners.${options.name}.maxConnections reached`,
-      ),
-    );
+    this.admission = new TcpAdmission(options.name, this.server, options, {
+      stats: deps.stats,
+      logger: deps.logger,
+      now: this.now,
+      clientKey: (address) => deps.placer.keyFor(address),
+    });
   }
 
   /** Clients holding at least one connection (per-client accounting; 0 when idle — leak checks use it). */
   get trackedClients(): number {
-    return this.perClient.clients;
+    return this.admission.trackedClients;
   }
 
   get name(): ListenerName {
@@ -138,13 +124,7 @@ export class TcpProxy {
   /** Timeouts can change on reload; they apply to connections accepted from then on. */
   updateOptions(options: Omit<TcpProxyOptions, 'bind' | 'name'>): void {
     this.options = { ...this.options, ...options };
-    this.perClient.setMax(this.options.maxConnectionsPerClient ?? Infinity);
-    this.applyListenerLimit();
-  }
-
-  private applyListenerLimit(): void {
-    const max = this.options.maxConnections;
-    if (max !== undefined && Number.isFinite(max)) this.server.maxConnections = max;
+    this.admission.update(this.options);
   }
 
   listen(): Promise<AddressInfo> {
@@ -205,20 +185,7 @@ export class TcpProxy {
       return;
     }
     const now = this.now();
-    const limitKey = this.deps.placer.keyFor(clientAddress);
-    if (!this.perClient.tryAcquire(limitKey)) {
-      this.refusals.refuse(
-        now,
-        'max-connections-per-client',
-        ErrorCodes.CONNECTION_LIMIT,
-        { client: clientAddress, maxConnectionsPerClient: this.perClient.limit },
-        `connection refused: listeners.${this.options.name}.maxConnectionsPerClient reached for this client`,
-      );
-      client.destroy();
-      return;
-    }
-    // 'close' comes once per socket whichever way the flow ends, so the count cannot leak.
-    client.once('close', () => this.perClient.release(limitKey));
+    if (!this.admission.admit(client, clientAddress)) return;
     const flow: TcpFlow = {
       client,
       upstream: undefined,
@@ -347,23 +314,7 @@ export class TcpProxy {
     upstream.on('data', (chunk: Buffer) => {
       counters.bytesOut += chunk.length;
     });
-    const firstByteMs = this.options.firstByteTimeoutMs ?? 0;
-    if (firstByteMs > 0) {
-      // Checked once when the timer fires (bytesRead), so a talking client costs no per-chunk work.
-      const timer = setTimeout(() => {
-        if (flow.closed || client.bytesRead > 0) return;
-        this.refusals.refuse(
-          this.now(),
-          'first-byte-timeout',
-          ErrorCodes.SLOW_CLIENT,
-          { client: flow.clientAddress, connector: connector.id, firstByteTimeoutMs: firstByteMs },
-          `connection closed: the client sent nothing within listeners.${this.options.name}.firstByteTimeout`,
-        );
-        this.finish(flow, 'first-byte-timeout');
-      }, firstByteMs);
-      timer.unref();
-      client.once('close', () => clearTimeout(timer));
-    }
+    this.admission.watchFirstByte(client, { client: flow.clientAddress, connector: connector.id }, () => this.finish(flow, 'first-byte-timeout'));
     if (this.options.idleTimeoutMs > 0) {
       // The client socket sees activity in both directions (reads from the client, writes of the
       // Connector's bytes to it), so one timer covers the connection.
