@@ -13,7 +13,7 @@ import { SniRouter } from './proxy/sni-routing.ts';
 import { DirectConnectorListeners } from './proxy/direct-listeners.ts';
 import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
-import { brokerOptions, pcoipTcpOptions, pcoipUdpOptions } from './proxy/listener-options.ts';
+import { brokerAdmissionOptions, brokerOptions, pcoipTcpOptions, pcoipUdpOptions } from './proxy/listener-options.ts';
 import { connectorsWithRuntimeState, diffConfig, effectiveConfig, type ConfigDiff } from './config/diff.ts';
 import type { ReloadOutcome } from './control/reload.ts';
 import { HealthMonitor } from './health/monitor.ts';
@@ -166,6 +166,7 @@ export class App {
             headerTimeoutMs: b.http.headerTimeout,
             limits: { maxHeaderBytes: b.http.maxHeaderBytes, maxHeaderCount: b.http.maxHeaderCount },
             tls: b.tls,
+            admission: brokerAdmissionOptions(b),
             ...(direct ? { rewriteTarget: (c: ConnectorView) => direct.targetFor(c) } : {}),
           },
           { ...deps, pool: this.pool, sessions: this.sessions },
@@ -268,8 +269,11 @@ export class App {
     this.affinity.setTtl(running.affinity.ttl);
     const { listeners } = running;
     if (this.broker instanceof TcpProxy && listeners.broker) this.broker.updateOptions(brokerOptions(listeners.broker));
-    // Terminating broker: its settings need a restart (see diff.ts), but rotated certificate files apply now.
-    if (this.broker instanceof BrokerTerminateListener) this.broker.reloadCertificatesIfChanged();
+    // Terminating broker: its limits apply now, rotated certificate files too; its other settings need a restart (see diff.ts).
+    if (this.broker instanceof BrokerTerminateListener) {
+      if (listeners.broker) this.broker.updateAdmission(brokerAdmissionOptions(listeners.broker));
+      this.broker.reloadCertificatesIfChanged();
+    }
     if (this.pcoipTcp && listeners.pcoipTcp) this.pcoipTcp.updateOptions(pcoipTcpOptions(listeners.pcoipTcp));
     if (this.pcoipUdp && listeners.pcoipUdp) this.pcoipUdp.updateOptions(pcoipUdpOptions(listeners.pcoipUdp));
     this.logger.level = running.logging.level;
@@ -304,7 +308,7 @@ export class App {
   /** Clients holding connections/flows in the per-client limit accounting (0 when idle: no leak). */
   trackedClients(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
     if (this.workerView) return { ...this.workerView.tracked };
-    return { broker: this.broker instanceof TcpProxy ? this.broker.trackedClients : 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
+    return { broker: this.broker?.trackedClients ?? 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
   }
 
   /** control: the summed flow counts of the workers (their counters go to `stats`). */

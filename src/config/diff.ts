@@ -44,6 +44,9 @@ const LISTENER_RESTART_KEYS: Readonly<Record<string, string>> = {
   sniRouting: 'the SNI router is attached when the listener is created',
 };
 
+/** Settings of a terminating broker listener applied on reload (the rest is fixed when it is created). */
+const TERMINATE_RELOADABLE_KEYS: ReadonlySet<string> = new Set(['maxConnections', 'maxConnectionsPerClient', 'firstByteTimeout']);
+
 export function diffConfig(from: Config, to: Config): ConfigDiff {
   const diff: ConfigDiff = { restartRequired: [], listeners: {}, connectors: diffConnectors(from.connectors, to.connectors), applied: [] };
   const a = from as unknown as Record<string, unknown>;
@@ -100,13 +103,14 @@ function diffListeners(from: Record<string, unknown>, to: Record<string, unknown
       continue;
     }
     const keys: string[] = [];
-    // The terminating broker listener takes all its settings at start (rotated certificate
-    // files are picked up without a restart: see tls.reloadInterval).
+    // The terminating broker listener takes its settings at start except its connection limits
+    // (rotated certificate files are picked up without a restart: see tls.reloadInterval).
     const terminating = name === 'broker' && (before as { tls?: { mode?: string } }).tls?.mode === 'terminate';
     for (const path of changedPaths(before, after, ['listeners', name])) {
       const key = path.slice(`listeners.${name}.`.length);
       const top = key.split('.')[0]!;
-      const reason = terminating ? 'the terminating broker listener is configured at start' : LISTENER_RESTART_KEYS[top];
+      const reason =
+        terminating && !TERMINATE_RELOADABLE_KEYS.has(top) ? 'the terminating broker listener is configured at start' : LISTENER_RESTART_KEYS[top];
       if (reason) {
         const restartPath = `listeners.${name}.${top}`;
         if (!diff.restartRequired.some((r) => r.path === restartPath)) diff.restartRequired.push({ path: restartPath, reason });

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { isIP, type AddressInfo } from 'node:net';
+import { createServer as createTcpServer, isIP, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import { RateLimitedLog } from '../logger.ts';
@@ -14,6 +14,7 @@ import type { FramerLimits } from './http1-framing.ts';
 import { CertificateStore } from './tls-certificates.ts';
 import { BrokerRouter } from './broker-routing.ts';
 import { BrokerConnection } from './broker-connection.ts';
+import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import type { RewriteTo } from '../pcoip/rewrite-target.ts';
 
 /**
@@ -21,6 +22,11 @@ import type { RewriteTo } from '../pcoip/rewrite-target.ts';
  * `http/1.1` and nothing else, so no client negotiates h2) whose connections are relayed request
  * by request to the Connectors over new TLS connections (see broker-connection.ts). Certificates
  * are re-read when their files change; established connections are never touched by a reload.
+ *
+ * A plain TCP server accepts and applies the listener's limits (TcpAdmission, as TcpProxy does)
+ * before any TLS work: maxConnections, maxConnectionsPerClient, and firstByteTimeout — the first
+ * byte of the ClientHello must arrive in time. Only then is the socket handed to the TLS server,
+ * whose handshake timeout (http.headerTimeout) runs from there.
  */
 export interface BrokerTerminateOptions {
   bind: HostPort;
@@ -31,6 +37,8 @@ export interface BrokerTerminateOptions {
   tls: BrokerTlsConfig;
   /** Experimental rewriteTarget: where clients of a Connector should dial instead (see direct-listeners.ts). */
   rewriteTarget?: (connector: ConnectorView) => RewriteTo | undefined;
+  /** maxConnections, maxConnectionsPerClient, firstByteTimeoutMs (applied again on reload: updateAdmission). */
+  admission?: TcpAdmissionOptions;
 }
 
 export interface BrokerTerminateDeps {
@@ -45,7 +53,13 @@ export interface BrokerTerminateDeps {
 }
 
 export class BrokerTerminateListener {
+  /** Listens and admits (limits); never handshakes. */
+  private readonly tcp: TcpServer;
+  /** Handshakes the sockets `tcp` admitted; never listens itself. */
   private readonly server: TlsServer;
+  private readonly admission: TcpAdmission;
+  /** Every accepted socket until it closes (handshaking ones included), for destroyAll. */
+  private readonly sockets = new Set<Socket>();
   private readonly certificates: CertificateStore;
   private readonly connections = new Set<BrokerConnection>();
   private readonly router: BrokerRouter;
@@ -83,11 +97,28 @@ export class BrokerTerminateListener {
         deps.logger.info({ listener: 'broker', client: socket.remoteAddress, err: err.code ?? err.message, suppressed }, 'TLS handshake with client failed'),
       );
     });
-    this.server.on('error', (err) => deps.logger.error({ listener: 'broker', err }, 'listener error'));
+    this.tcp = createTcpServer({ allowHalfOpen: true }, (socket) => this.onTcpConnection(socket));
+    this.tcp.on('error', (err) => deps.logger.error({ listener: 'broker', err }, 'listener error'));
+    this.admission = new TcpAdmission('broker', this.tcp, options.admission ?? {}, {
+      stats: deps.stats,
+      logger: deps.logger,
+      now: this.now,
+      clientKey: (address) => deps.placer.keyFor(address),
+    });
   }
 
   get activeFlows(): number {
     return this.connections.size;
+  }
+
+  /** Clients holding at least one connection in the per-client accounting (0 when idle). */
+  get trackedClients(): number {
+    return this.admission.trackedClients;
+  }
+
+  /** New limits (reload); they apply to connections accepted from then on. */
+  updateAdmission(options: TcpAdmissionOptions): void {
+    this.admission.update(options);
   }
 
   /** Certificate files, their names and expiry (for /status and logs). */
@@ -100,9 +131,9 @@ export class BrokerTerminateListener {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) =>
         reject(new PlbError(ErrorCodes.LISTEN, `listeners.broker: cannot listen on ${formatHostPort(host, port)}: ${err.code ?? err.message}`, [], { cause: err }));
-      this.server.once('error', onError);
-      this.server.listen({ host, port }, () => {
-        this.server.off('error', onError);
+      this.tcp.once('error', onError);
+      this.tcp.listen({ host, port }, () => {
+        this.tcp.off('error', onError);
         this.startReloadChecks();
         if (this.options.tls.upstream?.insecure) {
           this.deps.logger.warn(
@@ -111,25 +142,27 @@ export class BrokerTerminateListener {
           );
         }
         this.deps.logger.info({ listener: 'broker', mode: 'terminate', certificates: this.certificates.describe() }, 'terminating TLS on the broker listener');
-        resolve(this.server.address() as AddressInfo);
+        resolve(this.tcp.address() as AddressInfo);
       });
     });
   }
 
   address(): AddressInfo {
-    return this.server.address() as AddressInfo;
+    return this.tcp.address() as AddressInfo;
   }
 
   stopAccepting(): Promise<void> {
     if (this.reloadTimer) clearInterval(this.reloadTimer);
     // server.close() stops listening at once, but its callback waits for every open connection
     // to end; App.stop() must get past this to run its grace period and destroyAll().
-    if (this.server.listening) this.server.close();
+    if (this.tcp.listening) this.tcp.close();
     return Promise.resolve();
   }
 
   destroyAll(): void {
     for (const c of [...this.connections]) c.destroy();
+    // Connections still waiting for their first byte or in the TLS handshake.
+    for (const s of [...this.sockets]) s.destroy();
   }
 
   /** Ends every client connection currently relayed to one Connector; returns how many. */
@@ -164,6 +197,40 @@ export class BrokerTerminateListener {
   private startReloadChecks(): void {
     this.reloadTimer = setInterval(() => this.reloadCertificatesIfChanged(), Math.max(50, this.options.tls.reloadInterval));
     this.reloadTimer.unref();
+  }
+
+  /**
+   * A new TCP connection: admitted against the limits, then handed to the TLS server — at once
+   * when firstByteTimeout is off, else once its first byte arrived in time (Node's TLSSocket
+   * takes over bytes already read from the socket it wraps).
+   */
+  private onTcpConnection(socket: Socket): void {
+    const clientAddress = socket.remoteAddress ? unmapIpv4(socket.remoteAddress) : undefined;
+    if (!clientAddress) {
+      socket.destroy();
+      return;
+    }
+    if (!this.admission.admit(socket, clientAddress)) return;
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    if (this.admission.firstByteTimeoutMs <= 0) {
+      this.server.emit('connection', socket);
+      return;
+    }
+    const onFirstData = (chunk: Buffer) => {
+      socket.off('end', onEarlyEnd);
+      socket.off('error', onEarlyError);
+      socket.pause();
+      socket.unshift(chunk);
+      this.server.emit('connection', socket);
+    };
+    // Gone (FIN or error) before a byte: nothing to answer, nothing to log.
+    const onEarlyEnd = () => socket.destroy();
+    const onEarlyError = () => socket.destroy();
+    socket.once('data', onFirstData);
+    socket.once('end', onEarlyEnd);
+    socket.once('error', onEarlyError);
+    this.admission.watchFirstByte(socket, { client: clientAddress }, () => socket.destroy());
   }
 
   private onSecureConnection(socket: TLSSocket): void {

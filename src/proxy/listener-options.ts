@@ -1,6 +1,7 @@
 import type { Config } from '../config/schema.ts';
 import type { TcpProxyOptions } from './tcp-proxy.ts';
 import type { UdpProxyOptions } from './udp-proxy.ts';
+import type { TcpAdmissionOptions } from './tcp-admission.ts';
 
 /**
  * Listener config (durations already in ms) → the options the proxies take. One place, used at
@@ -17,6 +18,11 @@ export function brokerOptions(l: NonNullable<Listeners['broker']>): TcpProxyOpti
     firstByteTimeoutMs: l.firstByteTimeout,
     upstreamPort: (c) => c.ports.broker,
   };
+}
+
+/** The limits of the terminating broker listener (the passthrough one takes them in brokerOptions). */
+export function brokerAdmissionOptions(l: NonNullable<Listeners['broker']>): TcpAdmissionOptions {
+  return { maxConnections: l.maxConnections, maxConnectionsPerClient: l.maxConnectionsPerClient, firstByteTimeoutMs: l.firstByteTimeout };
 }
 
 export function pcoipTcpOptions(l: NonNullable<Listeners['pcoipTcp']>): TcpProxyOptions {
