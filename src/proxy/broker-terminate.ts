@@ -93,6 +93,9 @@ export class BrokerTerminateListener {
       (socket) => this.onSecureConnection(socket),
     );
     this.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
+      // With a listener here Node leaves the socket open (a handshake timeout would only be
+      // logged, and a slow-loris client would stay forever): close it.
+      socket.destroy();
       this.handshakeLog.maybe(this.now(), (suppressed) =>
         deps.logger.info({ listener: 'broker', client: socket.remoteAddress, err: err.code ?? err.message, suppressed }, 'TLS handshake with client failed'),
       );
