@@ -95,9 +95,10 @@ export class BrokerTerminateListener {
     this.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
       // With a listener here Node leaves the socket open (a handshake timeout would only be
       // logged, and a slow-loris client would stay forever): close it.
+      const client = socket.remoteAddress ? unmapIpv4(socket.remoteAddress) : undefined;
       socket.destroy();
       this.handshakeLog.maybe(this.now(), (suppressed) =>
-        deps.logger.info({ listener: 'broker', client: socket.remoteAddress, err: err.code ?? err.message, suppressed }, 'TLS handshake with client failed'),
+        deps.logger.info({ listener: 'broker', client, err: err.code ?? err.message, suppressed }, 'TLS handshake with client failed'),
       );
     });
     this.tcp = createTcpServer({ allowHalfOpen: true }, (socket) => this.onTcpConnection(socket));
