@@ -26,6 +26,8 @@ export interface LabOptions {
   tls?: Record<string, unknown>;
   http?: Record<string, unknown>;
   rewriteTarget?: Record<string, unknown>;
+  /** Other listeners.broker keys (limits, timeouts). */
+  broker?: Record<string, unknown>;
 }
 
 export async function startTerminateLab(options: LabOptions = {}): Promise<TerminateLab> {
@@ -62,6 +64,7 @@ export function terminateConfig(connectors: unknown[], tls: Record<string, unkno
     listeners: {
       broker: {
         bind: '127.0.0.1:0',
+        ...options.broker,
         tls: { mode: 'terminate', ...tls },
         ...(options.http ? { http: options.http } : {}),
         ...(options.rewriteTarget ? { rewriteTarget: options.rewriteTarget } : {}),

@@ -60,7 +60,7 @@ describe('diffConfig', () => {
     expect(diff.restartRequired.every((r) => r.reason.length > 10)).toBe(true);
   });
 
-  it('restart required for any setting of a terminating broker, and for tls/sniRouting anywhere', () => {
+  it('restart required for any setting of a terminating broker but its limits, and for tls/sniRouting anywhere', () => {
     const from = cfg();
     expect(diffConfig(from, cfg((r: any) => (r.listeners.broker.tls = { reloadInterval: '20s' }))).restartRequired.map((r) => r.path)).toEqual(['listeners.broker.tls']);
     const terminate = (r: any) => (r.listeners.broker.tls = { mode: 'terminate', certificates: [{ cert: '/x.crt', key: '/x.key' }], upstream: { insecure: true } });
@@ -72,6 +72,12 @@ describe('diffConfig', () => {
     );
     expect(changed.restartRequired.map((r) => r.path)).toEqual(['listeners.broker.idleTimeout']);
     expect(changed.listeners).toEqual({});
+    const limits = diffConfig(
+      cfg(terminate),
+      cfg((r: any) => (terminate(r), Object.assign(r.listeners.broker, { maxConnections: 5, maxConnectionsPerClient: 2, firstByteTimeout: '1s' }))),
+    );
+    expect(limits.restartRequired).toEqual([]);
+    expect(limits.listeners).toEqual({ broker: ['maxConnections', 'maxConnectionsPerClient', 'firstByteTimeout'] });
   });
 
   it('restart required for a listener added', () => {
