@@ -11,7 +11,7 @@ node_ok() {
 }
 
 if ! node_ok; then
-  dir="${PCOIP_LB_NODE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pcoip-lb/node24}"
+  dir="${PCOIP_LB_NODE_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/pcoip-lb/node24}"
   if [ ! -x "$dir/node_modules/.bin/node" ]; then
     echo "node24.sh: installing Node 24 into $dir (machine has $(node --version 2>/dev/null || echo 'no node'))" >&2
     mkdir -p "$dir"

@@ -340,6 +340,17 @@ export class App {
       },
       `pcoip-lb started: ${Object.keys(addresses).length} listener(s), ${this.pool.all().length} Connector(s)`,
     );
+    const udpHost = this.config.listeners.pcoipUdp?.bind.host;
+    if (udpHost === '0.0.0.0' || udpHost === '::') {
+      // Node's dgram cannot read a datagram's destination address (no IP_PKTINFO), so replies
+      // from a wildcard-bound socket leave from whatever address the routing table picks. On a
+      // host with several addresses (a VIP), that may not be the address the client sent to,
+      // and the client's NAT or firewall then drops the media.
+      this.logger.warn(
+        { listener: 'pcoipUdp', bind: formatHostPort(udpHost, this.config.listeners.pcoipUdp!.bind.port), code: 'PLB_W_UDP_WILDCARD' },
+        'listeners.pcoipUdp.bind is a wildcard address: UDP replies leave from the address the routing table picks; on a host with several addresses, bind the public address clients connect to',
+      );
+    }
   }
 }
 

@@ -126,3 +126,22 @@ async function waitUntil(condition: () => boolean, timeoutMs = 5000): Promise<vo
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+describe('UDP wildcard bind', () => {
+  it.each([
+    ['0.0.0.0:0', true],
+    ['127.0.0.1:0', false],
+  ])('bind %s → start-up warning about the reply source address: %s', async (bind, warns) => {
+    const fake = await startFakeConnector('wild', '127.0.1.45');
+    const proxy = await startTestProxy(testConfig([fake.config()], { listeners: { pcoipUdp: { bind } } }));
+    try {
+      await proxy.logs.waitFor((l) => String(l.msg).startsWith('pcoip-lb started'));
+      expect(proxy.logs.lines.some((l) => l.code === 'PLB_W_UDP_WILDCARD')).toBe(warns);
+      // The wildcard-bound listener still serves loopback clients.
+      expect((await udpRoundTrip(proxy.addresses.pcoipUdp.port, '127.0.2.56', Buffer.from('w'))).toString()).toBe('wild|w');
+    } finally {
+      await proxy.stop();
+      await fake.close();
+    }
+  });
+});
