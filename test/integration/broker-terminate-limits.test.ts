@@ -44,6 +44,14 @@ describe('terminate mode: connection limits on the broker listener', () => {
     raw.push(s);
     return s;
   };
+  /** A TLS client from `from` is closed before its handshake completes. */
+  const refused = (from: string) => expect(openBrokerClient(port(), from)).rejects.toThrow(/ECONNRESET|disconnected before secure TLS connection/);
+  /** The refusal was counted `count` times under `reason` and logged at warn with `fields`. */
+  const expectRefusal = async (reason: string, code: string, fields: Record<string, unknown>, count = 1) => {
+    const { app, logs } = lab!.proxy;
+    expect(app.stats.refusals.get(`broker:${reason}`)).toBe(count);
+    expect(await logs.waitFor((l) => l.reason === reason)).toMatchObject({ level: 40, listener: 'broker', reason, code, ...fields });
+  };
   /** Closes every client and checks flows, per-client counts and affinity are back to zero. */
   const drained = async () => {
     for (const c of clients.splice(0)) c.close();
@@ -54,15 +62,8 @@ describe('terminate mode: connection limits on the broker listener', () => {
     const { proxy } = await start({ maxConnections: 2 });
     const first = await open('127.0.2.101');
     await open('127.0.2.102');
-    await expect(openBrokerClient(port(), '127.0.2.103')).rejects.toThrow(/ECONNRESET|disconnected before secure TLS connection/);
-    expect(proxy.app.stats.refusals.get('broker:max-connections')).toBe(1);
-    expect(await proxy.logs.waitFor((l) => l.reason === 'max-connections')).toMatchObject({
-      level: 40,
-      code: 'PLB_E_CONNECTION_LIMIT',
-      listener: 'broker',
-      client: '127.0.2.103',
-      maxConnections: 2,
-    });
+    await refused('127.0.2.103');
+    await expectRefusal('max-connections', 'PLB_E_CONNECTION_LIMIT', { client: '127.0.2.103', maxConnections: 2 });
     // The refused client never reached the TLS server.
     expect(proxy.logs.lines.some((l) => l.msg === 'TLS handshake with client failed')).toBe(false);
     // Admitted connections still work; a freed slot takes the next client.
@@ -76,16 +77,9 @@ describe('terminate mode: connection limits on the broker listener', () => {
   it('maxConnectionsPerClient: one address is capped while another still gets through; counts drain to zero', async () => {
     const { proxy } = await start({ maxConnectionsPerClient: 2 });
     const held = [await open('127.0.2.104'), await open('127.0.2.104')];
-    await expect(openBrokerClient(port(), '127.0.2.104')).rejects.toThrow(/ECONNRESET|disconnected before secure TLS connection/);
+    await refused('127.0.2.104');
     expect(await hello(await open('127.0.2.105'))).toBe('OK');
-    expect(proxy.app.stats.refusals.get('broker:max-connections-per-client')).toBe(1);
-    expect(await proxy.logs.waitFor((l) => l.reason === 'max-connections-per-client')).toMatchObject({
-      level: 40,
-      code: 'PLB_E_CONNECTION_LIMIT',
-      listener: 'broker',
-      client: '127.0.2.104',
-      maxConnectionsPerClient: 2,
-    });
+    await expectRefusal('max-connections-per-client', 'PLB_E_CONNECTION_LIMIT', { client: '127.0.2.104', maxConnectionsPerClient: 2 });
     for (const c of held) expect(await hello(c)).toBe('OK');
     expect(proxy.app.trackedClients().broker).toBe(2);
     await drained();
@@ -101,14 +95,7 @@ describe('terminate mode: connection limits on the broker listener', () => {
     const quiet = silent('127.0.2.107');
     await closed(quiet);
     expect(quiet.bytesRead).toBe(0);
-    expect(proxy.app.stats.refusals.get('broker:first-byte-timeout')).toBe(1);
-    expect(await proxy.logs.waitFor((l) => l.code === 'PLB_E_SLOW_CLIENT')).toMatchObject({
-      level: 40,
-      listener: 'broker',
-      reason: 'first-byte-timeout',
-      client: '127.0.2.107',
-      firstByteTimeoutMs: 300,
-    });
+    await expectRefusal('first-byte-timeout', 'PLB_E_SLOW_CLIENT', { client: '127.0.2.107', firstByteTimeoutMs: 300 });
     // Closed by the first-byte rule, not by a TLS handshake failure.
     expect(proxy.logs.lines.some((l) => l.msg === 'TLS handshake with client failed')).toBe(false);
     // The talker connected before the silent client: its deadline passed too, and it is still served.
@@ -138,11 +125,11 @@ describe('terminate mode: connection limits on the broker listener', () => {
     expect(diff.listeners.broker?.sort()).toEqual(['firstByteTimeout', 'maxConnectionsPerClient']);
     // Holders above the lowered cap keep their connections; new ones are refused.
     for (const c of held) expect(await hello(c)).toBe('OK');
-    await expect(openBrokerClient(port(), '127.0.2.109')).rejects.toThrow(/ECONNRESET|disconnected before secure TLS connection/);
-    expect(proxy.app.stats.refusals.get('broker:max-connections-per-client')).toBe(1);
+    await refused('127.0.2.109');
+    await expectRefusal('max-connections-per-client', 'PLB_E_CONNECTION_LIMIT', { client: '127.0.2.109', maxConnectionsPerClient: 1 });
     const quiet = silent('127.0.2.110');
     await closed(quiet);
-    expect(await proxy.logs.waitFor((l) => l.code === 'PLB_E_SLOW_CLIENT')).toMatchObject({ client: '127.0.2.110', firstByteTimeoutMs: 300 });
+    await expectRefusal('first-byte-timeout', 'PLB_E_SLOW_CLIENT', { client: '127.0.2.110', firstByteTimeoutMs: 300 });
     await drained();
   });
 
