@@ -5,7 +5,7 @@ import { rawRequest } from '../helpers/raw-http.ts';
 import { allocateResourceResp, clientRequest } from '../helpers/broker-xml.ts';
 import { tcpGreeting, udpRoundTrip } from '../helpers/clients.ts';
 
-const CL_BODY = allocateResourceResp({ ipAddress: '10.9.9.9', sni: 'cl.example', port: 4172, sessionId: 'sid-cl', connectTag: 'tag-content-length' });
+const CL_BODY = allocateResourceResp({ ipAddress: '192.0.2.99', sni: 'cl.example', port: 4172, sessionId: 'sid-cl', connectTag: 'tag-content-length' });
 
 describe('experimental rewriteTarget', () => {
   let lab: TerminateLab;
@@ -49,7 +49,7 @@ describe('experimental rewriteTarget', () => {
     const reply = await client.exchange(rawRequest('/pcoip-broker/xml?case=content-length', clientRequest('allocate-resource')));
     const body = reply.body.toString();
     expect(body).toContain('<ip-address>127.0.0.1</ip-address>');
-    expect(body).not.toContain('10.9.9.9');
+    expect(body).not.toContain('192.0.2.99');
     expect(Number(reply.headers.get('content-length')![0])).toBe(Buffer.byteLength(body));
     expect(reply.raw.toString().startsWith('HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: ')).toBe(true);
     client.close();

@@ -19,7 +19,7 @@ describe('pcoip-lb check-config', () => {
 
   it('exits non-zero listing every error with file, line and key path', async () => {
     const file = join(dir, 'bad.yaml');
-    writeFileSync(file, 'listeners:\n  pcoipTcp: { bind: "0.0.0.0" }\nconnectors:\n  - { id: a, address: 10.0.0.1 }\n  - { id: b, address: "not a host" }\n');
+    writeFileSync(file, 'listeners:\n  pcoipTcp: { bind: "0.0.0.0" }\nconnectors:\n  - { id: a, address: 192.0.2.1 }\n  - { id: b, address: "not a host" }\n');
     const r = await runCli(['check-config', '-c', file]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(`error PLB_E_CONFIG_INVALID: ${file}: 2 config errors`);

@@ -27,7 +27,7 @@ describe('admin token', () => {
     ['localhost', true],
     ['0.0.0.0', false],
     ['::', false],
-    ['10.0.0.5', false],
+    ['192.0.2.5', false],
     ['admin.example', false],
   ])('%s is loopback: %s', (host, loopback) => {
     expect(isLoopbackHost(host)).toBe(loopback);

@@ -5,7 +5,7 @@ import { SyncedAffinityTable } from '../../src/cluster/synced-affinity.ts';
 import { FlowStats } from '../../src/proxy/flow-stats.ts';
 import type { PinMessage } from '../../src/cluster/protocol.ts';
 
-const base = { listeners: { broker: { bind: '0.0.0.0:443' }, pcoipUdp: { bind: '0.0.0.0:4172' } }, connectors: [{ id: 'a', address: '10.0.0.1' }] };
+const base = { listeners: { broker: { bind: '0.0.0.0:443' }, pcoipUdp: { bind: '0.0.0.0:4172' } }, connectors: [{ id: 'a', address: '192.0.2.1' }] };
 const terminate = { mode: 'terminate', certificates: [{ cert: '/x.crt', key: '/x.key' }], upstream: { insecure: true } };
 
 describe('resolveWorkers', () => {
@@ -32,18 +32,18 @@ describe('SyncedAffinityTable', () => {
   it('reports its own pins, not the ones it is told, and batches flow deltas per client', () => {
     const reported: PinMessage[] = [];
     const table = new SyncedAffinityTable(60_000, (p) => reported.push(p));
-    table.pin('10.0.0.1/32', 'a', 0, 'placed');
-    table.applyRemote({ key: '10.0.0.2/32', connectorId: 'b', reason: 'repinned' }, 0);
-    expect(reported).toEqual([{ key: '10.0.0.1/32', connectorId: 'a', reason: 'placed' }]);
-    expect(table.get('10.0.0.2/32', 1)?.connectorId).toBe('b');
-    table.flowOpened('10.0.0.1/32', 1);
-    table.flowOpened('10.0.0.1/32', 1);
-    table.flowClosed('10.0.0.1/32', 2);
-    table.flowOpened('10.0.0.2/32', 2);
-    table.flowClosed('10.0.0.2/32', 3);
-    expect(table.takeDeltas()).toEqual([['10.0.0.1/32', 1]]);
+    table.pin('192.0.2.1/32', 'a', 0, 'placed');
+    table.applyRemote({ key: '192.0.2.2/32', connectorId: 'b', reason: 'repinned' }, 0);
+    expect(reported).toEqual([{ key: '192.0.2.1/32', connectorId: 'a', reason: 'placed' }]);
+    expect(table.get('192.0.2.2/32', 1)?.connectorId).toBe('b');
+    table.flowOpened('192.0.2.1/32', 1);
+    table.flowOpened('192.0.2.1/32', 1);
+    table.flowClosed('192.0.2.1/32', 2);
+    table.flowOpened('192.0.2.2/32', 2);
+    table.flowClosed('192.0.2.2/32', 3);
+    expect(table.takeDeltas()).toEqual([['192.0.2.1/32', 1]]);
     expect(table.takeDeltas()).toEqual([]);
-    expect(table.get('10.0.0.1/32', 3)?.flows).toBe(1);
+    expect(table.get('192.0.2.1/32', 3)?.flows).toBe(1);
   });
 });
 

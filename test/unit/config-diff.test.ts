@@ -9,8 +9,8 @@ const BASE = {
     pcoipUdp: { bind: '0.0.0.0:4172' },
   },
   connectors: [
-    { id: 'a', address: '10.0.0.1' },
-    { id: 'b', address: '10.0.0.2', weight: 2 },
+    { id: 'a', address: '192.0.2.1' },
+    { id: 'b', address: '192.0.2.2', weight: 2 },
   ],
 };
 
@@ -28,7 +28,7 @@ describe('diffConfig', () => {
   });
 
   it.each<[string, (r: any) => void, Partial<ReturnType<typeof diffConfig>>]>([
-    ['a Connector added', (r) => r.connectors.push({ id: 'c', address: '10.0.0.3' }), { connectors: { added: ['c'], removed: [], changed: [] } }],
+    ['a Connector added', (r) => r.connectors.push({ id: 'c', address: '192.0.2.3' }), { connectors: { added: ['c'], removed: [], changed: [] } }],
     ['a Connector removed', (r) => r.connectors.splice(0, 1), { connectors: { added: [], removed: ['a'], changed: [] } }],
     [
       'weight, state and port of one Connector',
@@ -131,7 +131,7 @@ describe('connectorsWithRuntimeState', () => {
   it.each<[string, Record<string, string>, (r: any) => void, Record<string, string>]>([
     ['a runtime drain survives an unrelated change', { a: 'drain', b: 'active' }, (r) => (r.connectors[1].weight = 7), { a: 'drain', b: 'active' }],
     ['a state the config changes wins', { a: 'drain', b: 'active' }, (r) => (r.connectors[0].state = 'maint'), { a: 'maint', b: 'active' }],
-    ['a new Connector takes its config state', { a: 'active', b: 'active' }, (r) => r.connectors.push({ id: 'c', address: '10.0.0.3', state: 'drain' }), { a: 'active', b: 'active', c: 'drain' }],
+    ['a new Connector takes its config state', { a: 'active', b: 'active' }, (r) => r.connectors.push({ id: 'c', address: '192.0.2.3', state: 'drain' }), { a: 'active', b: 'active', c: 'drain' }],
   ])('%s', (_name, runtime, patch, expected) => {
     const to = cfg(patch).connectors;
     const result = connectorsWithRuntimeState(from, to, (id) => runtime[id] as 'active' | 'drain' | 'maint' | undefined);

@@ -57,7 +57,7 @@ affinity: { ttl: 1d, ipv6Prefix: 56 }
   broker: { bind: "0.0.0.0:99999", tls: { mode: terminat } }
   pcoipUdp: { bind: "::1:4172", idleTimeout: 120 }
 connectors:
-  - { id: a, address: 10.0.0.1 }
+  - { id: a, address: 192.0.2.1 }
   - { id: b, address: "999.1.1.1", weight: 0, colour: blue }
 affinity: { ttl: 1 hour }
 `);

@@ -4,12 +4,12 @@ import { allocateResourceResp } from '../helpers/broker-xml.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import { PlbError } from '../../src/errors.ts';
 
-const BODY = allocateResourceResp({ ipAddress: '10.0.0.5', sni: 's.example', port: 4172, sessionId: 'sid', connectTag: 'tag' });
+const BODY = allocateResourceResp({ ipAddress: '192.0.2.5', sni: 's.example', port: 4172, sessionId: 'sid', connectTag: 'tag' });
 
 describe('rewriteAllocationBody', () => {
   it('replaces only the target ip-address and port', () => {
     const out = rewriteAllocationBody(BODY, { address: '203.0.113.7', port: 4180 })!;
-    expect(out).toBe(BODY.replace('<ip-address>10.0.0.5</ip-address>', '<ip-address>203.0.113.7</ip-address>').replace('<port>4172</port>', '<port>4180</port>'));
+    expect(out).toBe(BODY.replace('<ip-address>192.0.2.5</ip-address>', '<ip-address>203.0.113.7</ip-address>').replace('<port>4172</port>', '<port>4180</port>'));
   });
 
   it('declines a body without a complete target', () => {
@@ -40,8 +40,8 @@ listeners:
     tls: ${mode === 'terminate' ? '{ mode: terminate, certificates: [{ cert: /a, key: /b }], upstream: { insecure: true } }' : '{ mode: passthrough }'}
     rewriteTarget: ${rewrite}
 connectors:
-  - { id: conn-a, address: 10.0.0.1 }
-  - { id: conn-b, address: 10.0.0.2 }
+  - { id: conn-a, address: 192.0.2.1 }
+  - { id: conn-b, address: 192.0.2.2 }
 `;
   const errors = (text: string) => {
     try {

@@ -8,7 +8,7 @@ const alloc = (over: Partial<AllocationInput> = {}): AllocationInput => ({
   sni: 'ws-1.example',
   sessionId: 'session-secret-1',
   connectTag: 'tag-secret-1',
-  ipAddress: '10.0.0.1',
+  ipAddress: '192.0.2.1',
   port: 4172,
   ...over,
 });
