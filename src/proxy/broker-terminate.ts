@@ -102,7 +102,10 @@ export class BrokerTerminateListener {
       );
     });
     this.tcp = createTcpServer({ allowHalfOpen: true }, (socket) => this.onTcpConnection(socket));
-    this.tcp.on('error', (err) => deps.logger.error({ listener: 'broker', err }, 'listener error'));
+    // A failed listen() is reported by listen() itself (PLB_E_LISTEN); log only later errors.
+    this.tcp.on('error', (err) => {
+      if (this.tcp.listening) deps.logger.error({ listener: 'broker', err }, 'listener error');
+    });
     this.admission = new TcpAdmission('broker', this.tcp, options.admission ?? {}, {
       stats: deps.stats,
       logger: deps.logger,

@@ -99,7 +99,10 @@ export class TcpProxy {
     this.deps = deps;
     this.now = deps.now ?? Date.now;
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.onConnection(socket));
-    this.server.on('error', (err) => deps.logger.error({ listener: options.name, err }, 'listener error'));
+    // A failed listen() is reported by listen() itself (PLB_E_LISTEN); log only later errors.
+    this.server.on('error', (err) => {
+      if (this.server.listening) deps.logger.error({ listener: options.name, err }, 'listener error');
+    });
     this.admission = new TcpAdmission(options.name, this.server, options, {
       stats: deps.stats,
       logger: deps.logger,

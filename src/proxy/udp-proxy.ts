@@ -108,6 +108,8 @@ export class UdpProxy {
   private sweepTimer: NodeJS.Timeout | undefined;
   /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
   private accepting = true;
+  /** Set once bind() succeeded; errors before that belong to listen()'s caller. */
+  private bound = false;
   private options: UdpProxyOptions;
   private readonly deps: ProxyDeps;
 
@@ -128,9 +130,11 @@ export class UdpProxy {
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
     // Send errors towards clients surface here, possibly once per packet: rate-limit the log.
     const errorLog = new RateLimitedLog();
-    this.socket.on('error', (err) =>
-      errorLog.maybe(this.now(), (suppressed) => deps.logger.error({ listener: 'pcoipUdp', err, suppressed }, 'UDP listener error')),
-    );
+    // A failed bind is reported by listen() itself (PLB_E_LISTEN); log only later errors.
+    this.socket.on('error', (err) => {
+      if (!this.bound) return;
+      errorLog.maybe(this.now(), (suppressed) => deps.logger.error({ listener: 'pcoipUdp', err, suppressed }, 'UDP listener error'));
+    });
   }
 
   get activeFlows(): number {
@@ -160,6 +164,7 @@ export class UdpProxy {
       this.socket.once('error', onError);
       this.socket.bind({ address: host, port }, () => {
         this.socket.off('error', onError);
+        this.bound = true;
         this.scheduleSweep();
         resolve(this.socket.address());
       });
