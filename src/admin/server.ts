@@ -3,15 +3,16 @@ import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { AdminConfig, ConnectorState } from '../config/schema.ts';
-import { ErrorCodes, PlbError, type ErrorCode } from '../errors.ts';
+import { ErrorCodes, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { mayTakeNewClients } from '../pool/pool.ts';
-import { formatHostPort, unmapIpv4 } from '../util/address.ts';
+import { unmapIpv4 } from '../util/address.ts';
 import type { App } from '../app.ts';
 import { createMetrics } from './metrics.ts';
 import { STATUS_PAGE_HTML } from './page.ts';
 import { buildConnectorStatus, buildStatus } from './status.ts';
 import { bearerMatches, isLoopbackHost } from './token.ts';
+import { listenTcp } from '../proxy/listen.ts';
 
 /**
  * The admin HTTP server: the operator's view (`/`, `/status`, `/metrics`, `/affinity/:client`),
@@ -68,17 +69,7 @@ export class AdminServer {
   }
 
   listen(): Promise<AddressInfo> {
-    const { host, port } = this.config.bind;
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) =>
-        reject(new PlbError(ErrorCodes.LISTEN, `admin.bind: cannot listen on ${formatHostPort(host, port)}: ${err.code ?? err.message}`, [], { cause: err }));
-      this.server.once('error', onError);
-      this.server.listen({ host, port }, () => {
-        this.server.off('error', onError);
-        this.server.on('error', (err) => this.logger.error({ err }, 'admin server error'));
-        resolve(this.server.address() as AddressInfo);
-      });
-    });
+    return listenTcp(this.server, 'admin.bind', this.config.bind, { onLaterError: (err) => this.logger.error({ err }, 'admin server error') });
   }
 
   address(): AddressInfo | undefined {

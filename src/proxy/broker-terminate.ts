@@ -16,6 +16,7 @@ import { BrokerRouter } from './broker-routing.ts';
 import { BrokerConnection } from './broker-connection.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import type { RewriteTo } from '../pcoip/rewrite-target.ts';
+import { listenTcp } from './listen.ts';
 
 /**
  * The broker listener in `tls.mode: terminate`: a TLS server (HTTP/1.1 only: ALPN offers
@@ -102,10 +103,6 @@ export class BrokerTerminateListener {
       );
     });
     this.tcp = createTcpServer({ allowHalfOpen: true }, (socket) => this.onTcpConnection(socket));
-    // A failed listen() is reported by listen() itself (PLB_E_LISTEN); log only later errors.
-    this.tcp.on('error', (err) => {
-      if (this.tcp.listening) deps.logger.error({ listener: 'broker', err }, 'listener error');
-    });
     this.admission = new TcpAdmission('broker', this.tcp, options.admission ?? {}, {
       stats: deps.stats,
       logger: deps.logger,
@@ -133,25 +130,19 @@ export class BrokerTerminateListener {
     return this.certificates.describe();
   }
 
-  listen(): Promise<AddressInfo> {
-    const { host, port } = this.options.bind;
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) =>
-        reject(new PlbError(ErrorCodes.LISTEN, `listeners.broker: cannot listen on ${formatHostPort(host, port)}: ${err.code ?? err.message}`, [], { cause: err }));
-      this.tcp.once('error', onError);
-      this.tcp.listen({ host, port }, () => {
-        this.tcp.off('error', onError);
-        this.startReloadChecks();
-        if (this.options.tls.upstream?.insecure) {
-          this.deps.logger.warn(
-            { listener: 'broker', key: 'listeners.broker.tls.upstream.insecure' },
-            "Connectors' certificates are NOT verified (upstream.insecure: true): anyone on the path to a Connector can read broker traffic; set upstream.ca instead",
-          );
-        }
-        this.deps.logger.info({ listener: 'broker', mode: 'terminate', certificates: this.certificates.describe() }, 'terminating TLS on the broker listener');
-        resolve(this.tcp.address() as AddressInfo);
-      });
+  async listen(): Promise<AddressInfo> {
+    const address = await listenTcp(this.tcp, 'listeners.broker', this.options.bind, {
+      onLaterError: (err) => this.deps.logger.error({ listener: 'broker', err }, 'listener error'),
     });
+    this.startReloadChecks();
+    if (this.options.tls.upstream?.insecure) {
+      this.deps.logger.warn(
+        { listener: 'broker', key: 'listeners.broker.tls.upstream.insecure' },
+        "Connectors' certificates are NOT verified (upstream.insecure: true): anyone on the path to a Connector can read broker traffic; set upstream.ca instead",
+      );
+    }
+    this.deps.logger.info({ listener: 'broker', mode: 'terminate', certificates: this.certificates.describe() }, 'terminating TLS on the broker listener');
+    return address;
   }
 
   address(): AddressInfo {

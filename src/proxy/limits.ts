@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.ts';
 import { RateLimitedLog } from '../logger.ts';
-import { ErrorCodes, type ErrorCode } from '../errors.ts';
+import type { ErrorCode } from '../errors.ts';
 import type { FlowStats, ListenerName } from './flow-stats.ts';
 
 /**

@@ -7,6 +7,7 @@ import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
+import { listenTcp } from './listen.ts';
 
 export interface TcpProxyOptions extends TcpAdmissionOptions {
   name: Extract<ListenerName, 'broker' | 'pcoipTcp'>;
@@ -99,10 +100,6 @@ export class TcpProxy {
     this.deps = deps;
     this.now = deps.now ?? Date.now;
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.onConnection(socket));
-    // A failed listen() is reported by listen() itself (PLB_E_LISTEN); log only later errors.
-    this.server.on('error', (err) => {
-      if (this.server.listening) deps.logger.error({ listener: options.name, err }, 'listener error');
-    });
     this.admission = new TcpAdmission(options.name, this.server, options, {
       stats: deps.stats,
       logger: deps.logger,
@@ -131,24 +128,9 @@ export class TcpProxy {
   }
 
   listen(): Promise<AddressInfo> {
-    const { host, port } = this.options.bind;
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        reject(
-          new PlbError(
-            ErrorCodes.LISTEN,
-            `listeners.${this.options.name}: cannot listen on ${formatHostPort(host, port)}: ${err.code ?? err.message}` +
-              (err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : ''),
-            [],
-            { cause: err },
-          ),
-        );
-      };
-      this.server.once('error', onError);
-      this.server.listen({ host, port, ...(this.options.reusePort ? { reusePort: true } : {}) }, () => {
-        this.server.off('error', onError);
-        resolve(this.server.address() as AddressInfo);
-      });
+    return listenTcp(this.server, `listeners.${this.options.name}`, this.options.bind, {
+      reusePort: this.options.reusePort,
+      onLaterError: (err) => this.deps.logger.error({ listener: this.options.name, err }, 'listener error'),
     });
   }
 

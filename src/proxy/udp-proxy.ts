@@ -2,15 +2,15 @@ import { createSocket, type Socket as UdpSocket, type RemoteInfo, type SocketTyp
 import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
-import type { Logger } from '../logger.ts';
 import { RateLimitedLog } from '../logger.ts';
 import type { ConnectorView } from '../pool/pool.ts';
 import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
-import { ErrorCodes, PlbError } from '../errors.ts';
+import { ErrorCodes } from '../errors.ts';
 import type { ListenerCounters } from './flow-stats.ts';
 import type { ProxyDeps } from './tcp-proxy.ts';
 import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
+import { bindUdp } from './listen.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
@@ -108,8 +108,6 @@ export class UdpProxy {
   private sweepTimer: NodeJS.Timeout | undefined;
   /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
   private accepting = true;
-  /** Set once bind() succeeded; errors before that belong to listen()'s caller. */
-  private bound = false;
   private options: UdpProxyOptions;
   private readonly deps: ProxyDeps;
 
@@ -128,13 +126,6 @@ export class UdpProxy {
       lookup: literalLookup,
     });
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
-    // Send errors towards clients surface here, possibly once per packet: rate-limit the log.
-    const errorLog = new RateLimitedLog();
-    // A failed bind is reported by listen() itself (PLB_E_LISTEN); log only later errors.
-    this.socket.on('error', (err) => {
-      if (!this.bound) return;
-      errorLog.maybe(this.now(), (suppressed) => deps.logger.error({ listener: 'pcoipUdp', err, suppressed }, 'UDP listener error'));
-    });
   }
 
   get activeFlows(): number {
@@ -152,23 +143,15 @@ export class UdpProxy {
     this.scheduleSweep();
   }
 
-  listen(): Promise<AddressInfo> {
-    const { host, port } = this.options.bind;
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) =>
-        reject(
-          new PlbError(ErrorCodes.LISTEN, `listeners.pcoipUdp: cannot bind ${formatHostPort(host, port)}/udp: ${err.code ?? err.message}`, [], {
-            cause: err,
-          }),
-        );
-      this.socket.once('error', onError);
-      this.socket.bind({ address: host, port }, () => {
-        this.socket.off('error', onError);
-        this.bound = true;
-        this.scheduleSweep();
-        resolve(this.socket.address());
-      });
+  async listen(): Promise<AddressInfo> {
+    // Send errors towards clients surface as 'error' events, possibly once per packet: rate-limit the log.
+    const errorLog = new RateLimitedLog();
+    const address = await bindUdp(this.socket, 'listeners.pcoipUdp', this.options.bind, {
+      onLaterError: (err) =>
+        errorLog.maybe(this.now(), (suppressed) => this.deps.logger.error({ listener: 'pcoipUdp', err, suppressed }, 'UDP listener error')),
     });
+    this.scheduleSweep();
+    return address;
   }
 
   address(): AddressInfo {

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { startFakeConnector, type FakeConnector } from '../helpers/fake-connector.ts';
+import { startFakeConnector } from '../helpers/fake-connector.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { tcpGreeting } from '../helpers/clients.ts';
 import type { ConnectorConfig } from '../../src/config/schema.ts';

@@ -145,3 +145,20 @@ describe('UDP wildcard bind', () => {
     }
   });
 });
+
+describe('UDP bind failure', () => {
+  it('rejects start with PLB_E_LISTEN naming the key and the address', async () => {
+    const fake = await startFakeConnector('clash', '127.0.1.46');
+    const first = await startTestProxy(testConfig([fake.config()], { listeners: { pcoipUdp: { bind: '127.0.0.1:0' } } }));
+    const port = first.addresses.pcoipUdp.port;
+    try {
+      await expect(startTestProxy(testConfig([fake.config()], { listeners: { pcoipUdp: { bind: `127.0.0.1:${port}` } } }))).rejects.toMatchObject({
+        code: 'PLB_E_LISTEN',
+        message: `listeners.pcoipUdp: cannot listen on 127.0.0.1:${port}/udp: EADDRINUSE`,
+      });
+    } finally {
+      await first.stop();
+      await fake.close();
+    }
+  });
+});
