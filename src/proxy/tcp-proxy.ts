@@ -1,6 +1,6 @@
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import type { Logger } from '../logger.ts';
-import { RateLimitedLog } from '../logger.ts';
+import { RefusalLog } from './limits.ts';
 import type { Placer, Decision } from '../balance/placer.ts';
 import type { ConnectorView } from '../pool/pool.ts';
 import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
@@ -89,7 +89,7 @@ interface TcpFlow {
 export class TcpProxy {
   private readonly server: Server;
   private readonly flows = new Set<TcpFlow>();
-  private readonly refusedLog = new RateLimitedLog();
+  private readonly refusals: RefusalLog;
   private readonly admission: TcpAdmission;
   private readonly now: () => number;
   private options: TcpProxyOptions;
@@ -100,6 +100,7 @@ export class TcpProxy {
     this.deps = deps;
     this.now = deps.now ?? Date.now;
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.onConnection(socket));
+    this.refusals = new RefusalLog(options.name, deps.stats, deps.logger);
     this.admission = new TcpAdmission(options.name, this.server, options, {
       stats: deps.stats,
       logger: deps.logger,
@@ -218,13 +219,7 @@ export class TcpProxy {
   private connectUpstream(flow: TcpFlow, decision: Decision, failed: Set<string>): void {
     const { logger, stats, placer } = this.deps;
     if (!decision.ok) {
-      stats.refused(this.options.name, decision.reason);
-      this.refusedLog.maybe(this.now(), (suppressed) =>
-        logger.warn(
-          { listener: this.options.name, client: flow.clientAddress, reason: decision.reason, code: ErrorCodes.NO_CONNECTOR, suppressed },
-          'flow refused: no Connector may take this client',
-        ),
-      );
+      this.refusals.refuse(this.now(), decision.reason, ErrorCodes.NO_CONNECTOR, { client: flow.clientAddress }, 'flow refused: no Connector may take this client');
       flow.reason = 'connect-failed';
       flow.closed = true;
       flow.client.destroy();

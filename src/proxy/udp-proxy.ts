@@ -99,7 +99,6 @@ export class UdpProxy {
   private readonly flows = new AddressPortTable<UdpFlow>();
   /** Multi-core: first packets of clients whose affinity entry is being fetched (see awaitDecision). */
   private readonly awaiting = new AddressPortTable<{ rinfo: RemoteInfo; packets: Buffer[] }>();
-  private readonly refusedLog = new RateLimitedLog();
   /** A dead Connector answers every packet of every flow with ICMP: one line a second is enough. */
   private readonly upstreamErrorLog = new RateLimitedLog();
   private readonly refusals: RefusalLog;
@@ -276,12 +275,12 @@ export class UdpProxy {
     const { logger, stats, placer } = this.deps;
     const clientAddress = unmapIpv4(rinfo.address);
     if (this.flows.size >= this.options.maxFlows) {
-      stats.refused('pcoipUdp', 'max-flows');
-      this.refusedLog.maybe(now, (suppressed) =>
-        logger.warn(
-          { listener: 'pcoipUdp', client: formatHostPort(clientAddress, rinfo.port), maxFlows: this.options.maxFlows, code: ErrorCodes.FLOW_LIMIT, suppressed },
-          'UDP flow refused: listeners.pcoipUdp.maxFlows reached',
-        ),
+      this.refusals.refuse(
+        now,
+        'max-flows',
+        ErrorCodes.FLOW_LIMIT,
+        { client: formatHostPort(clientAddress, rinfo.port), maxFlows: this.options.maxFlows },
+        'UDP flow refused: listeners.pcoipUdp.maxFlows reached',
       );
       return undefined;
     }
@@ -298,10 +297,7 @@ export class UdpProxy {
     }
     const decision = placer.decide(clientAddress, now);
     if (!decision.ok) {
-      stats.refused('pcoipUdp', decision.reason);
-      this.refusedLog.maybe(now, (suppressed) =>
-        logger.warn({ listener: 'pcoipUdp', client: clientAddress, reason: decision.reason, code: ErrorCodes.NO_CONNECTOR, suppressed }, 'UDP flow refused: no Connector may take this client'),
-      );
+      this.refusals.refuse(now, decision.reason, ErrorCodes.NO_CONNECTOR, { client: clientAddress }, 'UDP flow refused: no Connector may take this client');
       return undefined;
     }
     const connector = decision.connector;

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { startFakeConnector } from '../helpers/fake-connector.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
-import { tcpGreeting } from '../helpers/clients.ts';
+import { tcpGreeting, udpRoundTrip } from '../helpers/clients.ts';
 import type { ConnectorConfig } from '../../src/config/schema.ts';
 
 const BULK = 8 * 1024 * 1024;
@@ -87,6 +87,25 @@ describe('TCP proxying', () => {
     again.on('error', () => undefined);
     await once(again, 'close');
     expect(proxy.logs.lines.filter((l) => l.msg === 'connect to Connector failed')).toHaveLength(2);
+  });
+
+  it('refuses TCP and UDP flows with a counted, logged PLB_E_NO_CONNECTOR when no Connector may take the client', async () => {
+    const fake = await startFakeConnector('maint-only', '127.0.1.26');
+    try {
+      proxy = await startTestProxy(testConfig([{ ...fake.config(), state: 'maint' }]));
+      const client = connect({ host: '127.0.0.1', port: proxy.addresses.pcoipTcp.port, localAddress: '127.0.2.203' });
+      client.on('error', () => undefined);
+      await once(client, 'close');
+      await expect(udpRoundTrip(proxy.addresses.pcoipUdp.port, '127.0.2.203', Buffer.from('x'), 300)).rejects.toThrow();
+      for (const listener of ['pcoipTcp', 'pcoipUdp']) {
+        const line = await proxy.logs.waitFor((l) => l.code === 'PLB_E_NO_CONNECTOR' && l.listener === listener);
+        expect(line).toMatchObject({ level: 40, reason: 'no-eligible-connector', client: '127.0.2.203' });
+        expect(proxy.app.stats.refusals.get(`${listener}:no-eligible-connector`)).toBe(1);
+      }
+      expect(fake.seen.pcoipTcp.length + fake.seen.pcoipUdp.length).toBe(0);
+    } finally {
+      await fake.close();
+    }
   });
 
   it('places a new client on another Connector when its first choice refuses', async () => {
