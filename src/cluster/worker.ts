@@ -61,18 +61,21 @@ export function runWorker(): void {
     const deltas = affinity.takeDeltas();
     if (deltas.length > 0) send({ type: 'flows', deltas });
   };
+  const statsMessage = (): FromWorker => ({ type: 'stats', stats: app!.stats.snapshot(), flows: app!.activeFlows(), tracked: app!.trackedClients() });
   const sendStats = () => {
-    if (!app) return;
-    send({ type: 'stats', stats: app.stats.snapshot(), flows: app.activeFlows(), tracked: app.trackedClients() });
+    if (app) send(statsMessage());
   };
 
   const stop = async (graceMs: number) => {
     for (const t of timers) clearInterval(t);
     await app?.stop(graceMs);
     flush();
-    sendStats();
-    logger?.flush();
-    process.exit(0);
+    // IPC sends and pino writes are asynchronous: exit only once the last stats reached the
+    // primary and the last log lines (the flows closed at shutdown) are written.
+    const exit = () => (logger ? logger.flush(() => process.exit(0)) : process.exit(0));
+    if (app && process.connected) {
+      process.send!(statsMessage(), exit);
+    } else exit();
   };
 
   process.on('message', (raw) => {
