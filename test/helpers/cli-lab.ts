@@ -69,8 +69,8 @@ export function workersThatClosed(lines: LogLine[], match: (l: LogLine) => boole
   return new Set(lines.filter((l) => l.msg === 'flow closed' && match(l)).map((l) => l.worker));
 }
 
-export async function startLabCli(raw: Record<string, unknown>): Promise<CliProcess & { started: LogLine }> {
-  const cli = await startCli(raw, [], 20_000);
+export async function startLabCli(raw: Record<string, unknown>, args: string[] = []): Promise<CliProcess & { started: LogLine }> {
+  const cli = await startCli(raw, args, 20_000);
   return { ...cli, started: cli.lines.find(hasMsg('pcoip-lb started'))! };
 }
 

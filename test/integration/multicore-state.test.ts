@@ -170,9 +170,11 @@ describe('multi-core: every worker mirrors the primary', () => {
     second.control.destroy();
   });
 
-  it('metrics under workers: placements counted, /status lists the listeners, per-worker process metrics', async () => {
-    cli = await startLabCli(simConfig(sims, { workers: 2 }));
+  it('metrics under workers: placements counted, /status lists the listeners, per-worker process metrics; --log-level reaches the workers', async () => {
+    // The file says warn; the command line says info: every worker must log at info (its flow lines).
+    cli = await startLabCli(simConfig(sims, { workers: 2, logging: { level: 'warn' } }), ['--log-level', 'info']);
     await users(27, 8);
+    await cli.waitForLine((l) => l.msg === 'flow closed' && l.worker !== undefined, 3000);
     const s = await status(cli);
     expect(Object.keys(s.listeners).sort()).toEqual(['broker', 'pcoipTcp', 'pcoipUdp']);
     expect(s.listeners.pcoipUdp).toBe(`127.0.0.1:${cli.ports.pcoipUdp}/udp`);
