@@ -3,6 +3,7 @@ import type { Logger } from './logger.ts';
 import type { ConnectorView, Pool } from './pool/pool.ts';
 import type { Placer } from './balance/placer.ts';
 import type { SessionTable } from './balance/sessions.ts';
+import type { SessionRegistry } from './sessions/registry.ts';
 import type { FlowStats } from './proxy/flow-stats.ts';
 import type { LookupQuery } from './state/changes.ts';
 import type { ListenerAddresses } from './proxy/listen.ts';
@@ -32,6 +33,8 @@ export interface DataPlaneState {
   placer: Placer;
   sessions: SessionTable;
   stats: FlowStats;
+  /** The per-session view the listeners report their flows to (observability only). */
+  registry: SessionRegistry;
 }
 
 export interface DataPlaneOptions {
@@ -94,10 +97,11 @@ export class DataPlane {
   async start(): Promise<ListenerAddresses> {
     const listeners = this.options.shared ? sharedListeners(this.config.listeners, this.options.shared.ports) : this.config.listeners;
     const reusePort = this.options.shared !== undefined;
-    const { placer, stats, sessions, pool } = this.state;
+    const { placer, stats, sessions, pool, registry } = this.state;
     const deps = {
       placer,
       stats,
+      registry,
       logger: this.logger,
       onConnectFailure: this.options.onConnectFailure,
       ...(this.options.beforeDecide ? { beforeDecide: this.options.beforeDecide } : {}),

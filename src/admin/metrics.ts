@@ -3,6 +3,7 @@ import { CONNECTOR_STATES } from '../config/schema.ts';
 import { LISTENER_NAMES, type ListenerCounters } from '../proxy/flow-stats.ts';
 import type { AdminView } from './view.ts';
 import { registerWorkerMetrics } from './worker-metrics.ts';
+import { registerMediaMetrics } from './media-metrics.ts';
 
 /**
  * Prometheus metrics for one App, in a registry of its own (not prom-client's global one), so
@@ -123,6 +124,7 @@ export function createMetrics(app: AdminView): Registry {
   });
 
   registerWorkerMetrics(registry, app);
+  registerMediaMetrics(registry, app.sessionViews);
   collectDefaultMetrics({ register: registry });
   return registry;
 }

@@ -6,6 +6,8 @@ import type { FlowStats } from '../proxy/flow-stats.ts';
 import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
+import type { SessionFragment } from '../sessions/summary.ts';
+import type { MediaTotalsSnapshot } from '../sessions/media-totals.ts';
 
 /** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
 export interface WorkerProcessView {
@@ -20,6 +22,14 @@ export interface WorkerProcessView {
   heapUsedBytes: number;
   /** Share of the last report interval the event loop was busy (0–1). */
   eventLoopUtilization: number;
+}
+
+/** The per-session view of an instance (docs/sessions.md): a single process's registry, or the primary's merge of its workers'. */
+export interface SessionViews {
+  /** Every session the instance knows, fragments of one session joined. */
+  fragments(now: number): Promise<SessionFragment[]>;
+  /** Media-quality and probe aggregates (monotonic counters, histograms). */
+  mediaTotals(): MediaTotalsSnapshot;
 }
 
 /**
@@ -37,6 +47,7 @@ export interface AdminView {
   readonly listenerAddresses: ListenerAddresses;
   readonly currentConfig: Config;
   describeSessions(now?: number): SessionsDescription;
+  readonly sessionViews: SessionViews;
   requestReload(): ReloadOutcome | undefined;
   /** Multi-core: the worker processes; absent in a single process. */
   workerProcesses?(): WorkerProcessView[];

@@ -42,6 +42,7 @@ const LISTENER_RESTART_KEYS: Readonly<Record<string, string>> = {
   http: 'the terminating listener is configured at start',
   rewriteTarget: 'the per-Connector listeners are bound at start',
   sniRouting: 'the SNI router is attached when the listener is created',
+  probe: 'the UDP probe fan-out is attached when the listener is created',
 };
 
 /** Settings of a terminating broker listener applied on reload (the rest is fixed when it is created). */

@@ -149,6 +149,21 @@ const pcoipUdpListener = z.strictObject({
   recvBufferSize: z.number().int().min(65_536).max(1_073_741_824).default(4 * 1024 * 1024),
   /** SO_SNDBUF (bytes) of the same sockets; unset: the OS default (capped by net.core.wmem_max). */
   sendBufferSize: z.number().int().min(65_536).max(1_073_741_824).optional(),
+  /** Per-flow media quality from the clear ESP header of each datagram (loss, reordering, jitter, rekeys; docs/sessions.md). */
+  mediaQuality: z.boolean().default(true),
+  /**
+   * Experimental, unverified with real Connectors, off by default (docs/sessions.md): a new flow
+   * from an address with live sessions on several Connectors is sent to each (newest first, at
+   * most `candidates`, `datagrams` each) and pinned to the one that answers within `deadline`.
+   */
+  probe: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      candidates: z.number().int().min(2).max(8).default(3),
+      datagrams: z.number().int().min(1).max(16).default(4),
+      deadline: duration('deadline').prefault('500ms'),
+    })
+    .prefault({}),
 });
 
 const connector = z.strictObject({

@@ -6,6 +6,7 @@ import { admitsPinnedClients, type ConnectorView, type Pool } from '../pool/pool
 import { ALLOC_SUCCESSFUL, type AllocationTarget } from '../pcoip/allocate-response.ts';
 import { ErrorCodes } from '../errors.ts';
 import { headerValues, requestCookie, responseSetCookie, type MessageHead } from './http1-framing.ts';
+import type { SessionRegistry } from '../sessions/registry.ts';
 
 /**
  * Session-aware routing of broker requests, and learning from the Connectors' answers.
@@ -40,6 +41,8 @@ export interface BrokerRoutingDeps {
   beforeSessionRoute?: (query: { kind: 'cookie' | 'log-id'; key: string }) => Promise<void> | undefined;
   /** Multi-core / cluster: ask the replica about a client address with no local pin. */
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
+  /** The per-session view (observability): told of every routed request (docs/sessions.md). */
+  registry?: SessionRegistry;
 }
 
 export class BrokerRouter {
@@ -85,6 +88,7 @@ export class BrokerRouter {
     // The log id travels with every request of a login; remember where its session lives so a
     // request from another address without the cookie still finds it.
     if (route.ok && logId) sessions.learnLogId(logId, route.connector.id, now);
+    if (route.ok) this.deps.registry?.brokerRequest(clientAddress, route.connector.id, logId, now);
     return route;
   }
 

@@ -99,7 +99,7 @@ export class SniRouter {
       if (match.reason === 'tag-expired') {
         logger.info({ listener: 'pcoipTcp', client: clientAddress, sni: outcome.sni }, 'SNI names an allocation whose connect tag expired unused; routing by address');
       }
-      return { consumed };
+      return { consumed, sni: outcome.sni };
     }
     const allocation = match.allocation;
     const before = placer.learn(clientAddress, allocation.connectorId, now);
@@ -107,7 +107,7 @@ export class SniRouter {
       { listener: 'pcoipTcp', client: clientAddress, sni: outcome.sni, connector: allocation.connectorId, ...(before && before !== allocation.connectorId ? { overrides: before } : {}) },
       before && before !== allocation.connectorId ? 'SNI matches a learned allocation: routed by it, overriding address affinity' : 'SNI matches a learned allocation: routed by it',
     );
-    return { consumed, ...this.flowHooks(allocation) };
+    return { consumed, sni: outcome.sni, ...this.flowHooks(allocation) };
   };
 
   /** Counts this connection on the allocation (it lives while its flows do) if it reached that Connector. */

@@ -8,6 +8,7 @@ import { ErrorCodes, PlbError } from '../errors.ts';
 import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import { listenTcp } from './listen.ts';
+import type { FlowTap, SessionRegistry } from '../sessions/registry.ts';
 
 export interface TcpProxyOptions extends TcpAdmissionOptions {
   name: Extract<ListenerName, 'broker' | 'pcoipTcp'>;
@@ -37,6 +38,8 @@ export interface EarlyRouting {
   opened?: (connector: ConnectorView) => void;
   /** Called once when a connected flow ends. */
   closed?: () => void;
+  /** The SNI of the client's ClientHello, when one was read (links the flow to its session). */
+  sni?: string;
 }
 
 export interface ProxyDeps {
@@ -52,6 +55,8 @@ export interface ProxyDeps {
    * undefined (always, in a single process) means decide now.
    */
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
+  /** The per-session view (observability): each flow reports its start and end to it (docs/sessions.md). */
+  registry?: SessionRegistry;
 }
 
 type CloseReason =
@@ -82,6 +87,8 @@ interface TcpFlow {
   error: string | undefined;
   closed: boolean;
   early: EarlyRouting | undefined;
+  /** Its session's view of it (docs/sessions.md). */
+  tap: FlowTap | undefined;
 }
 
 /**
@@ -197,6 +204,7 @@ export class TcpProxy {
       error: undefined,
       closed: false,
       early: undefined,
+      tap: undefined,
     };
     this.flows.add(flow);
     client.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'client-error', err.code ?? err.message));
@@ -295,6 +303,7 @@ export class TcpProxy {
     flow.connector = connector;
     this.connected++;
     const counters: ListenerCounters = this.deps.stats.opened(this.options.name, connector.id);
+    flow.tap = this.deps.registry?.tcpOpened(this.options.name, { clientAddress: flow.clientAddress, clientPort: client.remotePort ?? 0, connectorId: connector.id, sni: flow.early?.sni, now: this.now(), bytes: () => ({ bytesIn: client.bytesRead, bytesOut: client.bytesWritten }) });
     if (flow.early) {
       // Bytes read by the early-routing step go first, exactly as the client sent them.
       if (flow.early.consumed.length > 0) upstream.write(flow.early.consumed);
@@ -348,6 +357,7 @@ export class TcpProxy {
     if (!flow.connector) return;
     this.connected--;
     flow.early?.closed?.();
+    flow.tap?.closed(now);
     this.deps.stats.closed(this.options.name, flow.connector.id);
     this.deps.logger.info(
       {

@@ -12,6 +12,7 @@ import type { Lease, PinChange } from '../balance/placer.ts';
 import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
+import type { UdpTap } from '../sessions/registry.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
@@ -87,6 +88,8 @@ interface UdpFlow {
   bytesIn: number;
   bytesOut: number;
   closed: boolean;
+  /** Its session's view: meters each datagram's ESP header (docs/sessions.md). */
+  tap: UdpTap | undefined;
 }
 
 /**
@@ -292,6 +295,7 @@ export class UdpProxy {
     flow.bytesIn += msg.length;
     flow.counters.packetsIn++;
     flow.counters.bytesIn += msg.length;
+    flow.tap?.fromClient(msg);
     if (flow.pending !== undefined) {
       if (flow.pending.length < MAX_PENDING_PACKETS) flow.pending.push(msg);
       return;
@@ -353,7 +357,9 @@ export class UdpProxy {
       bytesIn: 0,
       bytesOut: 0,
       closed: false,
+      tap: undefined,
     };
+    flow.tap = this.deps.registry?.udpOpened({ clientAddress, clientPort: rinfo.port, connectorId: connector.id, now, counters: flow });
     this.flows.set(rinfo.address, rinfo.port, flow);
     let same = this.byClient.get(decision.clientKey);
     if (!same) this.byClient.set(decision.clientKey, (same = new Set()));
@@ -365,6 +371,7 @@ export class UdpProxy {
       flow.bytesOut += reply.length;
       flow.counters.packetsOut++;
       flow.counters.bytesOut += reply.length;
+      flow.tap?.fromConnector(reply);
       this.socket.send(reply, flow.clientPort, flow.replyAddress);
     });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
@@ -409,6 +416,7 @@ export class UdpProxy {
     }
     this.perClient.release(flow.clientKey);
     flow.lease.release(now);
+    flow.tap?.closed(now);
     this.deps.stats.closed('pcoipUdp', flow.connector.id);
     this.deps.logger.info(
       {
