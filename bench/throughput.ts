@@ -33,7 +33,7 @@ const { values: args } = parseArgs({
 });
 if (args.help) {
   process.stdout.write(
-    'usage: npm run bench:throughput -- [--quick] [--peer-workers 1|auto] [--tcp-seconds N] [--udp-seconds N] [--only pcoip-lb,haproxy,nginx,direct]\n',
+    'usage: npm run bench:throughput -- [--quick] [--peer-workers 1|auto] [--tcp-seconds N] [--udp-seconds N] [--only pcoip-lb,haproxy,nginx,direct,pcoip-lb-mq-off]\n',
   );
   process.exit(0);
 }
@@ -219,6 +219,8 @@ async function main(): Promise<void> {
       }
     };
     if (want('pcoip-lb')) await tryStart('pcoip-lb', () => startPcoipLb(dir, serverPort));
+    // The cost of the media-quality meters: the same proxy with listeners.pcoipUdp.mediaQuality off (only when asked for).
+    if (only?.has('pcoip-lb-mq-off')) await tryStart('pcoip-lb-mq-off', () => startPcoipLb(dir, serverPort, { mediaQuality: false }));
     if (want('haproxy')) {
       if (pkgs.haproxy) await tryStart('haproxy', () => startHaproxy(dir, serverPort, peerWorkers));
       else skipped.push('haproxy (not installed)');

@@ -5,6 +5,8 @@
  * leaves the browser) and the script sends the token as a bearer header.
  * All data is written with textContent: Connector ids and health reasons are never parsed as HTML.
  */
+import { SESSIONS_SCRIPT, SESSIONS_SECTION_HTML, SESSIONS_STYLE } from './sessions-page.ts';
+
 export const STATUS_PAGE_HTML = `<!doctype html>
 <html lang="en">
 <head>
@@ -41,7 +43,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   .badge.active { background:#0969da; } .badge.drain { background:var(--drain); } .badge.maint { background:var(--maint); }
   .reason { color:var(--down); font-size:12px; max-width:340px; word-break:break-word; }
   tr.down td { background:#fff8f8; }
-</style>
+${SESSIONS_STYLE}</style>
 </head>
 <body>
 <header><h1>pcoip-lb</h1><span class="meta" id="meta"></span><span class="live stale" id="live">connecting…</span></header>
@@ -58,7 +60,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <thead><tr><th>Connector</th><th>Health</th><th>State</th><th>Clients</th><th>Flows 443/tcp/udp</th><th>In</th><th>Out</th><th>Last check</th></tr></thead>
     <tbody id="rows"></tbody>
   </table>
-</main>
+${SESSIONS_SECTION_HTML}</main>
 <script>
 (function () {
   var token = (location.hash.match(/token=([^&]+)/) || [])[1];
@@ -132,7 +134,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   }
   poll();
 })();
-</script>
+${SESSIONS_SCRIPT}</script>
 </body>
 </html>
 `;
