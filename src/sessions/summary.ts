@@ -77,8 +77,13 @@ export interface SessionView extends SessionFragment {
 
 const live = (p: TcpPart) => p.endedAt === undefined;
 
+/**
+ * A session's state from its parts. The 4172/TCP connection carries the session's control for its
+ * whole life (PCOIP.md), so a session whose 4172 connection has closed is over, even while its UDP
+ * flow lingers until the UDP idle timeout.
+ */
 export function sessionState(f: SessionFragment): SessionState {
-  if (f.endedAt !== undefined) return 'ended';
+  if (f.endedAt !== undefined || (f.tcp.length > 0 && !f.tcp.some(live))) return 'ended';
   if (f.udp.some((u) => live(u) && u.packetsIn > 0 && u.packetsOut > 0)) return 'streaming';
   if (f.tcp.some(live) || f.udp.some(live)) return 'connected';
   if (f.allocationKey !== undefined) return 'allocated';
