@@ -52,7 +52,7 @@ describe.skipIf(!hasChromium)('sessions table on the live page, in headless Chro
     const consoleErrors: string[] = [];
     page.on('console', (msg) => (msg.type() === 'error' ? consoleErrors.push(msg.text()) : undefined));
     await page.goto(`${proxy.adminUrl}/`);
-    await page.waitForFunction(() => document.querySelectorAll('#session-rows tr[data-session]').length === 2, undefined, { timeout: 10_000 });
+    await page.waitForFunction("document.querySelectorAll('#session-rows tr[data-session]').length === 2", undefined, { timeout: 10_000 });
     const column = (field: string) => page.$$eval(`#session-rows tr [data-field="${field}"]`, (cells) => cells.map((c) => c.textContent));
     // The relay is the lossy session's client as the proxy sees it; 10 of 102 tracked datagrams lost (3 decide the layout).
     expect(await column('client')).toEqual(['127.15.0.12', '127.15.1.7']);

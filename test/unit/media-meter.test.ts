@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LayoutDetector, MAX_DATAGRAMS, REQUIRED_PAIRS } from '../../src/pcoip/udp-layout.ts';
-import { DirectionMeter, MAX_JUMP, WINDOW } from '../../src/pcoip/media-meter.ts';
+import { DirectionMeter, JITTER_SAMPLE_EVERY, MAX_JUMP, WINDOW } from '../../src/pcoip/media-meter.ts';
 
 /** A PCoIP datagram: [transport header] SPI, sequence, then payload bytes. */
 function datagram(spi: number, seq: number, options: { header?: boolean; headerValue?: number; size?: number } = {}): Buffer {
@@ -19,10 +19,12 @@ const SPI = 0x1234abcd;
 
 /** Feeds sequence numbers (one datagram each, 1 ms apart unless times are given) and returns the figures. */
 function run(seqs: Array<number | [spi: number, seq: number]>, options: { header?: boolean; times?: number[] } = {}) {
-  const meter = new DirectionMeter();
+  let now = 0;
+  const meter = new DirectionMeter(() => now);
   seqs.forEach((s, i) => {
     const [spi, seq] = Array.isArray(s) ? s : [SPI, s];
-    meter.observe(datagram(spi, seq, { header: options.header ?? true }), options.times?.[i] ?? i);
+    now = options.times?.[i] ?? i;
+    meter.observe(datagram(spi, seq, { header: options.header ?? true }));
   });
   return meter;
 }
@@ -106,9 +108,9 @@ describe('DirectionMeter: sequence accounting', () => {
 
   it('ignores datagrams before the layout is known and reserved SPIs after it', () => {
     const m = new DirectionMeter();
-    for (const s of lead) m.observe(datagram(SPI, s), s);
-    m.observe(datagram(3, 5), 5);
-    m.observe(Buffer.alloc(10), 6);
+    for (const s of lead) m.observe(datagram(SPI, s));
+    m.observe(datagram(3, 5));
+    m.observe(Buffer.alloc(10));
     const f = m.figures();
     expect(f.datagrams).toBe(6);
     expect(f.received).toBe(1);
@@ -117,13 +119,14 @@ describe('DirectionMeter: sequence accounting', () => {
 
   it('an unknown layout parses nothing further', () => {
     const m = new DirectionMeter();
-    for (let i = 0; i < MAX_DATAGRAMS + 10; i++) m.observe(Buffer.from(Array.from({ length: 30 }, (_, j) => (i * 97 + j * 13) & 0xff)), i);
+    for (let i = 0; i < MAX_DATAGRAMS + 10; i++) m.observe(Buffer.from(Array.from({ length: 30 }, (_, j) => (i * 97 + j * 13) & 0xff)));
     expect(m.figures()).toMatchObject({ layout: 'unknown', received: 0, lost: 0, datagrams: MAX_DATAGRAMS + 10 });
   });
 });
 
-describe('DirectionMeter: jitter (RFC 3550 estimator over arrival spacing)', () => {
-  const seqs = range(1, 404);
+describe('DirectionMeter: jitter (RFC 3550 estimator over sampled arrival spacing)', () => {
+  // Enough datagrams for ~60 samples (one every JITTER_SAMPLE_EVERY + 3): the estimate settles after ~16.
+  const seqs = range(1, 60 * (JITTER_SAMPLE_EVERY + 3));
   const cases = [
     { name: 'steady 2 ms spacing', times: seqs.map((s) => s * 2), min: 0, max: 0.001 },
     { name: 'alternating 1 ms / 3 ms spacing', times: seqs.map((s) => s * 2 + (s % 2)), min: 1.8, max: 2.0 },
@@ -140,5 +143,16 @@ describe('DirectionMeter: jitter (RFC 3550 estimator over arrival spacing)', () 
     const lossy = run(range(1, 300).filter((s) => s % 10 !== 0), { times: range(1, 300).filter((s) => s % 10 !== 0).map((s) => s * 2) });
     expect(run(range(1, 300), { times }).figures().jitterMs).toBe(0);
     expect(lossy.figures().jitterMs).toBe(0);
+    expect(lossy.figures().jitterSamples).toBeGreaterThan(3);
+  });
+
+  it('reads the clock on about 3 of every JITTER_SAMPLE_EVERY + 3 in-order datagrams, not per datagram', () => {
+    let reads = 0;
+    const meter = new DirectionMeter(() => ++reads);
+    const n = 10 * (JITTER_SAMPLE_EVERY + 3);
+    for (const s of range(1, n)) meter.observe(datagram(SPI, s));
+    expect(reads).toBeLessThanOrEqual(Math.ceil((3 * n) / (JITTER_SAMPLE_EVERY + 3)) + 3);
+    expect(reads).toBeGreaterThan(0);
+    expect(meter.figures().jitterSamples).toBeGreaterThanOrEqual(9);
   });
 });

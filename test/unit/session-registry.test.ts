@@ -180,8 +180,8 @@ describe('mergeFragments (the multi-core primary joins what its workers hold)', 
 
 describe('pageOf: filter, worst quality first, paging', () => {
   const quality = (lossRatio: number, jitterMs: number) => ({
-    fromClient: { layout: 'transport-header' as const, spi: '1', datagrams: 1, received: 1, lost: 0, lossRatio, reordered: 0, late: 0, duplicates: 0, rekeys: 0, resyncs: 0, unparsed: 0, jitterMs },
-    fromConnector: { layout: 'transport-header' as const, spi: '2', datagrams: 1, received: 1, lost: 0, lossRatio: 0, reordered: 0, late: 0, duplicates: 0, rekeys: 0, resyncs: 0, unparsed: 0, jitterMs: 0 },
+    fromClient: { layout: 'transport-header' as const, spi: '1', datagrams: 1, received: 1, lost: 0, lossRatio, reordered: 0, late: 0, duplicates: 0, rekeys: 0, resyncs: 0, unparsed: 0, jitterMs, jitterSamples: 1 },
+    fromConnector: { layout: 'transport-header' as const, spi: '2', datagrams: 1, received: 1, lost: 0, lossRatio: 0, reordered: 0, late: 0, duplicates: 0, rekeys: 0, resyncs: 0, unparsed: 0, jitterMs: 0, jitterSamples: 1 },
   });
   const f = (id: string, connector: string, loss: number, jitter: number, createdAt: number, endedAt?: number): SessionFragment => ({
     id,
