@@ -102,6 +102,7 @@ export class DataPlane {
       placer,
       stats,
       registry,
+      pool,
       logger: this.logger,
       onConnectFailure: this.options.onConnectFailure,
       ...(this.options.beforeDecide ? { beforeDecide: this.options.beforeDecide } : {}),

@@ -29,7 +29,7 @@ export interface Lease {
 }
 
 export type Decision =
-  | { ok: true; connector: ConnectorView; clientKey: string; reason: 'pinned' | PlacementReason; lease: Lease }
+  | { ok: true; connector: ConnectorView; clientKey: string; reason: 'pinned' | 'session' | PlacementReason; lease: Lease }
   | { ok: false; clientKey: string; reason: RefusalReason };
 
 /**
@@ -139,6 +139,20 @@ export class Placer {
   }
 
   /**
+   * One flow placed by evidence of its own session (the UDP probe fan-out: the Connector that
+   * answered its datagrams), not by the client's address: the flow goes to `connectorId` and holds
+   * a lease on the client's record, but the client's pin is not touched — other sessions of the
+   * same address stay where they are. Refused when that Connector no longer admits pinned clients.
+   */
+  decideOn(address: string, connectorId: string, now: number): Decision {
+    const key = this.keyFor(address);
+    const connector = this.pool.get(connectorId);
+    if (!connector || !admitsPinnedClients(connector)) return { ok: false, clientKey: key, reason: 'no-eligible-connector' };
+    this.count('session', connector.id);
+    return { ok: true, connector, clientKey: key, reason: 'session', lease: this.lease(key, connector.id, now) };
+  }
+
+  /**
    * A pin learned from the broker exchange (an allocation, a 4172 SNI): the client belongs to
    * `connectorId` from now on, whatever address affinity said. Returns the Connector it was
    * pinned to before, if any.
@@ -242,7 +256,7 @@ export class Placer {
     for (const l of this.pinListeners) l(change);
   }
 
-  private count(reason: 'pinned' | PlacementReason, connectorId: string): void {
+  private count(reason: 'pinned' | 'session' | PlacementReason, connectorId: string): void {
     const key = `${reason}|${connectorId}`;
     this.decisionCounts.set(key, (this.decisionCounts.get(key) ?? 0) + 1);
   }

@@ -2,7 +2,7 @@ import { createServer, connect, type Server, type Socket, type AddressInfo } fro
 import type { Logger } from '../logger.ts';
 import { RefusalLog } from './limits.ts';
 import type { Placer, Decision, Lease } from '../balance/placer.ts';
-import type { ConnectorView } from '../pool/pool.ts';
+import type { ConnectorView, Pool } from '../pool/pool.ts';
 import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts';
@@ -57,6 +57,8 @@ export interface ProxyDeps {
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
   /** The per-session view (observability): each flow reports its start and end to it (docs/sessions.md). */
   registry?: SessionRegistry;
+  /** The pool, for the UDP probe fan-out (which Connectors may still take a flow). */
+  pool?: Pool;
 }
 
 type CloseReason =

@@ -13,6 +13,7 @@ import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
 import type { UdpTap } from '../sessions/registry.ts';
+import { UdpProbe, type ProbeWinner } from './udp-probe.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
@@ -26,6 +27,8 @@ export interface UdpProxyOptions {
   recvBufferSize?: number;
   /** SO_SNDBUF of the same sockets (default: the OS's). */
   sendBufferSize?: number;
+  /** The probe fan-out for a shared address (listeners.pcoipUdp.probe, experimental; udp-probe.ts). */
+  probe?: { enabled: boolean; candidates: number; datagrams: number; deadline: number };
 }
 
 type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'shutdown';
@@ -90,6 +93,8 @@ interface UdpFlow {
   closed: boolean;
   /** Its session's view: meters each datagram's ESP header (docs/sessions.md). */
   tap: UdpTap | undefined;
+  /** Placed by the probe fan-out (its own session's evidence), not by its address's pin. */
+  probed: boolean;
 }
 
 /**
@@ -117,6 +122,7 @@ export class UdpProxy {
   private accepting = true;
   private options: UdpProxyOptions;
   private readonly deps: ProxyDeps;
+  private readonly probe: UdpProbe | undefined;
 
   constructor(options: UdpProxyOptions, deps: ProxyDeps) {
     this.options = options;
@@ -133,6 +139,7 @@ export class UdpProxy {
       lookup: literalLookup,
     });
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
+    this.probe = this.probeFanOut();
   }
 
   get activeFlows(): number {
@@ -177,6 +184,7 @@ export class UdpProxy {
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.awaiting.clear();
+    this.probe?.close();
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
     try {
       this.socket.close();
@@ -212,6 +220,8 @@ export class UdpProxy {
     let closed = 0;
     for (const flow of [...flows]) {
       if (flow.connector.id === change.to) continue;
+      // A flow the probe placed belongs to its own session: it stays while that session lives on its Connector.
+      if (flow.probed && this.deps.registry?.hasLiveSession(flow.clientAddress, flow.connector.id)) continue;
       this.deps.stats.movedByRepin('pcoipUdp', flow.connector.id);
       this.closeFlow(flow, 'repinned', change.to);
       closed++;
@@ -254,11 +264,63 @@ export class UdpProxy {
         this.deps.stats.refused('pcoipUdp', 'shutting-down');
         return;
       }
-      if (this.deps.beforeDecide && this.awaitDecision(msg, rinfo)) return;
-      flow = this.openFlow(rinfo, this.now());
+      if (this.probe && this.flows.size + this.probe.active < this.options.maxFlows && this.probe.handle(msg, rinfo)) return;
+      flow = this.newFlow(msg, rinfo);
       if (flow === undefined) return;
     }
     this.forward(flow, msg);
+  }
+
+  /** A new source placed by its address (after the replica's look-up where one is needed); undefined: queued or refused. */
+  private newFlow(msg: Buffer, rinfo: RemoteInfo): UdpFlow | undefined {
+    if (this.deps.beforeDecide && this.awaitDecision(msg, rinfo)) return undefined;
+    return this.openFlow(rinfo, this.now());
+  }
+
+  private probeFanOut(): UdpProbe | undefined {
+    const probe = this.options.probe;
+    const { registry, pool } = this.deps;
+    if (!probe?.enabled || !registry || !pool) return undefined;
+    const options = { candidates: probe.candidates, datagrams: probe.datagrams, deadlineMs: probe.deadline, recvBufferSize: this.options.recvBufferSize ?? FLOW_RECV_BUFFER_BYTES, sendBufferSize: this.options.sendBufferSize };
+    return new UdpProbe(options, { pool, registry, logger: this.deps.logger, now: this.now, settle: (rinfo, winner, sent, pending) => this.settleProbe(rinfo, winner, sent, pending) });
+  }
+
+  /** The probe decided: open the flow on the winner (or by address), then pass on what it held. */
+  private settleProbe(rinfo: RemoteInfo, winner: ProbeWinner | undefined, sent: Buffer[], pending: Buffer[]): void {
+    if (!this.accepting || this.flows.has(rinfo.address, rinfo.port)) {
+      winner?.upstream.close();
+      return;
+    }
+    if (!winner) {
+      for (const msg of pending) {
+        const flow = this.flows.get(rinfo.address, rinfo.port) ?? this.newFlow(msg, rinfo);
+        if (flow) this.forward(flow, msg);
+      }
+      return;
+    }
+    const flow = this.openFlow(rinfo, this.now(), winner);
+    if (!flow?.probed) {
+      // Refused, or placed elsewhere (the winner could no longer take it): its probe socket goes.
+      try {
+        winner.upstream.close();
+      } catch {
+        // already closed
+      }
+      if (flow) for (const msg of [...sent, ...pending]) this.forward(flow, msg);
+      return;
+    }
+    // The winner has these already: count and meter them as forwarded, without sending them twice.
+    for (const msg of sent) {
+      flow.seen = true;
+      flow.packetsIn++;
+      flow.bytesIn += msg.length;
+      flow.counters.packetsIn++;
+      flow.counters.bytesIn += msg.length;
+      flow.tap?.fromClient(msg);
+    }
+    // The answer that decided the race goes to the client like any later one (the flow's reply path).
+    flow.upstream.emit('message', winner.firstReply, { address: winner.connector.address, port: winner.connector.ports.pcoip, family: 'IPv4', size: winner.firstReply.length });
+    for (const msg of pending) this.forward(flow, msg);
   }
 
   /**
@@ -303,7 +365,7 @@ export class UdpProxy {
     flow.upstream.send(msg);
   }
 
-  private openFlow(rinfo: RemoteInfo, now: number): UdpFlow | undefined {
+  private openFlow(rinfo: RemoteInfo, now: number, probed?: ProbeWinner): UdpFlow | undefined {
     const { logger, stats, placer } = this.deps;
     const clientAddress = unmapIpv4(rinfo.address);
     if (this.flows.size >= this.options.maxFlows) {
@@ -327,18 +389,23 @@ export class UdpProxy {
       );
       return undefined;
     }
-    const decision = placer.decide(clientAddress, now);
+    // Placed by the probe: on the Connector that answered (its pin is not the address's), unless it can no longer take it.
+    let decision = probed ? placer.decideOn(clientAddress, probed.connector.id, now) : placer.decide(clientAddress, now);
+    if (probed && !decision.ok) decision = placer.decide(clientAddress, now);
     if (!decision.ok) {
       this.refusals.refuse(now, decision.reason, ErrorCodes.NO_CONNECTOR, { client: clientAddress }, 'UDP flow refused: no Connector may take this client');
       return undefined;
     }
     const connector = decision.connector;
     const { recvBufferSize, sendBufferSize } = this.options;
-    const upstream = createSocket({
-      type: isIP(connector.address) === 6 ? 'udp6' : 'udp4',
-      recvBufferSize: recvBufferSize ?? FLOW_RECV_BUFFER_BYTES,
-      ...(sendBufferSize ? { sendBufferSize } : {}),
-    });
+    const reused = probed && connector.id === probed.connector.id ? probed.upstream : undefined;
+    const upstream =
+      reused ??
+      createSocket({
+        type: isIP(connector.address) === 6 ? 'udp6' : 'udp4',
+        recvBufferSize: recvBufferSize ?? FLOW_RECV_BUFFER_BYTES,
+        ...(sendBufferSize ? { sendBufferSize } : {}),
+      });
     const flow: UdpFlow = {
       clientAddress,
       clientPort: rinfo.port,
@@ -348,7 +415,7 @@ export class UdpProxy {
       connector,
       upstream,
       counters: stats.opened('pcoipUdp', connector.id),
-      pending: [],
+      pending: reused ? undefined : [],
       startedAt: now,
       lastActivity: now,
       seen: false,
@@ -358,8 +425,10 @@ export class UdpProxy {
       bytesOut: 0,
       closed: false,
       tap: undefined,
+      probed: reused !== undefined,
     };
-    flow.tap = this.deps.registry?.udpOpened({ clientAddress, clientPort: rinfo.port, connectorId: connector.id, now, counters: flow });
+    const probe = reused ? { candidates: probed!.candidates, outcome: 'answered' as const, winner: connector.id } : undefined;
+    flow.tap = this.deps.registry?.udpOpened({ clientAddress, clientPort: rinfo.port, connectorId: connector.id, now, counters: flow, probe });
     this.flows.set(rinfo.address, rinfo.port, flow);
     let same = this.byClient.get(decision.clientKey);
     if (!same) this.byClient.set(decision.clientKey, (same = new Set()));
@@ -392,6 +461,7 @@ export class UdpProxy {
       );
       this.closeFlow(flow, unreachable ? 'connector-unreachable' : 'connector-error');
     });
+    if (reused) return flow;
     upstream.connect(connector.ports.pcoip, connector.address, () => {
       if (flow.closed) return;
       const queued = flow.pending ?? [];
