@@ -85,7 +85,7 @@ export function createMetrics(app: AdminView): Registry {
     registry,
     'counter',
     'pcoip_lb_placements_total',
-    'Placement decisions, by reason and Connector (pinned: followed an affinity record; placed: new client; repinned: moved off an unusable Connector)',
+    'Placement decisions, by reason and Connector (pinned: followed an affinity record; placed: new client; repinned: moved off an unusable Connector; learned: from the broker exchange; session: a flow placed by its own session, the UDP probe)',
     ['reason', 'connector'],
     splitKeys(app.placer.decisionCounts, '|', 'reason', 'connector'),
   );
