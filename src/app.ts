@@ -17,8 +17,9 @@ import { brokerAdmissionOptions, brokerOptions, pcoipTcpOptions, pcoipUdpOptions
 import { connectorsWithRuntimeState, diffConfig, effectiveConfig, type ConfigDiff } from './config/diff.ts';
 import type { ReloadOutcome } from './control/reload.ts';
 import { HealthMonitor } from './health/monitor.ts';
-import { AdminServer } from './admin/server.ts';
+import { ADMIN_MAX_CONNECTIONS, AdminServer } from './admin/server.ts';
 import { resolveAdminToken } from './admin/token.ts';
+import { fdsNeededAtLimits, logFdLimit, readFdLimits } from './control/fd-limit.ts';
 
 export interface ListenerAddresses {
   broker?: AddressInfo;
@@ -84,6 +85,8 @@ export class App {
   directPorts: Record<string, number> = {};
   private affinitySweep: NodeJS.Timeout | undefined;
   private reloadSource: (() => ReloadOutcome) | undefined;
+  /** Outcomes of reload requests (SIGHUP, POST /reload) since start, for /metrics. lastAt 0: none yet. */
+  readonly reloads = { succeeded: 0, failed: 0, lastOk: true, lastAt: 0 };
 
   private readonly options: AppOptions;
   /** control: the workers' flow counts (activeFlows, trackedClients), refreshed by the supervisor. */
@@ -126,6 +129,8 @@ export class App {
   /** Binds every configured listener; on any failure, closes what was opened and rethrows. */
   async start(): Promise<ListenerAddresses> {
     const role = this.options.role ?? 'single';
+    // One line: the descriptor limit in force and whether the configured limits fit in it.
+    if (role !== 'worker') logFdLimit(this.logger, readFdLimits(), fdsNeededAtLimits(this.config, ADMIN_MAX_CONNECTIONS));
     // control: no data listeners; worker: the config's listeners on the ports worker 0 bound, shared.
     const listeners = role === 'control' ? {} : role === 'worker' ? sharedListeners(this.config.listeners, this.options.bindPorts) : this.config.listeners;
     const deps = {
@@ -302,7 +307,13 @@ export class App {
   }
 
   requestReload(): ReloadOutcome | undefined {
-    return this.reloadSource?.();
+    const outcome = this.reloadSource?.();
+    if (outcome) {
+      this.reloads[outcome.ok ? 'succeeded' : 'failed']++;
+      this.reloads.lastOk = outcome.ok;
+      this.reloads.lastAt = Date.now();
+    }
+    return outcome;
   }
 
   /** Clients holding connections/flows in the per-client limit accounting (0 when idle: no leak). */
