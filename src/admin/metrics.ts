@@ -136,7 +136,9 @@ function registerFlowMetrics(registry: Registry, app: App): void {
   );
   collected(registry, 'counter', 'pcoip_lb_refusals_total', 'Flows refused, by listener and reason', ['listener', 'reason'], splitKeys(app.stats.refusals, ':', 'listener', 'reason'));
   collected(registry, 'counter', 'pcoip_lb_connect_failures_total', 'Connects to a Connector that were refused or timed out', ['connector'], function* () {
-    for (const [connector, n] of app.stats.connectFailures) yield [{ connector }, n];
+    // Every Connector from 0, so rate() and increase() see the first failure.
+    const ids = new Set([...app.pool.all().map((c) => c.id), ...app.stats.connectFailures.keys()]);
+    for (const connector of ids) yield [{ connector }, app.stats.connectFailures.get(connector) ?? 0];
   });
   new CountedHistogram(
     registry,
