@@ -117,7 +117,9 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
     try {
       const r = await runCli(['start', '-c', file]);
       expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain(`PLB_E_LISTEN: listeners.pcoipTcp: cannot listen on 127.0.1.70:${holder.brokerPort}: EADDRINUSE`);
+      // stdout is a pipe here: the error is a JSON log line like every other (see start-errors.test.ts).
+      const fatal = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.level === 60);
+      expect(fatal).toMatchObject({ code: 'PLB_E_LISTEN', msg: `listeners.pcoipTcp: cannot listen on 127.0.1.70:${holder.brokerPort}: EADDRINUSE` });
       // One clear line, not also a stack trace from the listener's own error handler.
       expect(r.stdout).not.toContain('listener error');
     } finally {
