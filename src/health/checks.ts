@@ -159,16 +159,20 @@ export async function runRound(target: CheckTarget, options: CheckOptions): Prom
   const results = await Promise.all(
     options.checks.map((check) => (check === 'broker' ? checkBroker(target, options) : checkPcoipTcp(target, options.timeoutMs))),
   );
-  // A check that could not open its socket is not the Connector's failure; one that really failed still is.
+  return judgeRound(results, (r) =>
+    r.check === 'broker' ? `broker ${options.brokerPath}: ${r.reason}` : `pcoip ${formatHostPort(target.address, target.ports.pcoip)}/tcp: ${r.reason}`,
+  );
+}
+
+/**
+ * One round's verdict from its checks: passes when all pass; fails when any check failed on the
+ * Connector's account; otherwise, when a check could not run because pcoip-lb was out of
+ * descriptors, it is inconclusive (it proves nothing either way). Pure.
+ */
+export function judgeRound(results: readonly CheckResult[], describe: (r: CheckResult) => string): RoundResult {
   const failed = results.filter((r) => !r.ok && r.exhausted === undefined);
   const exhausted = results.find((r) => r.exhausted !== undefined)?.exhausted;
-  const reason = (failed.length > 0 ? failed : results.filter((r) => !r.ok))
-    .map((r) =>
-      r.check === 'broker'
-        ? `broker ${options.brokerPath}: ${r.reason}`
-        : `pcoip ${formatHostPort(target.address, target.ports.pcoip)}/tcp: ${r.reason}`,
-    )
-    .join('; ');
+  const reason = (failed.length > 0 ? failed : results.filter((r) => !r.ok)).map(describe).join('; ');
   if (failed.length === 0 && exhausted !== undefined) return { ok: false, inconclusive: exhausted, reason, results };
   return { ok: failed.length === 0, reason, results };
 }
