@@ -8,7 +8,7 @@ import type { Logger } from '../logger.ts';
  * systems start services with (1024) is reached long before the configured connection limits.
  *
  * Raising the soft limit to the hard limit needs no privilege, and Node.js already does it
- * while it starts (PlatformInit in src/node.cc, before any JavaScript runs; worker processes
+ * while it starts (src/node.cc, per-process initialisation, before any JavaScript runs; worker processes
  * are Node processes too): `prlimit --nofile=256:4096 node …` runs with 4096. What is left to
  * pcoip-lb is to say which limit it got and whether the configured limits fit in it
  * (docs/decisions.md). The hard limit itself is the service manager's (LimitNOFILE=, ulimit -Hn,
