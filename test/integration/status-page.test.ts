@@ -8,8 +8,9 @@ import { tcpGreeting } from '../helpers/clients.ts';
 import { startCheckedConnector, clientPlacedOn, type CheckedConnector } from '../helpers/checked-connector.ts';
 
 /**
- * The live page in a real headless Chromium (Debian's package, installed by .ci/run). The only
- * test allowed to skip: where /usr/bin/chromium is missing, it says so and skips.
+ * The live page in a real headless Chromium (Debian's package, installed by .ci/run). Like the
+ * promtool test, it may skip only where its tool cannot be installed: /usr/bin/chromium missing,
+ * it says so and skips.
  */
 const CHROMIUM = '/usr/bin/chromium';
 
