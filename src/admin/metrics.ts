@@ -3,7 +3,8 @@ import { CONNECTOR_STATES } from '../config/schema.ts';
 import { mayTakeNewClients } from '../pool/pool.ts';
 import { CONNECT_SECONDS_BUCKETS, FLOW_SECONDS_BUCKETS, LISTENER_NAMES, type HistogramCounts, type ListenerCounters } from '../proxy/flow-stats.ts';
 import { readFdLimits } from '../control/fd-limit.ts';
-import type { App } from '../app.ts';
+import type { AdminView } from './view.ts';
+import { registerWorkerMetrics } from './worker-metrics.ts';
 import { clientsByConnector, connectorsWithCounters, packageVersion } from './status.ts';
 
 /**
@@ -97,7 +98,7 @@ function splitKeys(map: ReadonlyMap<string, number>, sep: string, first: string,
 }
 
 /** Flows, bytes, packets, refusals, placements, connect failures, connect-time and flow-duration histograms. */
-function registerFlowMetrics(registry: Registry, app: App): void {
+function registerFlowMetrics(registry: Registry, app: AdminView): void {
   /** One sample per Connector × listener, from that listener's counters (Connectors removed by a reload included while their flows run). */
   const perListener = (value: (c: ListenerCounters) => number, extra: Labels = {}): Samples =>
     function* () {
@@ -135,6 +136,14 @@ function registerFlowMetrics(registry: Registry, app: App): void {
     splitKeys(app.placer.decisionCounts, '|', 'reason', 'connector'),
   );
   collected(registry, 'counter', 'pcoip_lb_refusals_total', 'Flows refused, by listener and reason', ['listener', 'reason'], splitKeys(app.stats.refusals, ':', 'listener', 'reason'));
+  collected(
+    registry,
+    'counter',
+    'pcoip_lb_flows_repinned_total',
+    'Flows closed because their client was re-pinned to another Connector (its next datagrams open a flow there), by listener and the Connector left',
+    ['listener', 'connector'],
+    splitKeys(app.stats.repinMoves, '|', 'listener', 'connector'),
+  );
   collected(registry, 'counter', 'pcoip_lb_connect_failures_total', 'Connects to a Connector that were refused or timed out', ['connector'], function* () {
     // Every Connector from 0, so rate() and increase() see the first failure.
     const ids = new Set([...app.pool.all().map((c) => c.id), ...app.stats.connectFailures.keys()]);
@@ -159,7 +168,7 @@ function registerFlowMetrics(registry: Registry, app: App): void {
 }
 
 /** Per Connector: health, operator state, weight, drained, clients; and the pool as a whole. */
-function registerConnectorMetrics(registry: Registry, app: App): void {
+function registerConnectorMetrics(registry: Registry, app: AdminView): void {
   collected(registry, 'gauge', 'pcoip_lb_connector_up', 'Measured health: 1 up, 0 down', ['connector'], function* () {
     for (const c of app.pool.all()) yield [{ connector: c.id }, c.health === 'up' ? 1 : 0];
   });
@@ -220,7 +229,7 @@ function registerConnectorMetrics(registry: Registry, app: App): void {
 }
 
 /** Active health checks: observed directly (they run off the data path). */
-function registerHealthMetrics(registry: Registry, app: App): void {
+function registerHealthMetrics(registry: Registry, app: AdminView): void {
   const checkDuration = new Histogram({
     name: 'pcoip_lb_health_check_duration_seconds',
     help: 'Duration of active health checks, by Connector and check',
@@ -243,7 +252,7 @@ function registerHealthMetrics(registry: Registry, app: App): void {
 }
 
 /** The proxy itself: build, limits and their use, reloads, descriptor exhaustion, Node/process metrics. */
-function registerProcessMetrics(registry: Registry, app: App, admin: AdminMetricsSource): void {
+function registerProcessMetrics(registry: Registry, app: AdminView, admin: AdminMetricsSource): void {
   collected(registry, 'gauge', 'pcoip_lb_build_info', 'Always 1; the labels say which pcoip-lb and Node.js run', ['version', 'nodejs'], function* () {
     yield [{ version: packageVersion(), nodejs: process.versions.node }, 1];
   });
@@ -262,7 +271,9 @@ function registerProcessMetrics(registry: Registry, app: App, admin: AdminMetric
   );
   collected(registry, 'gauge', 'pcoip_lb_limit_current', 'What counts against pcoip_lb_limit_max now: open flows of the listener (all workers)', ['listener', 'limit'], function* () {
     const { broker, pcoipTcp, pcoipUdp } = app.currentConfig.listeners;
-    const open = app.activeFlows();
+    // Open flows per listener, from the counters (summed over the workers; removed Connectors' flows count too).
+    const open = { broker: 0, pcoipTcp: 0, pcoipUdp: 0 };
+    for (const id of connectorsWithCounters(app)) for (const listener of LISTENER_NAMES) open[listener] += app.stats.counters(id)[listener].active;
     if (broker) yield [{ listener: 'broker', limit: 'max-connections' }, open.broker];
     if (pcoipTcp) yield [{ listener: 'pcoipTcp', limit: 'max-connections' }, open.pcoipTcp];
     if (pcoipUdp) yield [{ listener: 'pcoipUdp', limit: 'max-flows' }, open.pcoipUdp];
@@ -290,6 +301,7 @@ function registerProcessMetrics(registry: Registry, app: App, admin: AdminMetric
     },
   );
 
+  registerWorkerMetrics(registry, app);
   collectDefaultMetrics({ register: registry });
   // promtool check metrics: a gauge must not end in _total. Each of these is the sum over `type` of
   // the gauge without the suffix (sum(nodejs_active_handles) is nodejs_active_handles_total).
@@ -302,7 +314,7 @@ function registerProcessMetrics(registry: Registry, app: App, admin: AdminMetric
   });
 }
 
-export function createMetrics(app: App, admin: AdminMetricsSource = { adminFdExhausted: () => 0 }): Registry {
+export function createMetrics(app: AdminView, admin: AdminMetricsSource = { adminFdExhausted: () => 0 }): Registry {
   const registry = new Registry();
   registerFlowMetrics(registry, app);
   registerConnectorMetrics(registry, app);

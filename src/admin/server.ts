@@ -7,7 +7,7 @@ import { ErrorCodes, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { mayTakeNewClients } from '../pool/pool.ts';
 import { unmapIpv4 } from '../util/address.ts';
-import type { App } from '../app.ts';
+import type { AdminView } from './view.ts';
 import { createMetrics } from './metrics.ts';
 import { STATUS_PAGE_HTML } from './page.ts';
 import { buildConnectorStatus, buildStatus, connectorsWithCounters } from './status.ts';
@@ -49,7 +49,7 @@ interface Route {
 
 export class AdminServer {
   private readonly server: Server;
-  private readonly app: App;
+  private readonly app: AdminView;
   private readonly config: AdminConfig;
   private readonly token: string | undefined;
   private readonly logger: Logger;
@@ -61,7 +61,7 @@ export class AdminServer {
   /** Connections the admin server could not accept because the process was out of descriptors. */
   private fdExhausted = 0;
 
-  constructor(app: App, config: AdminConfig, token: string | undefined, logger: Logger) {
+  constructor(app: AdminView, config: AdminConfig, token: string | undefined, logger: Logger) {
     this.app = app;
     this.config = config;
     this.token = token;
@@ -280,7 +280,7 @@ function checkOrigin(originHeader: string, hostHeader: string | undefined): 'sam
   return target && origin.protocol === 'http:' && origin.host === target.host ? 'same' : 'cross-origin';
 }
 
-function totalBytes(app: App, id: string): { bytesIn: number; bytesOut: number } {
+function totalBytes(app: AdminView, id: string): { bytesIn: number; bytesOut: number } {
   const c = app.stats.counters(id);
   return { bytesIn: c.broker.bytesIn + c.pcoipTcp.bytesIn + c.pcoipUdp.bytesIn, bytesOut: c.broker.bytesOut + c.pcoipTcp.bytesOut + c.pcoipUdp.bytesOut };
 }

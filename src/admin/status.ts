@@ -3,7 +3,7 @@ import { admitsPinnedClients, mayTakeNewClients, type ConnectorView } from '../p
 import type { ConnectorState } from '../config/schema.ts';
 import type { ListenerCounters, ListenerName } from '../proxy/flow-stats.ts';
 import { formatHostPort } from '../util/address.ts';
-import type { App } from '../app.ts';
+import type { AdminView } from './view.ts';
 import type { SessionsDescription } from '../balance/sessions.ts';
 
 /**
@@ -83,7 +83,7 @@ export function packageVersion(): string {
   return cachedVersion;
 }
 
-export function buildStatus(app: App, now = Date.now()): PoolStatus {
+export function buildStatus(app: AdminView, now = Date.now()): PoolStatus {
   // Drop expired affinity entries first so the pinned-client counts are current.
   app.affinity.sweep(now);
   const clients = clientsByConnector(app);
@@ -120,18 +120,18 @@ export function buildStatus(app: App, now = Date.now()): PoolStatus {
  * and their established flows run on until they end (README "Reload"), so /status and
  * /metrics keep showing them until then.
  */
-export function removedWithFlows(app: App): string[] {
+export function removedWithFlows(app: AdminView): string[] {
   const ids: string[] = [];
   for (const id of app.stats.connectorIds()) if (!app.pool.get(id) && app.stats.activeFlows(id) > 0) ids.push(id);
   return ids;
 }
 
 /** The pool's Connectors, then the removed ones that still have flows: every id /metrics reports flow counters for. */
-export function connectorsWithCounters(app: App): string[] {
+export function connectorsWithCounters(app: AdminView): string[] {
   return [...app.pool.all().map((c) => c.id), ...removedWithFlows(app)];
 }
 
-function flowsOf(app: App, id: string): Pick<ConnectorStatus, 'flows' | 'activeFlows' | 'bytesIn' | 'bytesOut'> {
+function flowsOf(app: AdminView, id: string): Pick<ConnectorStatus, 'flows' | 'activeFlows' | 'bytesIn' | 'bytesOut'> {
   const counters = app.stats.counters(id);
   const flows = { broker: { ...counters.broker }, pcoipTcp: { ...counters.pcoipTcp }, pcoipUdp: { ...counters.pcoipUdp } };
   return {
@@ -142,13 +142,13 @@ function flowsOf(app: App, id: string): Pick<ConnectorStatus, 'flows' | 'activeF
   };
 }
 
-function removedStatus(app: App, id: string): RemovedConnectorStatus {
+function removedStatus(app: AdminView, id: string): RemovedConnectorStatus {
   const { flows, activeFlows, bytesIn, bytesOut } = flowsOf(app, id);
   return { id, activeFlows, flows, bytesIn, bytesOut };
 }
 
 /** One Connector's status, or undefined for an unknown id. */
-export function buildConnectorStatus(app: App, id: string, now = Date.now()): ConnectorStatus | undefined {
+export function buildConnectorStatus(app: AdminView, id: string, now = Date.now()): ConnectorStatus | undefined {
   const view = app.pool.get(id);
   if (!view) return undefined;
   app.affinity.sweep(now);
@@ -156,7 +156,7 @@ export function buildConnectorStatus(app: App, id: string, now = Date.now()): Co
 }
 
 /** Per Connector: clients pinned to it, and how many of them have an open flow. */
-export function clientsByConnector(app: App): Map<string, { pinned: number; live: number }> {
+export function clientsByConnector(app: AdminView): Map<string, { pinned: number; live: number }> {
   const counts = new Map<string, { pinned: number; live: number }>();
   for (const entry of app.affinity.all()) {
     let c = counts.get(entry.connectorId);
@@ -167,7 +167,7 @@ export function clientsByConnector(app: App): Map<string, { pinned: number; live
   return counts;
 }
 
-function connectorStatus(app: App, c: ConnectorView, clients: { pinned: number; live: number } | undefined): ConnectorStatus {
+function connectorStatus(app: AdminView, c: ConnectorView, clients: { pinned: number; live: number } | undefined): ConnectorStatus {
   const { flows, activeFlows, bytesIn, bytesOut } = flowsOf(app, c.id);
   const health = app.health.snapshot(c.id);
   const last = health?.lastRound;

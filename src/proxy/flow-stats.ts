@@ -74,6 +74,13 @@ export interface FlowStatsSnapshot {
   connectFailures: Array<[string, number]>;
   connectSeconds: Array<[string, HistogramCounts]>;
   flowSeconds: Array<[string, HistogramCounts]>;
+  /** Flows closed because their client was re-pinned elsewhere, by `listener|connector`. */
+  repinMoves: Array<[string, number]>;
+}
+
+/** Adds `from`'s counts into `into` (keyed count maps). */
+function addCounts(into: Map<string, number>, from: Iterable<[string, number]>): void {
+  for (const [k, n] of from) into.set(k, (into.get(k) ?? 0) + n);
 }
 
 export class FlowStats {
@@ -90,6 +97,8 @@ export class FlowStats {
   connectorIds(): IterableIterator<string> {
     return this.byConnector.keys();
   }
+  /** Flows closed because their client was re-pinned to another Connector, by `listener|connector` (the old one). */
+  readonly repinMoves = new Map<string, number>();
 
   counters(connectorId: string): Record<ListenerName, ListenerCounters> {
     let entry = this.byConnector.get(connectorId);
@@ -129,6 +138,11 @@ export class FlowStats {
     this.connectFailures.set(connectorId, (this.connectFailures.get(connectorId) ?? 0) + 1);
   }
 
+  movedByRepin(listener: ListenerName, connectorId: string): void {
+    const key = `${listener}|${connectorId}`;
+    this.repinMoves.set(key, (this.repinMoves.get(key) ?? 0) + 1);
+  }
+
   snapshot(): FlowStatsSnapshot {
     return {
       connectors: [...this.byConnector].map(([id, c]) => [id, { broker: { ...c.broker }, pcoipTcp: { ...c.pcoipTcp }, pcoipUdp: { ...c.pcoipUdp } }]),
@@ -136,6 +150,21 @@ export class FlowStats {
       connectFailures: [...this.connectFailures],
       connectSeconds: copyHistograms(this.connectSeconds),
       flowSeconds: copyHistograms(this.flowSeconds),
+      repinMoves: [...this.repinMoves],
+    };
+  }
+
+  /**
+   * The counts a process that has ended leaves behind: its totals stay (counters never go down
+   * when a worker is replaced), its open flows are gone.
+   */
+  static retired(snapshot: FlowStatsSnapshot): FlowStatsSnapshot {
+    return {
+      ...snapshot,
+      connectors: snapshot.connectors.map(([id, c]) => [
+        id,
+        Object.fromEntries(LISTENER_NAMES.map((name) => [name, { ...c[name], active: 0 }])) as Record<ListenerName, ListenerCounters>,
+      ]),
     };
   }
 
@@ -149,6 +178,7 @@ export class FlowStats {
     this.connectFailures.clear();
     this.connectSeconds.clear();
     this.flowSeconds.clear();
+    this.repinMoves.clear();
     for (const snap of snapshots) {
       addHistograms(this.connectSeconds, snap.connectSeconds);
       addHistograms(this.flowSeconds, snap.flowSeconds);
@@ -165,9 +195,17 @@ export class FlowStats {
           to.packetsOut += from.packetsOut;
         }
       }
-      for (const [k, n] of snap.refusals) this.refusals.set(k, (this.refusals.get(k) ?? 0) + n);
-      for (const [k, n] of snap.connectFailures) this.connectFailures.set(k, (this.connectFailures.get(k) ?? 0) + n);
+      addCounts(this.refusals, snap.refusals);
+      addCounts(this.connectFailures, snap.connectFailures);
+      addCounts(this.repinMoves, snap.repinMoves);
     }
+  }
+
+  /** Sums several snapshots into one (the retired workers' totals, kept by the primary). */
+  static sum(snapshots: readonly FlowStatsSnapshot[]): FlowStatsSnapshot {
+    const total = new FlowStats();
+    total.replaceWithSum(snapshots);
+    return total.snapshot();
   }
 
   activeFlows(connectorId: string): number {
