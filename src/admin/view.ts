@@ -21,6 +21,9 @@ export interface WorkerProcessView {
   heapUsedBytes: number;
   /** Share of the last report interval the event loop was busy (0–1). */
   eventLoopUtilization: number;
+  /** Open file descriptors and the soft limit; -1 when not known (yet). */
+  openFds: number;
+  maxFds: number;
 }
 
 /**

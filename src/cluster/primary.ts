@@ -165,6 +165,8 @@ export class Supervisor implements AdminView {
         residentBytes: p?.residentBytes ?? 0,
         heapUsedBytes: p?.heapUsedBytes ?? 0,
         eventLoopUtilization: p?.eventLoopUtilization ?? 0,
+        openFds: p?.openFds ?? -1,
+        maxFds: p?.maxFds ?? -1,
       };
     });
   }

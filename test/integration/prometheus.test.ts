@@ -88,6 +88,16 @@ describe.skipIf(!hasPromtool)('Prometheus: /metrics, alert rules and the Grafana
     expect(m.value('pcoip_lb_health_checks_total', { connector: 'prom-a', check: 'broker', result: 'pass' })).toBeGreaterThan(0);
     // Families (a counter with no event yet has no sample) and sample names (histogram _bucket, _sum, _count).
     for (const name of [...m.types.keys(), ...m.samples.map((s) => s.name)]) exported.add(name);
+    if (workers === 2) {
+      // The workers hold the data path's descriptors: each reports its own (counted every 10 s, the first right away).
+      let fds: Array<number | undefined> = [];
+      for (let i = 0; i < 50 && !fds.every((n) => n !== undefined && n > 10); i++) {
+        const now = parsePrometheusText(await (await fetch(`${cli.adminUrl}/metrics`)).text());
+        fds = ['0', '1'].flatMap((worker) => [now.value('pcoip_lb_worker_open_fds', { worker }), now.value('pcoip_lb_worker_max_fds', { worker })]);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(fds.every((n) => n !== undefined && n > 10), String(fds)).toBe(true);
+    }
     const check = promtool(['check', 'metrics'], text);
     expect({ status: check.status, out: check.stdout + check.stderr }).toEqual({ status: 0, out: '' });
   });
