@@ -9,7 +9,7 @@ import type { ListenerAddresses } from './proxy/listen.ts';
 import type { HealthMonitor } from './health/monitor.ts';
 import type { AdminView } from './admin/view.ts';
 import type { ReloadOutcome } from './control/reload-outcome.ts';
-import { ReloadRequests, type ReloadCounts } from './control/reload-requests.ts';
+import { ReloadRequests } from './control/reload-requests.ts';
 import type { StateReplica } from './state/replica.ts';
 import { diffConfig, effectiveConfig, type ConfigDiff } from './config/diff.ts';
 import { formatHostPort } from './util/address.ts';
@@ -46,7 +46,8 @@ export class App implements AdminView {
   private readonly control: ControlPlane;
   private readonly sync: StateSync | undefined;
   private config: Config;
-  private readonly reloadRequests = new ReloadRequests();
+  /** Where reloads come from and what came of them (/metrics). */
+  readonly reloadRequests = new ReloadRequests();
 
   constructor(config: Config, logger: Logger, options: AppOptions = {}) {
     this.config = config;
@@ -184,11 +185,6 @@ export class App implements AdminView {
 
   requestReload(): ReloadOutcome | undefined {
     return this.reloadRequests.request();
-  }
-
-  /** What came of the reload requests so far (/metrics). */
-  get reloads(): ReloadCounts {
-    return this.reloadRequests.results;
   }
 }
 

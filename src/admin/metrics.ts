@@ -279,14 +279,14 @@ function registerProcessMetrics(registry: Registry, app: AdminView, admin: Admin
     if (pcoipUdp) yield [{ listener: 'pcoipUdp', limit: 'max-flows' }, open.pcoipUdp];
   });
   collected(registry, 'counter', 'pcoip_lb_config_reloads_total', 'Reload requests (SIGHUP, POST /reload) by result (success, failure)', ['result'], function* () {
-    yield [{ result: 'success' }, app.reloads.succeeded];
-    yield [{ result: 'failure' }, app.reloads.failed];
+    yield [{ result: 'success' }, app.reloadRequests.results.succeeded];
+    yield [{ result: 'failure' }, app.reloadRequests.results.failed];
   });
   collected(registry, 'gauge', 'pcoip_lb_config_last_reload_successful', '1 when the last reload applied (or none was asked for yet), 0 when it was rejected', [], function* () {
-    yield [{}, app.reloads.lastOk ? 1 : 0];
+    yield [{}, app.reloadRequests.results.lastOk ? 1 : 0];
   });
   collected(registry, 'gauge', 'pcoip_lb_config_last_reload_timestamp_seconds', 'When the last reload was requested (Unix time; 0: never)', [], function* () {
-    yield [{}, app.reloads.lastAt / 1000];
+    yield [{}, app.reloadRequests.results.lastAt / 1000];
   });
   collected(
     registry,

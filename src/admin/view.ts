@@ -43,7 +43,7 @@ export interface AdminView {
   describeSessions(now?: number): SessionsDescription;
   requestReload(): ReloadOutcome | undefined;
   /** What came of the reload requests so far (/metrics). */
-  readonly reloads: ReloadCounts;
+  readonly reloadRequests: { readonly results: ReloadCounts };
   /** Multi-core: the worker processes; absent in a single process. */
   workerProcesses?(): WorkerProcessView[];
 }

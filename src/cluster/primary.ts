@@ -12,7 +12,7 @@ import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { HealthMonitor } from '../health/monitor.ts';
 import type { AdminView, WorkerProcessView } from '../admin/view.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
-import { ReloadRequests, type ReloadCounts } from '../control/reload-requests.ts';
+import { ReloadRequests } from '../control/reload-requests.ts';
 import type { LookupQuery, StateChange } from '../state/changes.ts';
 import type { StateReplica } from '../state/replica.ts';
 import { ProcessState } from '../state/process-state.ts';
@@ -75,7 +75,8 @@ export class Supervisor implements AdminView {
   private restarts: number[] = [];
   /** The worker whose change is being applied (not sent back to it). */
   private applyingFrom: number | undefined;
-  private readonly reloadRequests = new ReloadRequests();
+  /** Where reloads come from and what came of them (/metrics). */
+  readonly reloadRequests = new ReloadRequests();
   private readonly onFatal: (err: Error) => void;
 
   constructor(config: Config, logger: Logger, workers: number, onFatal: (err: Error) => void, options: SupervisorOptions = {}) {
@@ -144,11 +145,6 @@ export class Supervisor implements AdminView {
 
   requestReload(): ReloadOutcome | undefined {
     return this.reloadRequests.request();
-  }
-
-  /** What came of the reload requests so far (/metrics). */
-  get reloads(): ReloadCounts {
-    return this.reloadRequests.results;
   }
 
   workerProcesses(): WorkerProcessView[] {

@@ -54,7 +54,7 @@ describe('admin surface', () => {
       expect(await post(`${proxy.adminUrl}/reload`, { origin }), origin).toMatchObject({ status: 403 });
     }
     expect(proxy.app.pool.get('adm-a')!.state).toBe('active');
-    expect(proxy.app.reloads.succeeded).toBe(0);
+    expect(proxy.app.reloadRequests.results.succeeded).toBe(0);
 
     const malformed = await post(`${proxy.adminUrl}/connectors/adm-a/maint`, { origin: 'http://[' });
     expect(malformed.status).toBe(400);
