@@ -35,10 +35,10 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   #alarm { display:none; margin-bottom:16px; padding:14px 16px; border-radius:8px; background:var(--down); color:#fff; font-weight:600; font-size:16px; }
   #alarm .sub { display:block; font-weight:400; font-size:13px; color:#ffe4e1; margin-top:2px; }
   body.alarm #alarm { display:block; }
-  .tiles { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:12px; margin-bottom:20px; }
+  .tiles { display:grid; grid-template-columns:repeat(auto-fit,minmax(128px,1fr)); gap:12px; margin-bottom:20px; }
   .tile { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 14px; min-width:0; }
   .tile .label { color:var(--mute); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
-  .tile .value { font-size:24px; font-weight:600; margin-top:2px; font-variant-numeric:tabular-nums; }
+  .tile .value { font-size:22px; font-weight:600; margin-top:2px; font-variant-numeric:tabular-nums; }
   .tile .detail { color:var(--mute); font-size:12px; overflow-wrap:anywhere; }
   .tile.bad { border-color:#ffcecb; background:#fff8f8; } .tile.bad .value { color:var(--down); }
   .card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 14px; margin-bottom:20px; }
