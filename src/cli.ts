@@ -24,7 +24,22 @@ import { startSimulation } from './sim/simulate.ts';
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/**
+ * `start` logs JSON lines on stdout. When stdout is not a terminal (a service manager, a
+ * container runtime, a log collector), an error that ends it is one more such line there —
+ * pino's shape, level fatal — and nothing goes to stderr, so the stream stays parseable.
+ * Everything else (other commands, a terminal) gets the human line on stderr.
+ */
 function printError(err: unknown): void {
+  const args = hideBin(process.argv);
+  const command = args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--log-level');
+  if (command === 'start' && !process.stdout.isTTY) {
+    const fields = isPlbError(err)
+      ? { code: err.code, ...(err.details.length > 0 ? { details: err.details } : {}), msg: err.message }
+      : { err: err instanceof Error ? { type: err.name, message: err.message, stack: err.stack } : { message: String(err) }, msg: err instanceof Error ? err.message : String(err) };
+    process.stdout.write(`${JSON.stringify({ level: 60, time: new Date().toISOString(), app: 'pcoip-lb', ...fields })}\n`);
+    return;
+  }
   if (isPlbError(err)) {
     process.stderr.write(`error ${err.code}: ${err.message}\n`);
     for (const line of err.details) process.stderr.write(`  ${line}\n`);
