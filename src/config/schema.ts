@@ -127,7 +127,7 @@ const pcoipTcpListener = z.strictObject({
   /** The 4172/TCP control channel can be quiet for long stretches of a healthy session. */
   idleTimeout: duration('idleTimeout').prefault('1h'),
   /**
-   * Experimental, unverified with real clients (PCOIP.md): peek at the TLS ClientHello and route
+   * Experimental, unverified with real clients (docs/pcoip-protocol.md): peek at the TLS ClientHello and route
    * by an SNI learned from the broker exchange ahead of address affinity. Needs broker terminate.
    */
   sniRouting: z.boolean().default(false),
