@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.ts';
-import { loadConfigFile } from '../config/load.ts';
+import { loadCheckedConfigFile, loadConfigFile } from '../config/load.ts';
 import type { ConfigDiff } from '../config/diff.ts';
 import { ErrorCodes, PlbError, isPlbError, type ErrorCode } from '../errors.ts';
 import type { App } from '../app.ts';
@@ -24,7 +24,9 @@ export type Reloadable = Pick<App, 'reload'>;
 export function reloadFromFile(app: Reloadable, configPath: string, logger: Logger, logLevelOverride?: string): ReloadOutcome {
   let next: Config;
   try {
-    next = loadConfigFile(configPath);
+    // Every check start makes (certificate, CA and token files too), so a reload that would not
+    // start is rejected with the same file:line errors.
+    next = loadCheckedConfigFile(configPath, { tokenEnvMissing: 'error' }).config;
     // A --log-level given on the command line outranks the file, on reload as at start.
     if (logLevelOverride) next.logging.level = logLevelOverride as Config['logging']['level'];
     const { diff, pinsDropped } = app.reload(next);

@@ -23,7 +23,7 @@ describe.skipIf(!hasChromium)('live status page in headless Chromium', () => {
 
   beforeAll(async () => {
     connectors = await Promise.all([startCheckedConnector('conn-a', '127.0.1.71'), startCheckedConnector('conn-b', '127.0.1.72')]);
-    proxy = await startTestProxy(testConfig(connectors.map((c) => c.config()), { health: { interval: '100ms', timeout: '1s', rise: 2, fall: 2, jitter: '0%' } }));
+    proxy = await startTestProxy(testConfig(connectors.map((c) => c.config()), { health: { interval: '300ms', timeout: '300ms', rise: 2, fall: 2, jitter: '0%' } }));
     profile = mkdtempSync(join(tmpdir(), 'plb-chromium-'));
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
@@ -58,7 +58,8 @@ describe.skipIf(!hasChromium)('live status page in headless Chromium', () => {
     await page.waitForSelector(healthOf('conn-a', 'down'), { timeout: 10_000 });
     expect(await page.textContent('tr[data-connector="conn-a"] [data-field="reason"]')).toBe('broker /health: HTTP 500: Cannot communicate with broker');
     expect(await page.textContent('#t-up')).toBe('1 / 2');
-    const shot = join(tmpdir(), 'pcoip-lb-status-page-down.png');
+    // A fresh directory per run (kept, to look at): a fixed /tmp path clashes between runs and users.
+    const shot = join(mkdtempSync(join(tmpdir(), 'plb-status-page-')), 'status-page-down.png');
     await page.screenshot({ path: shot, fullPage: true });
     console.info(`status page screenshot (conn-a down): ${shot}`);
 
