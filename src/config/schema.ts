@@ -45,14 +45,18 @@ const duration = (what: string, bounds: DurationBounds) =>
 /** Every listener's idleTimeout: `0s` means never (a flow is closed only by either side). */
 const IDLE_TIMEOUT: DurationBounds = { min: 100, max: 30 * DAY, zero: 'never' };
 
-const hostPort = z.string({ error: 'must be a "host:port" string ("[v6]:port" for IPv6)' }).transform((text, ctx): HostPort => {
-  const parsed = parseHostPort(text);
-  if ('error' in parsed) {
-    ctx.addIssue({ code: 'custom', message: parsed.error });
-    return z.NEVER;
-  }
-  return parsed;
-});
+const hostPort = z
+  .string({ error: 'must be a "host:port" string ("[v6]:port" for IPv6)' })
+  // For editors (the JSON Schema); the transform below gives the precise error.
+  .meta({ pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[^:\\[\\]\\s]+):[0-9]{1,5}$', description: 'host:port ([v6]:port for IPv6)' })
+  .transform((text, ctx): HostPort => {
+    const parsed = parseHostPort(text);
+    if ('error' in parsed) {
+      ctx.addIssue({ code: 'custom', message: parsed.error });
+      return z.NEVER;
+    }
+    return parsed;
+  });
 
 const port = z.number().int().min(1).max(65535);
 
@@ -195,7 +199,7 @@ const connector = z.strictObject({
 
 /** `10%` → 0.1. Jitter is a share of the interval, so it scales with it. */
 const percent = (what: string, max: number) =>
-  z.string({ error: `${what} must be a percentage string such as "10%"` }).transform((text, ctx) => {
+  z.string({ error: `${what} must be a percentage string such as "10%"` }).meta({ pattern: '^\\d+(\\.\\d+)?%$' }).transform((text, ctx) => {
     const match = /^(\d+(?:\.\d+)?)%$/.exec(text.trim());
     const value = match ? Number(match[1]) : NaN;
     if (!(value >= 0 && value <= max)) {
