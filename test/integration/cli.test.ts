@@ -46,6 +46,9 @@ describe('pcoip-lb check-config', () => {
     expect(r.stderr).toMatch(new RegExp(`\\n  ${file}:\\d+:\\d+ health\\.tls\\.ca: cannot read ${dir}/no-ca\\.pem: no such file\\n  ${file}:\\d+:\\d+ admin\\.token\\.file: ${dir}/no-token: cannot read: ENOENT\\n`));
 
     doc.setIn(['health', 'checks'], doc.createNode(['pcoip']));
+    // Loopback Connectors: should start ever get past its checks here, its health checks stay on this machine.
+    doc.setIn(['connectors', 0, 'address'], '127.0.1.232');
+    doc.setIn(['connectors', 1, 'address'], '127.0.1.233');
     doc.deleteIn(['health', 'tls', 'ca']);
     doc.setIn(['admin', 'token'], doc.createNode({ env: 'PLB13_UNSET_TOKEN' }));
     writeFileSync(file, doc.toString());

@@ -38,7 +38,8 @@ describe('a production install (npm ci --omit=dev)', { timeout: 120_000 }, () =>
     const config = join(dir, 'prod.yaml');
     writeFileSync(
       config,
-      'listeners:\n  pcoipTcp: { bind: "127.0.0.1:0" }\nconnectors:\n  - { id: a, address: 192.0.2.1 }\nworkers: 1\nhealth: { checks: [pcoip] }\nadmin: { bind: "127.0.0.1:0" }\nshutdown: { grace: 0s }\n',
+      // A loopback Connector and no active checks: nothing is sent anywhere while it runs.
+      'listeners:\n  pcoipTcp: { bind: "127.0.0.1:0" }\nconnectors:\n  - { id: a, address: 127.0.1.232 }\nworkers: 1\nhealth: { checks: [] }\nadmin: { bind: "127.0.0.1:0" }\nshutdown: { grace: 0s }\n',
     );
     const check = await run(process.execPath, ['src/cli.ts', 'check-config', '-c', config], { cwd: dir });
     expect(check.stdout).toContain('prod.yaml: OK');
