@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeConnector, type FakeConnector } from '../helpers/fake-connector.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { udpRoundTrip } from '../helpers/clients.ts';
+import type { UdpProxy } from '../../src/proxy/udp-proxy.ts';
 
 /**
  * `idleTimeout: 0s` means "never" on every listener, 4172/UDP included (it used to close UDP flows
@@ -26,7 +27,8 @@ describe('listeners.pcoipUdp.idleTimeout: 0s', () => {
     await udpRoundTrip(proxy.addresses.pcoipUdp.port, '127.0.2.231', Buffer.from('media'));
     expect(proxy.app.activeFlows().pcoipUdp).toBe(1);
     // The listener's own sweep, twice: the first turns "seen" into a time, the second runs 30 days later.
-    const udp = proxy.app['pcoipUdp']!;
+    // (Reached through the App's data plane: the sweep is the listener's own, only its clock is ours.)
+    const udp = (proxy.app as unknown as { data: { pcoipUdp: UdpProxy } }).data.pcoipUdp;
     const later = Date.now() + 1000;
     udp.sweepIdle(later);
     udp.sweepIdle(later + 30 * 86_400_000);
