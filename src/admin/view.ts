@@ -8,6 +8,7 @@ import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
 import type { SessionFragment } from '../sessions/summary.ts';
 import type { MediaTotalsSnapshot } from '../sessions/media-totals.ts';
+import type { ReloadCounts } from '../control/reload-requests.ts';
 
 /** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
 export interface WorkerProcessView {
@@ -22,6 +23,9 @@ export interface WorkerProcessView {
   heapUsedBytes: number;
   /** Share of the last report interval the event loop was busy (0–1). */
   eventLoopUtilization: number;
+  /** Open file descriptors and the soft limit; -1 when not known (yet). */
+  openFds: number;
+  maxFds: number;
 }
 
 /** The per-session view of an instance (docs/sessions.md): a single process's registry, or the primary's merge of its workers'. */
@@ -42,13 +46,15 @@ export interface AdminView {
   readonly placer: Pick<Placer, 'keyFor' | 'pickNew' | 'decisionCounts'>;
   readonly affinity: AffinityView;
   readonly stats: FlowStats;
-  readonly health: Pick<HealthMonitor, 'snapshot' | 'onRound'>;
+  readonly health: Pick<HealthMonitor, 'snapshot' | 'onRound' | 'fdExhaustedRounds'>;
   readonly startedAt: number;
   readonly listenerAddresses: ListenerAddresses;
   readonly currentConfig: Config;
   describeSessions(now?: number): SessionsDescription;
   readonly sessionViews: SessionViews;
   requestReload(): ReloadOutcome | undefined;
+  /** What came of the reload requests so far (/metrics). */
+  readonly reloadRequests: { readonly results: ReloadCounts };
   /** Multi-core: the worker processes; absent in a single process. */
   workerProcesses?(): WorkerProcessView[];
 }

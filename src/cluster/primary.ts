@@ -1,7 +1,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.ts';
-import { diffConfig, effectiveConfig, type ConfigDiff } from '../config/diff.ts';
+import type { ConfigDiff } from '../config/diff.ts';
+import { applyReload } from '../apply-reload.ts';
 import { ErrorCodes, PlbError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { AffinityView } from '../balance/placer.ts';
@@ -13,12 +14,13 @@ import type { HealthMonitor } from '../health/monitor.ts';
 import type { AdminView, SessionViews, WorkerProcessView } from '../admin/view.ts';
 import { mergeFragments, type SessionFragment } from '../sessions/summary.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
+import { ReloadRequests } from '../control/reload-requests.ts';
 import type { LookupQuery, StateChange } from '../state/changes.ts';
 import type { StateReplica } from '../state/replica.ts';
 import { ProcessState } from '../state/process-state.ts';
 import { StateSync, localRecord } from '../state/sync.ts';
 import { ControlPlane } from '../control-plane.ts';
-import { logReloaded, logRestartRequired, logStartup } from '../app.ts';
+import { logStartup } from '../app.ts';
 import { LeaseLedger } from './lease-ledger.ts';
 import { WorkerTotals } from './worker-totals.ts';
 import { assertListenersFree } from './reuse-port-guard.ts';
@@ -77,7 +79,8 @@ export class Supervisor implements AdminView {
   private restarts: number[] = [];
   /** The worker whose change is being applied (not sent back to it). */
   private applyingFrom: number | undefined;
-  private reloadSource: (() => ReloadOutcome) | undefined;
+  /** Where reloads come from and what came of them (/metrics). */
+  readonly reloadRequests = new ReloadRequests();
   private readonly onFatal: (err: Error) => void;
   /** GET /sessions in flight: the workers' answers by query id. */
   private readonly sessionQueries = new Map<number, { waiting: number; fragments: SessionFragment[]; done: () => void }>();
@@ -167,11 +170,11 @@ export class Supervisor implements AdminView {
   }
 
   setReloadSource(source: () => ReloadOutcome): void {
-    this.reloadSource = source;
+    this.reloadRequests.setSource(source);
   }
 
   requestReload(): ReloadOutcome | undefined {
-    return this.reloadSource?.();
+    return this.reloadRequests.request();
   }
 
   workerProcesses(): WorkerProcessView[] {
@@ -188,6 +191,8 @@ export class Supervisor implements AdminView {
         residentBytes: p?.residentBytes ?? 0,
         heapUsedBytes: p?.heapUsedBytes ?? 0,
         eventLoopUtilization: p?.eventLoopUtilization ?? 0,
+        openFds: p?.openFds ?? -1,
+        maxFds: p?.maxFds ?? -1,
       };
     });
   }
@@ -236,16 +241,8 @@ export class Supervisor implements AdminView {
 
   /** Reload: the primary applies the config (and can reject it), then every worker gets the result. */
   reload(next: Config): { diff: ConfigDiff; pinsDropped: number } {
-    const from = this.config;
-    const diff = diffConfig(from, next);
-    const running = effectiveConfig(from, next, diff);
-    this.control.reconfigureHealth(running, diff.applied.some((p) => p.startsWith('health.')));
-    logRestartRequired(this.logger, diff);
-    const pinsDropped = this.state.reload(from, running, diff);
-    this.control.reloaded(running);
-    this.logger.level = running.logging.level;
+    const { running, diff, pinsDropped } = applyReload(this.config, next, { logger: this.logger, state: this.state, control: this.control, flows: () => this.activeFlows() });
     this.config = running;
-    logReloaded(this.logger, diff, pinsDropped, this.activeFlows());
     this.broadcast({ type: 'reload', config: this.config });
     this.broadcast({ type: 'pool', connectors: this.fullPool() });
     return { diff, pinsDropped };

@@ -2,13 +2,14 @@ import type { AddressInfo } from 'node:net';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { createLogger, type Logger } from '../logger.ts';
 import type { Config } from '../config/schema.ts';
-import { diffConfig, effectiveConfig } from '../config/diff.ts';
-import { logReloaded, logRestartRequired } from '../app.ts';
+import { applyReload } from '../apply-reload.ts';
 import { ProcessState } from '../state/process-state.ts';
 import { StateSync } from '../state/sync.ts';
 import { DataPlane } from '../data-plane.ts';
 import { IpcReplica } from './ipc-replica.ts';
 import type { ConnectorHealthState, FromWorker, ToWorker, WorkerProcessSample } from './protocol.ts';
+import { OpenFdSampler } from '../util/open-fds.ts';
+import { readFdLimits } from '../control/fd-limit.ts';
 
 /** How often lease deltas go to the primary (its TTL accounting), and counters. */
 const LEASE_FLUSH_MS = 100;
@@ -31,6 +32,8 @@ class Worker {
   private readonly send: (msg: FromWorker) => void;
   private statsTimer: NodeJS.Timeout | undefined;
   private lastElu: EventLoopUtilization = performance.eventLoopUtilization();
+  /** The data path's descriptors (the workers hold them, not the primary): for fd-usage alerts. */
+  private readonly fds = new OpenFdSampler();
   private stopping = false;
   private readonly index: number;
 
@@ -90,14 +93,7 @@ class Worker {
   /** The primary applied (and may have rejected) the file; this applies what it sent. */
   private reload(next: Config): void {
     try {
-      const diff = diffConfig(this.config, next);
-      const running = effectiveConfig(this.config, next, diff);
-      logRestartRequired(this.logger, diff);
-      const pinsDropped = this.state.reload(this.config, running, diff);
-      this.data.reload(running);
-      this.logger.level = running.logging.level;
-      this.config = running;
-      logReloaded(this.logger, diff, pinsDropped, this.data.activeFlows());
+      this.config = applyReload(this.config, next, { logger: this.logger, state: this.state, data: this.data, flows: () => this.data.activeFlows() }).running;
     } catch (err) {
       this.logger.error({ err }, 'worker could not apply the reloaded config');
     }
@@ -141,6 +137,7 @@ class Worker {
   private processSample(): WorkerProcessSample {
     const cpu = process.cpuUsage();
     const mem = process.memoryUsage();
+    const softFdLimit = readFdLimits()?.soft;
     const elu = performance.eventLoopUtilization(this.lastElu);
     this.lastElu = performance.eventLoopUtilization();
     return {
@@ -149,6 +146,8 @@ class Worker {
       residentBytes: mem.rss,
       heapUsedBytes: mem.heapUsed,
       eventLoopUtilization: elu.utilization,
+      openFds: this.fds.sample(),
+      maxFds: softFdLimit === undefined || !Number.isFinite(softFdLimit) ? -1 : softFdLimit,
     };
   }
 }

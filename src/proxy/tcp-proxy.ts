@@ -1,4 +1,5 @@
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../logger.ts';
 import { RefusalLog } from './limits.ts';
 import type { Placer, Decision, Lease } from '../balance/placer.ts';
@@ -9,6 +10,7 @@ import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts'
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import { listenTcp } from './listen.ts';
 import type { FlowTap, SessionRegistry } from '../sessions/registry.ts';
+import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
 export interface TcpProxyOptions extends TcpAdmissionOptions {
   name: Extract<ListenerName, 'broker' | 'pcoipTcp'>;
@@ -153,7 +155,12 @@ export class TcpProxy {
   listen(): Promise<AddressInfo> {
     return listenTcp(this.server, `listeners.${this.options.name}`, this.options.bind, {
       reusePort: this.options.reusePort,
-      onLaterError: (err) => this.deps.logger.error({ listener: this.options.name, err }, 'listener error'),
+      onLaterError: (err) => {
+        // accept() at the fd limit (libuv accepts and closes the connection): the proxy's limit, logged rate-limited.
+        const errno = ownExhaustion(err);
+        if (errno) this.refusals.fdExhausted(this.now(), errno, { during: 'accept' });
+        else this.deps.logger.error({ listener: this.options.name, err }, 'listener error');
+      },
     });
   }
 
@@ -251,6 +258,7 @@ export class TcpProxy {
     const connector = decision.connector;
     flow.lease = decision.lease;
     const port = this.options.upstreamPort(connector);
+    const connectStarted = performance.now();
     const upstream = connect({ host: connector.address, port, allowHalfOpen: true, noDelay: true });
     flow.connecting = upstream;
     const timer = setTimeout(() => upstream.destroy(new PlbError(ErrorCodes.UPSTREAM_TIMEOUT, 'connect timeout')), this.options.connectTimeoutMs);
@@ -258,6 +266,12 @@ export class TcpProxy {
       clearTimeout(timer);
       upstream.destroy();
       flow.connecting = undefined;
+      const errno = ownExhaustion(err);
+      if (errno) {
+        // pcoip-lb could not open a socket: not the Connector's failure (no passive-health count), and no other Connector would fare better.
+        this.refusals.fdExhausted(this.now(), errno, { client: flow.clientAddress, connector: connector.id });
+        return this.finish(flow, 'connect-failed', errno);
+      }
       const timedOut = err instanceof PlbError;
       const detail = timedOut ? `no answer within ${this.options.connectTimeoutMs} ms` : ((err as NodeJS.ErrnoException).code ?? err.message);
       stats.connectFailed(connector.id);
@@ -291,6 +305,7 @@ export class TcpProxy {
       clearTimeout(timer);
       upstream.off('error', onConnectError);
       flow.connecting = undefined;
+      stats.connected(this.options.name, connector.id, performance.now() - connectStarted);
       if (flow.closed) {
         upstream.destroy();
         return;
@@ -360,7 +375,7 @@ export class TcpProxy {
     this.connected--;
     flow.early?.closed?.();
     flow.tap?.closed(now);
-    this.deps.stats.closed(this.options.name, flow.connector.id);
+    this.deps.stats.closed(this.options.name, flow.connector.id, now - flow.startedAt);
     this.deps.logger.info(
       {
         listener: this.options.name,

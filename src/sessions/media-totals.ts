@@ -1,4 +1,5 @@
 import type { DirectionMeter } from '../pcoip/media-meter.ts';
+import type { HistogramCounts } from '../proxy/flow-stats.ts';
 
 /**
  * The instance-wide aggregates of media quality and session routing, for Prometheus: counters
@@ -21,12 +22,8 @@ export interface DirectionTotals {
   resyncs: number;
 }
 
-/** Non-cumulative bucket counts (`counts[i]`: values ≤ bounds[i]; the last slot is +Inf), so histograms add slot by slot. */
-export interface HistogramCounts {
-  counts: number[];
-  sum: number;
-  count: number;
-}
+/** Histograms as FlowStats keeps them (non-cumulative bucket counts that add slot by slot across workers). */
+export type { HistogramCounts };
 
 /** Per-flow loss ratio, observed when a flow closes. */
 export const LOSS_RATIO_BUCKETS: readonly number[] = [0, 0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5];

@@ -190,4 +190,30 @@ describe('multi-core: every worker mirrors the primary', () => {
     expect(m.value('pcoip_lb_worker_up', { worker: '1' })).toBe(1);
     expect(m.value('pcoip_lb_worker_resident_memory_bytes', { worker: '1' })).toBeGreaterThan(10_000_000);
   });
+
+  it('a paused primary: workers decide alone after the look-up deadline and say so once a second, not once per client', async () => {
+    cli = await startLabCli(simConfig(sims, { workers: 2 }));
+    const primary = cli.child.pid!;
+    const dropped = () => sims.reduce((n, s) => n + s.counters.udpUnknownSpi, 0);
+    const droppedBefore = dropped();
+    process.kill(primary, 'SIGSTOP');
+    const sockets: FixedPortMedia[] = [];
+    try {
+      // 120 new clients (distinct addresses and ports): each one's first datagram needs the primary.
+      for (let i = 0; i < 120; i++) {
+        const media = await FixedPortMedia.open(`127.0.28.${1 + (i % 60)}`, 0, cli.ports.pcoipUdp!);
+        media.socket.send(Buffer.alloc(64), cli.ports.pcoipUdp!, '127.0.0.1');
+        sockets.push(media);
+      }
+      await new Promise((r) => setTimeout(r, 2500));
+    } finally {
+      process.kill(primary, 'SIGCONT');
+    }
+    const warned = cli.lines.filter((l) => l.msg === 'no answer from the primary in time; deciding locally');
+    expect(warned.length).toBeGreaterThanOrEqual(1);
+    expect(warned.length).toBeLessThanOrEqual(6);
+    // The workers went on without it: the datagrams reached the Connectors (which drop unknown SPIs).
+    expect(dropped() - droppedBefore).toBe(120);
+    for (const m of sockets) m.close();
+  });
 });
