@@ -12,7 +12,8 @@ import { AddressPortTable } from './address-port-table.ts';
  * with real Connectors — docs/sessions.md). A new UDP flow cannot be told apart by its bytes: the
  * SPI is negotiated inside TLS. When the flow's address has live sessions on several Connectors
  * (a live 4172/TCP connection here, or a claimed allocation), its first datagrams go to each of
- * them — newest session first, at most `candidates`, at most `datagrams` each — and the flow is
+ * them — sessions without a UDP flow yet first, then the newest; at most `candidates`, at most
+ * `datagrams` each — and the flow is
  * pinned to the first that answers: a Security Gateway drops datagrams of SPIs it did not issue.
  * Nothing answers within `deadline`: the flow is placed by address affinity, as without the probe.
  * One candidate (or none): nothing changes. Every outcome is counted; each probe logs one line

@@ -273,20 +273,22 @@ export class SessionRegistry {
 
   /**
    * Connectors holding a live session of this client address — a live 4172/TCP connection here,
-   * or a claimed allocation (its connection may be in another worker) — newest first, at most `max`.
+   * or a claimed allocation (its connection may be in another worker) — at most `max`: sessions
+   * still waiting for their media (no live UDP flow here) first, as the new flow is most likely
+   * theirs; newest first within each group.
    */
   udpCandidates(clientAddress: string, max: number): string[] {
     const set = this.byClient.get(clientAddress);
     if (!set) return [];
-    const scored: Array<[string, number]> = [];
+    const scored: Array<{ id: string; waiting: boolean; at: number }> = [];
     for (const s of set) {
       if (s.endedAt !== undefined) continue;
       const liveTcp = s.tcp.filter((t) => t.part.endedAt === undefined).map((t) => t.part.startedAt);
       const at = liveTcp.length > 0 ? Math.max(...liveTcp) : s.claimedAt;
-      if (at !== undefined) scored.push([s.connectorId, at]);
+      if (at !== undefined) scored.push({ id: s.connectorId, waiting: !s.udp.some((u) => u.live), at });
     }
-    scored.sort((a, b) => b[1] - a[1]);
-    return [...new Set(scored.map(([id]) => id))].slice(0, max);
+    scored.sort((a, b) => Number(b.waiting) - Number(a.waiting) || b.at - a.at);
+    return [...new Set(scored.map((c) => c.id))].slice(0, max);
   }
 
   /** Whether `connectorId` holds a live session of this address (a re-pin must not cut its UDP flow). */

@@ -63,10 +63,15 @@ describe('SessionRegistry: one session per login, through every flow', () => {
     const byConnector = Object.fromEntries(r.fragments(9).map((f) => [f.connector, f]));
     expect(byConnector['conn-a']).toMatchObject({ loginKey: digest('user-1'), sni: 'sni-a', tcp: [{ clientPort: 2 }], udp: [{ clientPort: 3 }] });
     expect(byConnector['conn-b']).toMatchObject({ loginKey: digest('user-2'), sni: 'sni-b', tcp: [{ clientPort: 1 }], udp: [{ clientPort: 4 }] });
-    expect(r.udpCandidates(nat, 3)).toEqual(['conn-a', 'conn-b']); // newest 4172 connection first
+    // Both sessions have their UDP flow: newest 4172 connection first.
+    expect(r.udpCandidates(nat, 3)).toEqual(['conn-a', 'conn-b']);
     expect(r.udpCandidates(nat, 1)).toEqual(['conn-a']);
+    // A third session, older, still waiting for its media, comes first: the next new flow is most likely its.
+    r.tcpOpened('pcoipTcp', { clientAddress: nat, clientPort: 9, connectorId: 'conn-c', now: 4 });
+    expect(r.udpCandidates(nat, 3)).toEqual(['conn-c', 'conn-a', 'conn-b']);
     expect(r.hasLiveSession(nat, 'conn-b')).toBe(true);
-    expect(r.hasLiveSession(nat, 'conn-c')).toBe(false);
+    expect(r.hasLiveSession(nat, 'conn-c')).toBe(true);
+    expect(r.hasLiveSession(nat, 'conn-d')).toBe(false);
   });
 
   it('passthrough: 443 connections, then 4172/TCP and UDP of one address and Connector form a session', () => {
