@@ -77,7 +77,7 @@ function registerFlowMetrics(registry: Registry, app: AdminView): void {
     registry,
     'counter',
     'pcoip_lb_placements_total',
-    'Placement decisions, by reason and Connector (pinned: followed an affinity record; placed: new client; repinned: moved off an unusable Connector; learned: from the broker exchange; session: a flow placed by its own session, the UDP probe)',
+    'Placement decisions, by reason and Connector (pinned: followed an affinity record; placed: new client; repinned: moved off an unusable Connector; learned: from the broker exchange; session: a flow placed by its own session — a learned 4172 SNI, the UDP probe)',
     ['reason', 'connector'],
     splitKeys(app.placer.decisionCounts, '|', 'reason', 'connector'),
   );

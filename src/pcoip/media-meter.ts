@@ -3,7 +3,7 @@ import { LayoutDetector, SPI_OFFSET, type UdpLayout } from './udp-layout.ts';
 
 /**
  * Media quality of one direction of a PCoIP UDP flow, from the clear ESP header of each datagram
- * as it passes the proxy (PCOIP.md: SPI, then a sequence number that starts at 1 and grows by one
+ * as it passes the proxy (docs/pcoip-protocol.md: SPI, then a sequence number that starts at 1 and grows by one
  * per datagram of a security association; each direction has its own SPI). Nothing is decrypted
  * and nothing is changed. What it counts (docs/sessions.md has the operator's version):
  *

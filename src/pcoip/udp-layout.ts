@@ -1,5 +1,5 @@
 /**
- * Which layout a PCoIP UDP flow uses (PCOIP.md "UDP 4172"): with the optional 4-byte transport
+ * Which layout a PCoIP UDP flow uses (docs/pcoip-protocol.md, "UDP 4172"): with the optional 4-byte transport
  * header the ESP SPI is at bytes 4–7 and the sequence number at 8–11; without it they are at 0–3
  * and 4–7. Nothing in a datagram says which, so the layout is decided by evidence over a flow's
  * first datagrams, one direction at a time:

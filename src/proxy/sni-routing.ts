@@ -107,7 +107,7 @@ export class SniRouter {
       { listener: 'pcoipTcp', client: clientAddress, sni: outcome.sni, connector: allocation.connectorId, ...(before && before !== allocation.connectorId ? { overrides: before } : {}) },
       before && before !== allocation.connectorId ? 'SNI matches a learned allocation: routed by it, overriding address affinity' : 'SNI matches a learned allocation: routed by it',
     );
-    return { consumed, sni: outcome.sni, ...this.flowHooks(allocation) };
+    return { consumed, sni: outcome.sni, connectorId: allocation.connectorId, ...this.flowHooks(allocation) };
   };
 
   /** Counts this connection on the allocation (it lives while its flows do) if it reached that Connector. */

@@ -42,6 +42,12 @@ export interface EarlyRouting {
   closed?: () => void;
   /** The SNI of the client's ClientHello, when one was read (links the flow to its session). */
   sni?: string;
+  /**
+   * The Connector this connection's own session names (a learned SNI): it goes there — not
+   * wherever its address is pinned, which another session of the same address may have moved
+   * meanwhile — unless that Connector can no longer take it.
+   */
+  connectorId?: string;
 }
 
 export interface ProxyDeps {
@@ -242,7 +248,9 @@ export class TcpProxy {
         flow.early = routing;
         // The client may have gone while we read its first bytes.
         if (flow.closed || client.destroyed) return;
-        this.connectUpstream(flow, this.deps.placer.decide(clientAddress, this.now()), new Set());
+        const { placer } = this.deps;
+        const own = routing.connectorId === undefined ? undefined : placer.decideOn(clientAddress, routing.connectorId, this.now());
+        this.connectUpstream(flow, own?.ok ? own : placer.decide(clientAddress, this.now()), new Set());
       },
       (err: unknown) => this.finish(flow, 'client-error', err instanceof Error ? err.message : String(err)),
     );
@@ -294,7 +302,7 @@ export class TcpProxy {
       // A client placed just now has no session on that Connector yet: try another one.
       // A pinned client's session lives on its Connector, so moving it would only fail later.
       failed.add(connector.id);
-      if (decision.reason !== 'pinned') {
+      if (decision.reason !== 'pinned' && decision.reason !== 'session') {
         const retry = placer.decide(flow.clientAddress, this.now(), failed);
         if (retry.ok) return this.connectUpstream(flow, retry, failed);
       }

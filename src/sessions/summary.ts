@@ -79,7 +79,7 @@ const live = (p: TcpPart) => p.endedAt === undefined;
 
 /**
  * A session's state from its parts. The 4172/TCP connection carries the session's control for its
- * whole life (PCOIP.md), so a session whose 4172 connection has closed is over, even while its UDP
+ * whole life (docs/pcoip-protocol.md), so a session whose 4172 connection has closed is over, even while its UDP
  * flow lingers until the UDP idle timeout.
  */
 export function sessionState(f: SessionFragment): SessionState {

@@ -1,7 +1,7 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 
 /**
- * UDP peers that speak PCoIP's clear ESP framing (PCOIP.md: [4-byte transport header] SPI,
+ * UDP peers that speak PCoIP's clear ESP framing (docs/pcoip-protocol.md: [4-byte transport header] SPI,
  * sequence number, then ciphertext), for the media-quality tests: a Connector that answers every
  * datagram from its own SA (its own SPI and sequence), a client that sends a numbered stream, and
  * a relay that drops every Nth datagram of one direction — loss "before the proxy", on the wire.

@@ -70,7 +70,13 @@ describe('sessions across worker processes', () => {
     const report = await load;
     expect(report.failed, JSON.stringify(report.failures)).toBe(0);
 
+    // Each session ends with its 4172/TCP connection (the users close it after their media).
+    const ended = Date.now() + 10_000;
     page = await get('?sort=started');
+    while (page.sessions.some((s) => s.state !== 'ended') && Date.now() < ended) {
+      await new Promise((r) => setTimeout(r, 100));
+      page = await get('?sort=started');
+    }
     expect(page.total).toBe(USERS);
     const byConnector = new Map<string, number>();
     for (const s of page.sessions) {

@@ -70,7 +70,8 @@ describe('UDP probe fan-out for a shared address', () => {
     const losing = (await metricValue(l, 'pcoip_lb_udp_probe_datagrams_total'))!;
     expect(losing).toBeGreaterThanOrEqual(2);
     expect(losing).toBeLessThanOrEqual(4);
-    expect(await metricValue(l, 'pcoip_lb_placements_total', { reason: 'session', connector: 'conn-a' })).toBe(1);
+    // Placed by their own session on conn-a: u1's 4172/TCP connection (its SNI) and its UDP flow (the probe).
+    expect(await metricValue(l, 'pcoip_lb_placements_total', { reason: 'session', connector: 'conn-a' })).toBe(2);
     // The session view says how each flow was placed.
     const page = (await (await fetch(`${l.proxy.adminUrl}/sessions?client=${NAT}`)).json()) as SessionsPageJson;
     const byConnector = Object.fromEntries(page.sessions.map((s) => [s.connector, s]));
