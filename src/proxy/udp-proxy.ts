@@ -312,15 +312,11 @@ export class UdpProxy {
       if (flow) for (const msg of [...sent, ...pending]) this.forward(flow, msg);
       return;
     }
-    // The winner has these already: count and meter them as forwarded, without sending them twice.
-    for (const msg of sent) {
-      flow.seen = true;
-      flow.packetsIn++;
-      flow.bytesIn += msg.length;
-      flow.counters.packetsIn++;
-      flow.counters.bytesIn += msg.length;
-      flow.tap?.fromClient(msg);
-    }
+    // The winner has these already: counted and metered as forwarded (held as if connecting, then
+    // dropped), not sent twice.
+    flow.pending = [];
+    for (const msg of sent) this.forward(flow, msg);
+    flow.pending = undefined;
     // The answer that decided the race goes to the client like any later one (the flow's reply path).
     flow.upstream.emit('message', winner.firstReply, { address: winner.connector.address, port: winner.connector.ports.pcoip, family: 'IPv4', size: winner.firstReply.length });
     for (const msg of pending) this.forward(flow, msg);

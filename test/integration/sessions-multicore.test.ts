@@ -1,11 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { SimConnector } from '../../src/sim/connector.ts';
 import { runLoad } from '../../src/sim/load.ts';
 import { spiLocator } from '../../src/sim/pool.ts';
-import { certDir, makeCert, type TestCert } from '../helpers/tls-fixtures.ts';
 import type { CliProcess, LogLine } from '../helpers/cli-process.ts';
 import { runCli } from '../helpers/cli.ts';
-import { simConfig, startLabCli, startSims, workersThatClosed } from '../helpers/cli-lab.ts';
+import { startLabCli, startTerminateSims, workersThatClosed } from '../helpers/cli-lab.ts';
 import type { SessionsPageJson } from '../../src/admin/sessions-api.ts';
 
 /**
@@ -18,37 +16,23 @@ import type { SessionsPageJson } from '../../src/admin/sessions-api.ts';
 const USERS = 6;
 
 describe('sessions across worker processes', () => {
-  let sims: SimConnector[];
-  let cert: TestCert;
-  let cleanupCerts: () => Promise<void>;
+  let lab: Awaited<ReturnType<typeof startTerminateSims>>;
   let cli: (CliProcess & { started: LogLine }) | undefined;
 
   beforeAll(async () => {
-    sims = await startSims(['sm-a', 'sm-b', 'sm-c'], '127.15.3.');
-    const dir = await certDir();
-    cleanupCerts = dir.cleanup;
-    cert = await makeCert(dir.dir, 'proxy', ['broker.example'], ['127.0.0.1']);
+    lab = await startTerminateSims(['sm-a', 'sm-b', 'sm-c'], '127.15.3.');
   });
   afterEach(async () => {
     await cli?.cleanup();
     cli = undefined;
   });
   afterAll(async () => {
-    await Promise.all(sims.map((s) => s.stop()));
-    await cleanupCerts();
+    await lab.close();
   });
 
   it('joins the parts of each session held by different workers; quality measured; the CLI lists them', async () => {
-    cli = await startLabCli(
-      simConfig(sims, {
-        workers: 2,
-        listeners: {
-          broker: { bind: '127.0.0.1:0', tls: { mode: 'terminate', certificates: [{ cert: cert.certPath, key: cert.keyPath }], upstream: { insecure: true } } },
-          pcoipTcp: { bind: '127.0.0.1:0', sniRouting: true },
-          pcoipUdp: { bind: '127.0.0.1:0' },
-        },
-      }),
-    );
+    const sims = lab.sims;
+    cli = await startLabCli(lab.config({ workers: 2 }));
     const ports = cli.ports;
     const load = runLoad({
       users: USERS,

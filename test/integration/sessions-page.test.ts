@@ -1,8 +1,7 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { CHROMIUM, hasChromium, launchChromium } from '../helpers/chromium.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { sendStream, startEspConnector, startLossyRelay, type EspConnector, type LossyRelay } from '../helpers/esp-peers.ts';
 
@@ -11,16 +10,13 @@ import { sendStream, startEspConnector, startLossyRelay, type EspConnector, type
  * where /usr/bin/chromium is missing): two UDP sessions, one behind a relay that drops every 10th
  * client datagram, shown worst first; a click on a header sorts by that column.
  */
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) console.warn(`sessions-page test skipped: ${CHROMIUM} is missing (apt-get install -y chromium)`);
 
 describe.skipIf(!hasChromium)('sessions table on the live page, in headless Chromium', () => {
   let esp: EspConnector;
   let relay: LossyRelay;
   let proxy: TestProxy;
-  let context: BrowserContext;
-  let profile: string;
+  let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
   const closers: Array<() => void> = [];
 
   beforeAll(async () => {
@@ -31,24 +27,17 @@ describe.skipIf(!hasChromium)('sessions table on the live page, in headless Chro
     const clean = await sendStream('127.15.1.7', { host: '127.0.0.1', port: proxy.addresses.pcoipUdp.port }, numbered(0xc11e0011));
     const lossy = await sendStream('127.15.1.8', relay, numbered(0xc11e0012));
     closers.push(clean.close, lossy.close, relay.close, esp.close);
-    profile = mkdtempSync(join(tmpdir(), 'plb15-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1400, height: 800 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium('plb15-chromium-', { width: 1400, height: 800 });
   }, 60_000);
 
   afterAll(async () => {
-    await context?.close();
+    await browser?.close();
     await proxy?.stop();
     for (const c of closers) c();
-    if (profile) rmSync(profile, { recursive: true, force: true });
   });
 
   it('lists the sessions worst quality first, flags the loss, and sorts on a click', async () => {
-    const page = await context.newPage();
+    const page = await browser!.context.newPage();
     const consoleErrors: string[] = [];
     page.on('console', (msg) => (msg.type() === 'error' ? consoleErrors.push(msg.text()) : undefined));
     await page.goto(`${proxy.adminUrl}/`);
