@@ -160,7 +160,7 @@ export class DataPlane {
         addresses.pcoipTcp = await this.pcoipTcp.listen();
       }
       if (listeners.pcoipUdp) {
-        this.pcoipUdp = new UdpProxy(pcoipUdpOptions(listeners.pcoipUdp), deps);
+        this.pcoipUdp = new UdpProxy({ ...pcoipUdpOptions(listeners.pcoipUdp), perSession: this.config.affinity.perSession }, deps);
         addresses.pcoipUdp = await this.pcoipUdp.listen();
       }
     } catch (err) {

@@ -3,7 +3,7 @@ import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { RateLimitedLog } from '../logger.ts';
-import type { ConnectorView } from '../pool/pool.ts';
+import { admitsPinnedClients, type ConnectorView } from '../pool/pool.ts';
 import { unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes } from '../errors.ts';
 import type { ListenerCounters } from './flow-stats.ts';
@@ -31,6 +31,8 @@ export interface UdpProxyOptions {
   sendBufferSize?: number;
   /** The probe fan-out for a shared address (listeners.pcoipUdp.probe, experimental; udp-probe.ts). */
   probe?: { enabled: boolean; candidates: number; datagrams: number; deadline: number };
+  /** affinity.perSession: a re-pin of an address does not cut the flows of its other live sessions. */
+  perSession?: boolean;
 }
 
 type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'fd-exhausted' | 'shutdown';
@@ -222,8 +224,7 @@ export class UdpProxy {
     let closed = 0;
     for (const flow of [...flows]) {
       if (flow.connector.id === change.to) continue;
-      // A flow the probe placed belongs to its own session: it stays while that session lives on its Connector.
-      if (flow.probed && this.deps.registry?.hasLiveSession(flow.clientAddress, flow.connector.id)) continue;
+      if (this.belongsToAnotherSession(flow)) continue;
       this.deps.stats.movedByRepin('pcoipUdp', flow.connector.id);
       this.closeFlow(flow, 'repinned', change.to);
       closed++;
@@ -272,6 +273,18 @@ export class UdpProxy {
       if (flow === undefined) return;
     }
     this.forward(flow, msg);
+  }
+
+  /**
+   * A re-pin of the address is another session's: a flow the probe placed (or, with
+   * affinity.perSession, any flow) stays while its own Connector still holds a live session of
+   * the address and can take it.
+   */
+  private belongsToAnotherSession(flow: UdpFlow): boolean {
+    const { registry, pool } = this.deps;
+    if (!(flow.probed || this.options.perSession) || !registry?.hasLiveSession(flow.clientAddress, flow.connector.id)) return false;
+    const connector = pool?.get(flow.connector.id);
+    return connector !== undefined && admitsPinnedClients(connector);
   }
 
   /** A new source placed by its address (after the replica's look-up where one is needed); undefined: queued or refused. */
