@@ -202,7 +202,8 @@ export class AllocateResponseParser {
     this.field = undefined;
     const decoded = decodeEntities(Buffer.from(f.bytes).toString('utf8'));
     if (decoded === undefined) return this.error('malformed', `unknown entity in <${f.name}>`);
-    this.values[f.name] = decoded.trim();
+    // XML white space only (SP, TAB, CR, LF): JavaScript's trim() would also strip NBSP and others.
+    this.values[f.name] = decoded.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
   }
 
   private complete(): void {

@@ -6,7 +6,7 @@ import { ALLOC_SUCCESSFUL, AllocateResponseParser } from '../pcoip/allocate-resp
 import { reframeResponse, rewriteAllocationBody, type RewriteTo } from '../pcoip/rewrite-target.ts';
 import { ErrorCodes } from '../errors.ts';
 import type { FlowStats, ListenerCounters } from './flow-stats.ts';
-import { Http1Framer, headerValues, type FramerEvent, type FramerLimits, type MessageHead } from './http1-framing.ts';
+import { Http1Framer, headerValues, isChunked, type FramerEvent, type FramerLimits, type MessageHead } from './http1-framing.ts';
 import { BROKER_XML_PATH, type BrokerRouter, type Route } from './broker-routing.ts';
 
 /**
@@ -569,10 +569,6 @@ export class BrokerConnection {
     );
     this.deps.onClosed(this);
   }
-}
-
-function isChunked(head: MessageHead): boolean {
-  return headerValues(head, 'transfer-encoding').some((v) => v.toLowerCase().includes('chunked'));
 }
 
 /** A compressed body cannot be read as XML; it is forwarded all the same. */

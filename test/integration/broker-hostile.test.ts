@@ -49,3 +49,34 @@ describe('terminate mode: a hostile Connector', () => {
     }
   });
 });
+
+describe('terminate mode: a hostile client', () => {
+  let lab: TerminateLab;
+
+  beforeAll(async () => {
+    lab = await startTerminateLab({ ids: ['conn-a', 'conn-b'] });
+  });
+
+  afterAll(async () => {
+    await lab.close();
+  });
+
+  const port = () => lab.proxy.addresses.broker.port;
+  const seenByConnectors = () => lab.brokers.reduce((n, b) => n + b.requests.length, 0);
+
+  it.each([
+    ['an empty Transfer-Encoding', 'POST /pcoip-broker/xml HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\r\n0\r\n\r\n'],
+    ['a Transfer-Encoding of a comma', 'POST /pcoip-broker/xml HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n0\r\n\r\n'],
+    ['chunked followed by a vertical tab', 'POST /pcoip-broker/xml HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\x0b\r\n\r\n0\r\n\r\n'],
+    ['identical duplicate Content-Length fields', 'POST /pcoip-broker/xml HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok'],
+    ['a NUL byte in CLIENT-LOG-ID', 'POST /pcoip-broker/xml HTTP/1.1\r\nHost: x\r\nCLIENT-LOG-ID: a\x00b\r\nContent-Length: 0\r\n\r\n'],
+  ])('answers %s with 400 and never forwards it to a Connector', async (_name, text) => {
+    const before = seenByConnectors();
+    const client = await openBrokerClient(port(), '127.0.14.20');
+    const reply = await client.exchange(Buffer.from(text, 'latin1'));
+    expect(reply.startLine).toBe('HTTP/1.1 400 Bad Request');
+    await client.reader.untilEnd();
+    await lab.proxy.logs.waitFor((l) => l.code === 'PLB_E_HTTP_MALFORMED' && l.client === '127.0.14.20');
+    expect(seenByConnectors()).toBe(before);
+  });
+});
