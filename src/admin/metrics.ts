@@ -88,6 +88,16 @@ export function createMetrics(app: App): Registry {
     splitKeys(app.placer.decisionCounts, '|', 'reason', 'connector'),
   );
   collected(registry, 'counter', 'pcoip_lb_refusals_total', 'Flows refused, by listener and reason', ['listener', 'reason'], splitKeys(app.stats.refusals, ':', 'listener', 'reason'));
+  collected(
+    registry,
+    'counter',
+    'pcoip_lb_broker_events_total',
+    'Terminating broker: client identifiers ignored (lb-cookie-forged, lb-cookie-stale, id-too-long, log-id-limit), LB cookies issued, timeouts (body-timeout, response-timeout), upstream-limit, unsolicited-response',
+    ['event'],
+    function* () {
+      for (const [event, n] of app.stats.brokerEvents) yield [{ event }, n];
+    },
+  );
   collected(registry, 'counter', 'pcoip_lb_connect_failures_total', 'Connects to a Connector that were refused or timed out', ['connector'], function* () {
     for (const [connector, n] of app.stats.connectFailures) yield [{ connector }, n];
   });

@@ -26,6 +26,8 @@ export interface FlowStatsSnapshot {
   connectors: Array<[string, Record<ListenerName, ListenerCounters>]>;
   refusals: Array<[string, number]>;
   connectFailures: Array<[string, number]>;
+  /** Terminating broker events (see `brokerEvent`); absent from older workers. */
+  brokerEvents?: Array<[string, number]>;
 }
 
 export class FlowStats {
@@ -33,6 +35,12 @@ export class FlowStats {
   readonly refusals = new Map<string, number>();
   /** Connects to a Connector that failed (refused or timed out), by Connector id. */
   readonly connectFailures = new Map<string, number>();
+  /**
+   * Things the terminating broker noticed and handled without refusing a flow, by name:
+   * lb-cookie-forged, lb-cookie-stale, lb-cookie-issued, id-too-long, log-id-limit,
+   * body-timeout, response-timeout, upstream-limit, unsolicited-response.
+   */
+  readonly brokerEvents = new Map<string, number>();
 
   counters(connectorId: string): Record<ListenerName, ListenerCounters> {
     let entry = this.byConnector.get(connectorId);
@@ -61,6 +69,10 @@ export class FlowStats {
     this.refusals.set(key, (this.refusals.get(key) ?? 0) + 1);
   }
 
+  brokerEvent(name: string): void {
+    this.brokerEvents.set(name, (this.brokerEvents.get(name) ?? 0) + 1);
+  }
+
   connectFailed(connectorId: string): void {
     this.connectFailures.set(connectorId, (this.connectFailures.get(connectorId) ?? 0) + 1);
   }
@@ -70,6 +82,7 @@ export class FlowStats {
       connectors: [...this.byConnector].map(([id, c]) => [id, { broker: { ...c.broker }, pcoipTcp: { ...c.pcoipTcp }, pcoipUdp: { ...c.pcoipUdp } }]),
       refusals: [...this.refusals],
       connectFailures: [...this.connectFailures],
+      brokerEvents: [...this.brokerEvents],
     };
   }
 
@@ -81,6 +94,7 @@ export class FlowStats {
     for (const entry of this.byConnector.values()) for (const name of LISTENER_NAMES) Object.assign(entry[name], emptyCounters());
     this.refusals.clear();
     this.connectFailures.clear();
+    this.brokerEvents.clear();
     for (const snap of snapshots) {
       for (const [id, counters] of snap.connectors) {
         const mine = this.counters(id);
@@ -97,6 +111,7 @@ export class FlowStats {
       }
       for (const [k, n] of snap.refusals) this.refusals.set(k, (this.refusals.get(k) ?? 0) + n);
       for (const [k, n] of snap.connectFailures) this.connectFailures.set(k, (this.connectFailures.get(k) ?? 0) + n);
+      for (const [k, n] of snap.brokerEvents ?? []) this.brokerEvents.set(k, (this.brokerEvents.get(k) ?? 0) + n);
     }
   }
 
