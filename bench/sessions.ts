@@ -2,6 +2,7 @@
  * bench:sessions — simulated PCoIP users through pcoip-lb, end to end.
  *
  *   npm run bench:sessions -- --users 200 [--bitrate 500k] [--duration 10s] [--connectors 3]
+ *                             [--mix realistic|legacy] [--tls passthrough|terminate] [--lb-cookie]
  *   npm run bench:sessions -- --target demo --users 50          (against a running `npm start`)
  *
  * By default it starts simulated Connectors on 127.0.1.x (in this process) and pcoip-lb (the
@@ -10,7 +11,10 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { cpus } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseDuration } from '../src/util/duration.ts';
@@ -19,6 +23,9 @@ import type { SimConnector } from '../src/sim/connector.ts';
 import { simSpecs, spiLocator, startSimPool } from '../src/sim/pool.ts';
 import { endpointOf, type Endpoint, type SessionTarget } from '../src/sim/client.ts';
 import { runLoad } from '../src/sim/load.ts';
+import { CLIENT_MIXES } from '../src/sim/mix.ts';
+import { generateCertificate } from '../src/sim/certs.ts';
+import { loadAverage } from './lib/proc.ts';
 import { formatBitrate, formatProgress, formatReport } from '../src/sim/report.ts';
 import type { ListenerAddresses } from '../src/app.ts';
 
@@ -54,6 +61,9 @@ const args = await yargs(hideBin(process.argv))
   .option('pcoip-udp', { type: 'string', describe: 'with --target: 4172 UDP address when it differs from --pcoip' })
   .option('direct', { type: 'boolean', default: false, describe: 'no proxy: user i talks straight to Connector i mod N (a baseline for the generator itself)' })
   .option('proxy-log-level', { type: 'string', default: 'warn', describe: 'log level of the pcoip-lb child' })
+  .option('mix', { type: 'string', choices: Object.keys(CLIENT_MIXES), default: 'realistic', describe: 'client mix: realistic (probe hello, keep-alive and per-request, log-id-only users; see src/sim/mix.ts) or legacy (one connection per request, no probe)' })
+  .option('tls', { type: 'string', choices: ['passthrough', 'terminate'], default: 'passthrough', describe: 'the broker listener\'s tls.mode (self-hosted mode)' })
+  .option('lb-cookie', { type: 'boolean', default: false, describe: 'with --tls terminate: listeners.broker.lbCookie on' })
   .strict()
   .help()
   .parseAsync();
@@ -63,6 +73,7 @@ const durationMs = parseDuration(args.duration);
 if (durationMs === undefined) throw new Error(`--duration: "${args.duration}" is not a duration (e.g. 10s, 500ms)`);
 
 let sims: SimConnector[] = [];
+let certDir: string | undefined;
 let proxy: ChildProcess | undefined;
 let target: SessionTarget | ((userIndex: number) => SessionTarget);
 
@@ -77,12 +88,25 @@ if (args.target !== undefined) {
   target = (i) => ({ broker: { host: direct[i % direct.length]!.host, port: direct[i % direct.length]!.brokerPort } });
 } else {
   sims = await startSimPool(simSpecs(args.connectors));
+  const broker: Record<string, unknown> = { bind: '127.0.0.1:0' };
+  if (args.tls === 'terminate') {
+    // A certificate for pcoip-lb's broker listener, in a temp dir removed at exit; Connectors are self-signed.
+    certDir = await mkdtemp(join(tmpdir(), 'pcoip-lb-bench-sessions-'));
+    const pair = await generateCertificate('pcoip-lb.bench.invalid', ['127.0.0.1']);
+    await writeFile(join(certDir, 'broker.crt'), pair.cert);
+    await writeFile(join(certDir, 'broker.key'), pair.key, { mode: 0o600 });
+    broker.tls = { mode: 'terminate', certificates: [{ cert: join(certDir, 'broker.crt'), key: join(certDir, 'broker.key') }], upstream: { insecure: true } };
+    if (args.lbCookie) {
+      await writeFile(join(certDir, 'lb-cookie.keys'), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+      broker.lbCookie = { enabled: true, keyFile: join(certDir, 'lb-cookie.keys') };
+    }
+  } else if (args.lbCookie) throw new Error('--lb-cookie needs --tls terminate');
   proxy = fork(new URL('./lib/sessions-proxy-process.ts', import.meta.url), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   proxy.send({
     type: 'start',
     logLevel: args.proxyLogLevel,
     config: {
-      listeners: { broker: { bind: '127.0.0.1:0' }, pcoipTcp: { bind: '127.0.0.1:0' }, pcoipUdp: { bind: '127.0.0.1:0' } },
+      listeners: { broker, pcoipTcp: { bind: '127.0.0.1:0' }, pcoipUdp: { bind: '127.0.0.1:0' } },
       connectors: sims.map((s) => s.connectorConfig()),
       // Health checks run against the simulators as in production; no admin server (its default
       // port could clash with a running demo).
@@ -95,12 +119,14 @@ if (args.target !== undefined) {
   target = { broker: endpointOf(a.broker), pcoipTcp: endpointOf(a.pcoipTcp), pcoipUdp: endpointOf(a.pcoipUdp) };
 }
 
+const mix = CLIENT_MIXES[args.mix]!;
 const where = proxy
-  ? `pcoip-lb (child process) in front of ${sims.length} simulated Connectors`
+  ? `pcoip-lb (child process, tls.mode ${args.tls}${args.lbCookie ? ', lbCookie on' : ''}) in front of ${sims.length} simulated Connectors`
   : args.direct
     ? `no proxy, straight to ${sims.length} simulated Connectors`
     : `the pcoip-lb at ${args.target === 'demo' ? `${DEMO_BROKER.host}:${DEMO_BROKER.port} (the demo)` : args.target}`;
-process.stderr.write(`bench:sessions: ${args.users} users × ${formatBitrate(bitrateBps)} for ${args.duration} through ${where}\n`);
+process.stderr.write(`bench:sessions: ${args.users} users (client mix "${mix.name}") × ${formatBitrate(bitrateBps)} for ${args.duration} through ${where}\n`);
+const loadBefore = loadAverage();
 
 const report = await runLoad({
   users: args.users,
@@ -111,6 +137,7 @@ const report = await runLoad({
   concurrency: args.concurrency,
   distinctSources: !args.sameSource,
   maxLossPct: args.maxLoss,
+  mix,
   ...(sims.length > 0 ? { locateSpi: spiLocator(sims) } : {}),
   onProgress: (p) => process.stderr.write(`${formatProgress(p)}\n`),
   progressEveryMs: 2000,
@@ -123,11 +150,13 @@ if (proxy) {
   proxyUsage = `pcoip-lb process: CPU ${((stopped.cpuUserUs + stopped.cpuSystemUs) / 1e6).toFixed(2)} s (user ${(stopped.cpuUserUs / 1e6).toFixed(2)}, system ${(stopped.cpuSystemUs / 1e6).toFixed(2)}), max RSS ${(stopped.maxRssBytes / 2 ** 20).toFixed(0)} MiB`;
 }
 await Promise.all(sims.map((s) => s.stop()));
+if (certDir) await rm(certDir, { recursive: true, force: true });
 
 const cpu = cpus();
 process.stdout.write(
   [
-    `bench:sessions ${new Date().toISOString().slice(0, 10)} — Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}`,
+    `bench:sessions ${new Date().toISOString().slice(0, 10)} — Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, load average ${loadBefore} at start, ${loadAverage()} at end`,
+    `through ${where}; client mix "${mix.name}": ${mix.profiles.map((p) => `${p.name} ×${p.weight}`).join(', ')}`,
     formatReport(report),
     ...(proxyUsage ? ['', proxyUsage] : []),
     '',
