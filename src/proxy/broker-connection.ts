@@ -243,31 +243,39 @@ export class BrokerConnection {
   private watchSlowSender(progressed: boolean): void {
     if (this.closing || this.closed || this.client.isPaused()) return;
     if (!this.requests.awaitingHead) this.clearTimer('headerTimer');
-    else if (!this.headerTimer && this.deps.headerTimeoutMs > 0) {
-      this.headerTimer = setTimeout(() => {
-        this.headerTimer = undefined;
+    else if (!this.headerTimer) {
+      this.startTimer('headerTimer', this.deps.headerTimeoutMs, () => {
         this.log().warn(
           { listener: 'broker', client: this.clientAddress, code: ErrorCodes.HTTP_TIMEOUT, timeoutMs: this.deps.headerTimeoutMs },
           'request headers not complete in time; closing (slow sender)',
         );
         this.replyAndClose(408, 'Request Timeout', 'request headers took too long', 'header-timeout');
-      }, this.deps.headerTimeoutMs);
-      this.headerTimer.unref();
+      });
     }
     const inBody = this.requests.inMessage && !this.requests.awaitingHead && !this.requests.failed;
     if (!inBody || progressed) this.clearTimer('bodyTimer');
-    if (inBody && !this.bodyTimer && this.deps.bodyTimeoutMs > 0) {
-      this.bodyTimer = setTimeout(() => {
-        this.bodyTimer = undefined;
+    if (inBody && !this.bodyTimer) {
+      this.startTimer('bodyTimer', this.deps.bodyTimeoutMs, () => {
         this.deps.stats.brokerEvent('body-timeout');
         this.log().warn(
           { listener: 'broker', client: this.clientAddress, code: ErrorCodes.HTTP_TIMEOUT, timeoutMs: this.deps.bodyTimeoutMs },
           'request body made no progress in time; closing (slow sender)',
         );
         this.replyAndClose(408, 'Request Timeout', 'request body too slow', 'body-timeout');
-      }, this.deps.bodyTimeoutMs);
-      this.bodyTimer.unref();
+      });
     }
+  }
+
+  /** Starts one of the connection's timers (none when `ms` is 0: that timeout is off). */
+  private startTimer(name: 'headerTimer' | 'bodyTimer' | 'responseTimer' | 'lingerTimer', ms: number, fire: () => void): void {
+    this.clearTimer(name);
+    if (ms <= 0) return;
+    const timer = setTimeout(() => {
+      this[name] = undefined;
+      fire();
+    }, ms);
+    timer.unref();
+    this[name] = timer;
   }
 
   private clearTimer(name: 'headerTimer' | 'bodyTimer' | 'responseTimer' | 'lingerTimer'): void {
@@ -504,8 +512,7 @@ export class BrokerConnection {
     this.clearTimer('responseTimer');
     if (this.deps.responseTimeoutMs <= 0 || this.closed || up.closed || up !== this.upstream) return;
     if (!up.pending[0]?.sent || up.socket?.isPaused()) return;
-    this.responseTimer = setTimeout(() => {
-      this.responseTimer = undefined;
+    this.startTimer('responseTimer', this.deps.responseTimeoutMs, () => {
       this.deps.stats.brokerEvent('response-timeout');
       this.log().warn(
         { listener: 'broker', client: this.clientAddress, connector: up.connector.id, code: ErrorCodes.UPSTREAM_TIMEOUT, timeoutMs: this.deps.responseTimeoutMs },
@@ -516,8 +523,7 @@ export class BrokerConnection {
       this.releaseUpstream(up, 'destroy');
       if (started) this.close('response-timeout', 'Connector stalled mid-response');
       else this.replyAndClose(504, 'Gateway Timeout', 'the Connector did not answer in time', 'response-timeout');
-    }, this.deps.responseTimeoutMs);
-    this.responseTimer.unref();
+    });
   }
 
   // ---- Connector → client -------------------------------------------------------------------
@@ -742,8 +748,7 @@ export class BrokerConnection {
     this.clearTimer('bodyTimer');
     if (last === undefined) this.client.end();
     else this.client.end(last);
-    this.lingerTimer = setTimeout(() => this.close(this.reason ?? 'client-closed'), LINGER_MS);
-    this.lingerTimer.unref();
+    this.startTimer('lingerTimer', LINGER_MS, () => this.close(this.reason ?? 'client-closed'));
     this.client.resume();
   }
 
