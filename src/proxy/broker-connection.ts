@@ -17,8 +17,9 @@ import { BROKER_XML_PATH, type BrokerRouter, type ExchangeFacts, type Route } fr
  * until the current Connector answered everything sent to it (responses must come back in
  * order), then the relay switches to an upstream for the new Connector: one it already holds
  * (idle upstreams are kept, up to MAX_KEPT_UPSTREAMS, so a client alternating cookies costs no
- * TLS handshakes), or a new one (at most MAX_UPSTREAM_OPENS per client connection; past that the
- * request gets 421 and the connection closes). Responses are framed too, to learn the session
+ * TLS handshakes), or a new one (at most MAX_SWITCH_OPENS times per client connection for a
+ * Connector other than the last one used; past that the request gets 421 and the connection
+ * closes. Re-opening to the same Connector after it closed an idle keep-alive is never limited). Responses are framed too, to learn the session
  * cookie, the log id and the allocation, and forwarded byte for byte (with lbCookie: plus one
  * Set-Cookie header). Bytes from an upstream that owes no response are never framed as an answer
  * to the live exchange: that upstream is closed.
@@ -33,8 +34,8 @@ import { BROKER_XML_PATH, type BrokerRouter, type ExchangeFacts, type Route } fr
 
 /** Idle upstreams (to other Connectors) a client connection keeps, least recently used dropped first. */
 export const MAX_KEPT_UPSTREAMS = 4;
-/** Upstream connections one client connection may open; a real client needs one or two. */
-export const MAX_UPSTREAM_OPENS = 16;
+/** New upstreams to another Connector than the last one that one client connection may open; a login needs one or two. */
+export const MAX_SWITCH_OPENS = 16;
 /** Distinct CLIENT-LOG-ID values one client connection may teach (one login uses one). */
 export const MAX_LOG_IDS_PER_CONNECTION = 4;
 /** After an error answer: how long the client may take to read it and close before we cut it. */
@@ -141,6 +142,8 @@ export class BrokerConnection {
   /** Every open (or connecting) upstream of this connection, by Connector id; the current one included. */
   private readonly upstreams = new Map<string, Upstream>();
   private upstreamOpens = 0;
+  /** Upstreams opened to switch Connectors (what MAX_SWITCH_OPENS bounds). */
+  private switchOpens = 0;
   private waiting: 'connect' | 'drain' | undefined;
   /** The route chosen for the request at the front of the queue, kept across connect retries. */
   private frontRoute: Extract<Route, { ok: true }> | undefined;
@@ -363,11 +366,12 @@ export class BrokerConnection {
       this.lastConnector = kept.connector.id;
       return true;
     }
-    if (this.upstreamOpens >= MAX_UPSTREAM_OPENS) {
+    const switching = this.lastConnector !== undefined && this.lastConnector !== route.connector.id;
+    if (switching && ++this.switchOpens > MAX_SWITCH_OPENS) {
       this.queue.shift();
       this.deps.stats.brokerEvent('upstream-limit');
       this.log().warn(
-        { listener: 'broker', client: this.clientAddress, code: ErrorCodes.CONNECTION_LIMIT, opened: this.upstreamOpens, limit: MAX_UPSTREAM_OPENS },
+        { listener: 'broker', client: this.clientAddress, code: ErrorCodes.CONNECTION_LIMIT, opened: this.upstreamOpens, limit: MAX_SWITCH_OPENS },
         'client connection switched Connectors more often than a login does; answering 421 and closing',
       );
       this.replyAndClose(421, 'Misdirected Request', 'too many Connector switches on one connection; retry on a new connection', 'upstream-limit');

@@ -104,18 +104,30 @@ describe('terminate mode: one keep-alive client connection, two Connectors', () 
     client.close();
   });
 
-  it('a client that makes the relay open more than 16 upstreams gets 421 and its connection closes', async () => {
+  it('re-opening to the same Connector after it closed an idle keep-alive is never limited', async () => {
+    for (const b of lab.brokers) b.script = (req) => (req.path.endsWith('case=end') ? [...xmlResponse(simpleResp('get-resource-list-resp')), 'end'] : undefined);
+    try {
+      const client = await openBrokerClient(port(), '127.0.14.174');
+      for (let i = 0; i < 24; i++) expect((await client.exchange(to('conn-a', 'get-resource-list', '/pcoip-broker/xml?case=end'))).startLine, `request ${i}`).toBe('HTTP/1.1 200 OK');
+      client.close();
+    } finally {
+      for (const b of lab.brokers) b.script = undefined;
+    }
+  });
+
+  it('a client that makes the relay open more than 16 upstreams to switch Connectors gets 421 and its connection closes', async () => {
     // Connectors that end every keep-alive after answering force a new upstream per switch.
     for (const b of lab.brokers) b.script = (req) => (req.path.endsWith('case=end') ? [...xmlResponse(simpleResp('get-resource-list-resp')), 'end'] : undefined);
     try {
       const client = await openBrokerClient(port(), '127.0.14.173');
       const statuses: string[] = [];
-      for (let i = 0; i < 17; i++) {
+      // The first request opens the first upstream; each of the next 16 is a switch that needs a new one.
+      for (let i = 0; i < 18; i++) {
         const reply = await client.exchange(to(i % 2 === 0 ? 'conn-a' : 'conn-b', 'get-resource-list', '/pcoip-broker/xml?case=end'));
         statuses.push(reply.startLine);
       }
-      expect(statuses.slice(0, 16)).toEqual(Array(16).fill('HTTP/1.1 200 OK'));
-      expect(statuses[16]).toBe('HTTP/1.1 421 Misdirected Request');
+      expect(statuses.slice(0, 17)).toEqual(Array(17).fill('HTTP/1.1 200 OK'));
+      expect(statuses[17]).toBe('HTTP/1.1 421 Misdirected Request');
       await client.reader.untilEnd(3000);
       await lab.proxy.logs.waitFor((l) => l.client === '127.0.14.173' && l.code === 'PLB_E_CONNECTION_LIMIT');
     } finally {
