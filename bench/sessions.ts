@@ -2,8 +2,9 @@
  * bench:sessions — simulated PCoIP users through pcoip-lb, end to end.
  *
  *   npm run bench:sessions -- --users 200 [--bitrate 500k] [--duration 10s] [--connectors 3]
- *                             [--mix realistic|legacy] [--tls passthrough|terminate] [--lb-cookie]
  *   npm run bench:sessions -- --target demo --users 50          (against a running `npm start`)
+ *   npm run bench:sessions -- --workers 2 --tls terminate        (multi-core, terminating broker)
+ *   npm run bench:sessions -- --tls terminate --lb-cookie [--mix realistic|legacy]
  *
  * By default it starts simulated Connectors on 127.0.1.x (in this process) and pcoip-lb (the
  * App, all listeners on 127.0.0.1 port 0, in a child process), runs the load generator, prints
@@ -11,10 +12,13 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { generateCertificate } from '../src/sim/certs.ts';
+import { CLIENT_MIXES } from '../src/sim/mix.ts';
+import { loadAverage } from './lib/proc.ts';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseDuration } from '../src/util/duration.ts';
@@ -23,9 +27,6 @@ import type { SimConnector } from '../src/sim/connector.ts';
 import { simSpecs, spiLocator, startSimPool } from '../src/sim/pool.ts';
 import { endpointOf, type Endpoint, type SessionTarget } from '../src/sim/client.ts';
 import { runLoad } from '../src/sim/load.ts';
-import { CLIENT_MIXES } from '../src/sim/mix.ts';
-import { generateCertificate } from '../src/sim/certs.ts';
-import { loadAverage } from './lib/proc.ts';
 import { formatBitrate, formatProgress, formatReport } from '../src/sim/report.ts';
 import type { ListenerAddresses } from '../src/app.ts';
 
@@ -61,9 +62,10 @@ const args = await yargs(hideBin(process.argv))
   .option('pcoip-udp', { type: 'string', describe: 'with --target: 4172 UDP address when it differs from --pcoip' })
   .option('direct', { type: 'boolean', default: false, describe: 'no proxy: user i talks straight to Connector i mod N (a baseline for the generator itself)' })
   .option('proxy-log-level', { type: 'string', default: 'warn', describe: 'log level of the pcoip-lb child' })
+  .option('workers', { type: 'string', default: '1', describe: 'pcoip-lb workers (self-hosted mode): a number or "auto"' })
+  .option('tls', { type: 'string', choices: ['passthrough', 'terminate'], default: 'passthrough', describe: 'broker listener TLS mode (self-hosted mode); terminate uses a throwaway self-signed certificate' })
   .option('mix', { type: 'string', choices: Object.keys(CLIENT_MIXES), default: 'realistic', describe: 'client mix: realistic (probe hello, keep-alive and per-request, log-id-only users; see src/sim/mix.ts) or legacy (one connection per request, no probe)' })
-  .option('tls', { type: 'string', choices: ['passthrough', 'terminate'], default: 'passthrough', describe: 'the broker listener\'s tls.mode (self-hosted mode)' })
-  .option('lb-cookie', { type: 'boolean', default: false, describe: 'with --tls terminate: listeners.broker.lbCookie on' })
+  .option('lb-cookie', { type: 'boolean', default: false, describe: 'with --tls terminate: listeners.broker.lbCookie on (a throwaway key)' })
   .strict()
   .help()
   .parseAsync();
@@ -88,25 +90,28 @@ if (args.target !== undefined) {
   target = (i) => ({ broker: { host: direct[i % direct.length]!.host, port: direct[i % direct.length]!.brokerPort } });
 } else {
   sims = await startSimPool(simSpecs(args.connectors));
-  const broker: Record<string, unknown> = { bind: '127.0.0.1:0' };
-  if (args.tls === 'terminate') {
-    // A certificate for pcoip-lb's broker listener, in a temp dir removed at exit; Connectors are self-signed.
-    certDir = await mkdtemp(join(tmpdir(), 'pcoip-lb-bench-sessions-'));
-    const pair = await generateCertificate('pcoip-lb.bench.invalid', ['127.0.0.1']);
-    await writeFile(join(certDir, 'broker.crt'), pair.cert);
-    await writeFile(join(certDir, 'broker.key'), pair.key, { mode: 0o600 });
-    broker.tls = { mode: 'terminate', certificates: [{ cert: join(certDir, 'broker.crt'), key: join(certDir, 'broker.key') }], upstream: { insecure: true } };
-    if (args.lbCookie) {
-      await writeFile(join(certDir, 'lb-cookie.keys'), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-      broker.lbCookie = { enabled: true, keyFile: join(certDir, 'lb-cookie.keys') };
-    }
-  } else if (args.lbCookie) throw new Error('--lb-cookie needs --tls terminate');
   proxy = fork(new URL('./lib/sessions-proxy-process.ts', import.meta.url), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const workers = args.workers === 'auto' ? 'auto' : Number(args.workers);
+  let brokerTls: Record<string, unknown> = {};
+  if (args.tls === 'terminate') {
+    certDir = mkdtempSync(join(tmpdir(), 'bench-sessions-'));
+    const cert = await generateCertificate('bench.pcoip-lb.invalid', ['127.0.0.1']);
+    writeFileSync(join(certDir, 'proxy.crt'), cert.cert);
+    writeFileSync(join(certDir, 'proxy.key'), cert.key);
+    brokerTls = { tls: { mode: 'terminate', certificates: [{ cert: join(certDir, 'proxy.crt'), key: join(certDir, 'proxy.key') }], upstream: { insecure: true } } };
+    if (args.lbCookie) {
+      writeFileSync(join(certDir, 'lb-cookie.keys'), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+      brokerTls.lbCookie = { enabled: true, keyFile: join(certDir, 'lb-cookie.keys') };
+    }
+  } else if (args.lbCookie) {
+    throw new Error('--lb-cookie needs --tls terminate');
+  }
   proxy.send({
     type: 'start',
     logLevel: args.proxyLogLevel,
     config: {
-      listeners: { broker, pcoipTcp: { bind: '127.0.0.1:0' }, pcoipUdp: { bind: '127.0.0.1:0' } },
+      workers,
+      listeners: { broker: { bind: '127.0.0.1:0', ...brokerTls }, pcoipTcp: { bind: '127.0.0.1:0' }, pcoipUdp: { bind: '127.0.0.1:0' } },
       connectors: sims.map((s) => s.connectorConfig()),
       // Health checks run against the simulators as in production; no admin server (its default
       // port could clash with a running demo).
@@ -121,7 +126,7 @@ if (args.target !== undefined) {
 
 const mix = CLIENT_MIXES[args.mix]!;
 const where = proxy
-  ? `pcoip-lb (child process, tls.mode ${args.tls}${args.lbCookie ? ', lbCookie on' : ''}) in front of ${sims.length} simulated Connectors`
+  ? `pcoip-lb (child process, workers: ${args.workers}, broker TLS ${args.tls}${args.lbCookie ? ', lbCookie on' : ''}) in front of ${sims.length} simulated Connectors`
   : args.direct
     ? `no proxy, straight to ${sims.length} simulated Connectors`
     : `the pcoip-lb at ${args.target === 'demo' ? `${DEMO_BROKER.host}:${DEMO_BROKER.port} (the demo)` : args.target}`;
@@ -146,11 +151,13 @@ const report = await runLoad({
 let proxyUsage = '';
 if (proxy) {
   proxy.send({ type: 'stop' });
-  const [stopped] = (await once(proxy, 'message')) as [{ cpuUserUs: number; cpuSystemUs: number; maxRssBytes: number }];
-  proxyUsage = `pcoip-lb process: CPU ${((stopped.cpuUserUs + stopped.cpuSystemUs) / 1e6).toFixed(2)} s (user ${(stopped.cpuUserUs / 1e6).toFixed(2)}, system ${(stopped.cpuSystemUs / 1e6).toFixed(2)}), max RSS ${(stopped.maxRssBytes / 2 ** 20).toFixed(0)} MiB`;
+  const [stopped] = (await once(proxy, 'message')) as [{ cpuUserUs: number; cpuSystemUs: number; treeCpuSeconds: number; maxRssBytes: number }];
+  proxyUsage =
+    `pcoip-lb process: CPU ${((stopped.cpuUserUs + stopped.cpuSystemUs) / 1e6).toFixed(2)} s (user ${(stopped.cpuUserUs / 1e6).toFixed(2)}, system ${(stopped.cpuSystemUs / 1e6).toFixed(2)}), max RSS ${(stopped.maxRssBytes / 2 ** 20).toFixed(0)} MiB` +
+    (args.workers === '1' ? '' : `; with its workers: CPU ${stopped.treeCpuSeconds.toFixed(2)} s`);
 }
+if (certDir) rmSync(certDir, { recursive: true, force: true });
 await Promise.all(sims.map((s) => s.stop()));
-if (certDir) await rm(certDir, { recursive: true, force: true });
 
 const cpu = cpus();
 process.stdout.write(

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { hash32 } from './hash.ts';
+import type { AllocationRecord, LookupQuery, SessionRecord } from '../state/changes.ts';
 
 /**
  * What the terminating broker listener learns from the broker exchange, for routing:
@@ -11,10 +12,11 @@ import { hash32 } from './hash.ts';
  *
  * Memory is bounded in bytes, not only in entries, because cookies and log ids are chosen by
  * whoever sends them: a cookie or log id is only ever a key, so only a 128-bit digest of it is
- * kept (a fixed ~120 bytes per entry however long the value); a value longer than any real one
- * (MAX_COOKIE_CHARS, MAX_LOG_ID_CHARS; PCOIP.md: UUID log ids, 32-hex JSESSIONIDs) is not learned
- * at all; an allocation keeps only short, length-checked fields. Each kind has a byte budget
- * (`maxBytesPerKind`) besides `maxEntries`; past either, the oldest entries go first.
+ * kept (`sessionKeyDigest`: a fixed ~128 bytes per entry however long the value; it is also the
+ * key replicated records and look-ups carry, so no raw cookie travels); a value longer than any
+ * real one (MAX_COOKIE_CHARS, MAX_LOG_ID_CHARS; PCOIP.md: UUID log ids, 32-hex JSESSIONIDs) is not
+ * learned at all; an allocation keeps only short, length-checked fields. Each kind has a byte
+ * budget (`maxBytesPerKind`) besides `maxEntries`; past either, the oldest entries go first.
  *
  * Lifetimes: a cookie or log id lives `ttlMs` after it was last used. An allocation first lives
  * while its connect tag is valid (60 s, single use: PCoIP Client SDK); once a 4172 flow claimed
@@ -36,7 +38,7 @@ export const DEFAULT_MAX_BYTES_PER_KIND = 16 * 1024 * 1024;
 
 /**
  * What an entry costs on the V8 heap, approximately (measured on Node 24 with 200 000 entries:
- * a 16-character digest key, its entry object and the Map slot ≈ 117 bytes). Strings held by an
+ * a 22-character digest key, its entry object and the Map slot ≈ 120 bytes). Strings held by an
  * allocation are counted by length on top of ALLOCATION_BYTES.
  */
 const KEYED_ENTRY_BYTES = 128;
@@ -69,6 +71,7 @@ export interface Allocation {
   readonly port: number | undefined;
   readonly learnedAt: number;
   readonly tagExpiresAt: number;
+  readonly tagFingerprint: string;
   /** A 4172 flow matched this allocation: the tag has been used. */
   claimed: boolean;
   flows: number;
@@ -102,7 +105,7 @@ export function redact(secret: string): string {
  * entries and bytes (the oldest go first).
  */
 class BoundedMap<V> {
-  readonly map = new Map<string, V>();
+  private readonly map = new Map<string, V>();
   bytes = 0;
   private readonly sizeOf: (key: string, value: V) => number;
   private readonly limits: () => { maxEntries: number; maxBytes: number };
@@ -141,8 +144,8 @@ class BoundedMap<V> {
     return true;
   }
 
-  *entries(): IterableIterator<[string, V]> {
-    yield* this.map.entries();
+  [Symbol.iterator](): IterableIterator<[string, V]> {
+    return this.map.entries();
   }
 
   values(): IterableIterator<V> {
@@ -157,6 +160,7 @@ export class SessionTable {
   /** Fingerprints of connect tags seen, with when they stop mattering (a tag is single-use). */
   private readonly tagsSeen: BoundedMap<number>;
   private options: Required<SessionTableOptions>;
+  private readonly learnListeners: Array<(record: SessionRecord, origin: 'local' | 'remote') => void> = [];
 
   constructor(options: SessionTableOptions) {
     this.options = { tagLifetimeMs: CONNECT_TAG_LIFETIME_MS, maxBytesPerKind: DEFAULT_MAX_BYTES_PER_KIND, ...options };
@@ -174,24 +178,26 @@ export class SessionTable {
   /** Remembers which Connector issued a session cookie. A value longer than MAX_COOKIE_CHARS is ignored. */
   learnCookie(value: string, connectorId: string, now: number): void {
     if (value.length > MAX_COOKIE_CHARS) return;
-    this.learnKeyed(this.cookies, keyDigest(value), connectorId, now);
+    const key = sessionKeyDigest(value);
+    if (this.learnKeyed(this.cookies, key, connectorId, now)) this.emit({ kind: 'cookie', key, connectorId, at: now });
   }
 
   /** Remembers where a login's log id lives. A value longer than MAX_LOG_ID_CHARS is ignored. */
   learnLogId(value: string, connectorId: string, now: number): void {
     if (value.length > MAX_LOG_ID_CHARS) return;
-    this.learnKeyed(this.logIds, keyDigest(value), connectorId, now);
+    const key = sessionKeyDigest(value);
+    if (this.learnKeyed(this.logIds, key, connectorId, now)) this.emit({ kind: 'log-id', key, connectorId, at: now });
   }
 
   /** The Connector that issued this session cookie, refreshing its lifetime; undefined if unknown or expired. */
   connectorForCookie(value: string, now: number): string | undefined {
     if (value.length > MAX_COOKIE_CHARS) return undefined;
-    return this.lookupKeyed(this.cookies, keyDigest(value), now);
+    return this.lookupKeyed(this.cookies, sessionKeyDigest(value), now);
   }
 
   connectorForLogId(value: string, now: number): string | undefined {
     if (value.length > MAX_LOG_ID_CHARS) return undefined;
-    return this.lookupKeyed(this.logIds, keyDigest(value), now);
+    return this.lookupKeyed(this.logIds, sessionKeyDigest(value), now);
   }
 
   /**
@@ -205,23 +211,44 @@ export class SessionTable {
     const fingerprint = tagFingerprint(input.connectTag);
     const seenUntil = this.tagsSeen.get(fingerprint);
     if (seenUntil !== undefined && seenUntil > now) return { ok: false, reason: 'reused-tag' };
-    this.tagsSeen.set(fingerprint, now + this.options.tagLifetimeMs);
-    const allocation: Allocation = {
-      sni: input.sni,
+    const record: AllocationRecord = {
+      kind: 'allocation',
+      sni: input.sni ?? '',
       connectorId: input.connectorId,
       clientAddress: input.clientAddress,
       sessionIdHint: input.sessionId ? redact(input.sessionId) : '',
       ipAddress: input.ipAddress,
       port: input.port,
+      tagFingerprint: fingerprint,
       learnedAt: now,
       tagExpiresAt: now + this.options.tagLifetimeMs,
+    };
+    const { allocation, replaced } = this.storeAllocation(record);
+    this.emit(record);
+    return { ok: true, allocation, replaced };
+  }
+
+  /** Records an allocation (learned here or replicated) and its tag; returns it and whether it replaced one. */
+  private storeAllocation(record: AllocationRecord): { allocation: Allocation; replaced: boolean } {
+    this.tagsSeen.set(record.tagFingerprint, record.tagExpiresAt);
+    const allocation: Allocation = {
+      sni: record.sni === '' ? undefined : record.sni,
+      connectorId: record.connectorId,
+      clientAddress: record.clientAddress,
+      sessionIdHint: record.sessionIdHint,
+      ipAddress: record.ipAddress,
+      port: record.port,
+      learnedAt: record.learnedAt,
+      tagExpiresAt: record.tagExpiresAt,
+      tagFingerprint: record.tagFingerprint,
       claimed: false,
       flows: 0,
-      lastSeen: now,
+      lastSeen: record.learnedAt,
     };
     let replaced = false;
-    if (input.sni) replaced = this.allocations.set(input.sni, allocation);
-    return { ok: true, allocation, replaced };
+    // A replicated record is checked like a learned one: nothing longer than a DNS name is kept.
+    if (allocation.sni && allocation.sni.length <= MAX_SNI_CHARS && (allocation.ipAddress?.length ?? 0) <= MAX_HOST_CHARS) replaced = this.allocations.set(allocation.sni, allocation);
+    return { allocation, replaced };
   }
 
   /**
@@ -239,9 +266,11 @@ export class SessionTable {
   }
 
   flowOpened(allocation: Allocation, now: number): void {
+    const first = !allocation.claimed;
     allocation.claimed = true;
     allocation.flows++;
     allocation.lastSeen = now;
+    if (first && allocation.sni) this.emit({ kind: 'allocation-claimed', sni: allocation.sni, at: now });
   }
 
   flowClosed(allocation: Allocation, now: number): void {
@@ -252,18 +281,18 @@ export class SessionTable {
   /** Drops every expired entry; returns how many. */
   sweep(now: number): number {
     let removed = 0;
-    for (const kind of [this.cookies, this.logIds]) {
-      for (const [k, e] of kind.entries()) if (now - e.lastSeen > this.options.ttlMs) (kind.delete(k), removed++);
+    for (const map of [this.cookies, this.logIds]) {
+      for (const [k, e] of map) if (now - e.lastSeen > this.options.ttlMs) (map.delete(k), removed++);
     }
-    for (const [k, a] of this.allocations.entries()) if (this.isExpired(a, now)) (this.allocations.delete(k), removed++);
-    for (const [k, until] of this.tagsSeen.entries()) if (until <= now) this.tagsSeen.delete(k);
+    for (const [k, a] of this.allocations) if (this.isExpired(a, now)) (this.allocations.delete(k), removed++);
+    for (const [k, until] of this.tagsSeen) if (until <= now) this.tagsSeen.delete(k);
     return removed;
   }
 
   /** Drops what points at a Connector that left the config. */
   forgetConnector(connectorId: string): void {
-    for (const kind of [this.cookies, this.logIds]) for (const [k, e] of kind.entries()) if (e.connectorId === connectorId) kind.delete(k);
-    for (const [k, a] of this.allocations.entries()) if (a.connectorId === connectorId) this.allocations.delete(k);
+    for (const map of [this.cookies, this.logIds]) for (const [k, e] of map) if (e.connectorId === connectorId) map.delete(k);
+    for (const [k, a] of this.allocations) if (a.connectorId === connectorId) this.allocations.delete(k);
   }
 
   get counts(): { cookies: number; logIds: number; allocations: number } {
@@ -307,20 +336,92 @@ export class SessionTable {
     return a.flows === 0 && now - a.lastSeen > this.options.ttlMs;
   }
 
-  private learnKeyed(kind: BoundedMap<KeyedEntry>, key: string, connectorId: string, now: number): void {
-    const existing = kind.get(key);
+  /** Returns true when the key is new or now points elsewhere (a change worth replicating). */
+  private learnKeyed(map: BoundedMap<KeyedEntry>, key: string, connectorId: string, now: number): boolean {
+    const existing = map.get(key);
     if (existing && existing.connectorId === connectorId) {
       existing.lastSeen = now;
-      return;
+      return false;
     }
-    kind.set(key, { connectorId, learnedAt: now, lastSeen: now });
+    map.set(key, { connectorId, learnedAt: now, lastSeen: now });
+    return true;
   }
 
-  private lookupKeyed(kind: BoundedMap<KeyedEntry>, key: string, now: number): string | undefined {
-    const e = kind.get(key);
+  // ---- replication (docs/state.md): this table is the one owner of learned sessions -------------
+
+  /**
+   * Calls `listener` with every record stored: learned here (`local`), or applied from another
+   * process (`apply`'s origin). A record that changed nothing (already known) is not announced.
+   */
+  onLearn(listener: (record: SessionRecord, origin: 'local' | 'remote') => void): void {
+    this.learnListeners.push(listener);
+  }
+
+  /**
+   * A session learned in another process. `origin` 'local': this process owns it for its
+   * instance (the primary applying what its workers learned: its own replica must hear of it);
+   * 'remote': it came from a replica and is not published again.
+   */
+  apply(record: SessionRecord, now: number, origin: 'local' | 'remote'): void {
+    if (this.store(record, now)) this.emit(record, origin);
+  }
+
+  /** Stores a replicated record; false when it changed nothing (already known, or too late to use). */
+  private store(record: SessionRecord, now: number): boolean {
+    switch (record.kind) {
+      case 'cookie':
+      case 'log-id':
+        return this.learnKeyed(record.kind === 'cookie' ? this.cookies : this.logIds, record.key, record.connectorId, now);
+      case 'allocation':
+        // A record that arrives after its tag expired can no longer be used.
+        if (record.tagExpiresAt <= now || this.tagsSeen.get(record.tagFingerprint) === record.tagExpiresAt) return false;
+        this.storeAllocation(record);
+        return true;
+      case 'allocation-claimed': {
+        const a = this.allocations.get(record.sni);
+        if (!a || a.claimed) return false;
+        a.claimed = true;
+        a.lastSeen = now;
+        return true;
+      }
+    }
+  }
+
+  /** Everything live, as records: what a new replica (a worker forked later) starts from. */
+  records(now: number): SessionRecord[] {
+    const out: SessionRecord[] = [];
+    const live = (e: KeyedEntry) => now - e.lastSeen <= this.options.ttlMs;
+    for (const [key, e] of this.cookies) if (live(e)) out.push({ kind: 'cookie', key, connectorId: e.connectorId, at: e.learnedAt });
+    for (const [key, e] of this.logIds) if (live(e)) out.push({ kind: 'log-id', key, connectorId: e.connectorId, at: e.learnedAt });
+    for (const a of this.allocations.values()) {
+      if (this.isExpired(a, now) || !a.sni) continue;
+      out.push(allocationRecord(a));
+      if (a.claimed) out.push({ kind: 'allocation-claimed', sni: a.sni, at: a.lastSeen });
+    }
+    return out;
+  }
+
+  /** What this table knows for a replica's look-up (undefined: nothing live). Cookie and log-id keys are digests (`sessionKeyDigest`). */
+  lookup(query: Exclude<LookupQuery, { kind: 'pin' }>, now: number): SessionRecord | undefined {
+    if (query.kind === 'allocation') {
+      const a = this.allocations.get(query.sni);
+      return a && !this.isExpired(a, now) ? allocationRecord(a) : undefined;
+    }
+    const map = query.kind === 'cookie' ? this.cookies : this.logIds;
+    const e = map.get(query.key);
+    if (!e || now - e.lastSeen > this.options.ttlMs) return undefined;
+    return { kind: query.kind, key: query.key, connectorId: e.connectorId, at: e.learnedAt };
+  }
+
+  private emit(record: SessionRecord, origin: 'local' | 'remote' = 'local'): void {
+    for (const l of this.learnListeners) l(record, origin);
+  }
+
+  private lookupKeyed(map: BoundedMap<KeyedEntry>, key: string, now: number): string | undefined {
+    const e = map.get(key);
     if (!e) return undefined;
     if (now - e.lastSeen > this.options.ttlMs) {
-      kind.delete(key);
+      map.delete(key);
       return undefined;
     }
     e.lastSeen = now;
@@ -347,13 +448,28 @@ export interface SessionsDescription {
   allocations: AllocationDescription[];
 }
 
+function allocationRecord(a: Allocation): AllocationRecord {
+  return {
+    kind: 'allocation',
+    sni: a.sni ?? '',
+    connectorId: a.connectorId,
+    clientAddress: a.clientAddress,
+    sessionIdHint: a.sessionIdHint,
+    ipAddress: a.ipAddress,
+    port: a.port,
+    tagFingerprint: a.tagFingerprint,
+    learnedAt: a.learnedAt,
+    tagExpiresAt: a.tagExpiresAt,
+  };
+}
+
 /**
- * The key kept for a cookie or log id: the first 128 bits of its SHA-256, as a 16-character
- * one-byte string. Cryptographic so that nobody can craft a value that collides with another
- * user's and move that user's routing.
+ * The key kept (and replicated, and looked up) for a cookie or log id: the first 128 bits of its
+ * SHA-256, base64url (22 ASCII characters). Cryptographic so that nobody can craft a value that
+ * collides with another user's and move that user's routing; ASCII so that it travels in JSON.
  */
-function keyDigest(value: string): string {
-  return createHash('sha256').update(value, 'utf8').digest().toString('latin1', 0, 16);
+export function sessionKeyDigest(value: string): string {
+  return createHash('sha256').update(value, 'utf8').digest().subarray(0, 16).toString('base64url');
 }
 
 /** Two independent 32-bit hashes: enough to tell tags apart without keeping the tag itself. */

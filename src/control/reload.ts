@@ -1,17 +1,14 @@
 import type { Config } from '../config/schema.ts';
-import { loadConfigFile } from '../config/load.ts';
+import { loadCheckedConfigFile, loadConfigFile } from '../config/load.ts';
 import type { ConfigDiff } from '../config/diff.ts';
-import { ErrorCodes, PlbError, isPlbError, type ErrorCode } from '../errors.ts';
-import type { App } from '../app.ts';
+import { ErrorCodes, PlbError, isPlbError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import type { ReloadOutcome } from './reload-outcome.ts';
 import { AdminClient } from '../admin/client.ts';
 import { adminTarget } from '../admin/commands.ts';
 import { readPidFile } from './pid-file.ts';
 
-/** What a reload did, as the admin API and `pcoip-lb reload` report it. */
-export type ReloadOutcome =
-  | { ok: true; connectors: ConfigDiff['connectors']; listeners: ConfigDiff['listeners']; applied: string[]; restartRequired: string[]; pinsDropped: number }
-  | { ok: false; code: ErrorCode; message: string; errors: readonly string[] };
+export type { ReloadOutcome } from './reload-outcome.ts';
 
 /**
  * Reload, process side (SIGHUP and POST /reload): re-read the config file the process was
@@ -19,12 +16,16 @@ export type ReloadOutcome =
  * (file:line:col key.path) and the running config stays.
  */
 /** The single-process App, or the multi-core Supervisor (which passes the result to its workers). */
-export type Reloadable = Pick<App, 'reload'>;
+export interface Reloadable {
+  reload(next: Config): { diff: ConfigDiff; pinsDropped: number };
+}
 
 export function reloadFromFile(app: Reloadable, configPath: string, logger: Logger, logLevelOverride?: string): ReloadOutcome {
   let next: Config;
   try {
-    next = loadConfigFile(configPath);
+    // Every check start makes (certificate, CA and token files too), so a reload that would not
+    // start is rejected with the same file:line errors.
+    next = loadCheckedConfigFile(configPath, { tokenEnvMissing: 'error' }).config;
     // A --log-level given on the command line outranks the file, on reload as at start.
     if (logLevelOverride) next.logging.level = logLevelOverride as Config['logging']['level'];
     const { diff, pinsDropped } = app.reload(next);

@@ -1,7 +1,7 @@
 import type { Logger } from '../logger.ts';
 import { RateLimitedLog } from '../logger.ts';
-import type { Placer } from '../balance/placer.ts';
-import { MAX_COOKIE_CHARS, MAX_LOG_ID_CHARS, redact, type SessionTable } from '../balance/sessions.ts';
+import type { Lease, Placer } from '../balance/placer.ts';
+import { MAX_COOKIE_CHARS, MAX_LOG_ID_CHARS, redact, sessionKeyDigest, type SessionTable } from '../balance/sessions.ts';
 import { admitsPinnedClients, type ConnectorView, type Pool } from '../pool/pool.ts';
 import { ALLOC_SUCCESSFUL, type AllocationTarget } from '../pcoip/allocate-response.ts';
 import { ErrorCodes } from '../errors.ts';
@@ -32,8 +32,8 @@ export type Route =
       ok: true;
       connector: ConnectorView;
       via: RouteVia;
-      /** Set when the placer chose: its affinity key and reason. */
-      placement?: { clientKey: string; reason: string };
+      /** Set when the placer chose: its affinity key, reason, and the lease the request's connection holds (released once). */
+      placement?: { clientKey: string; reason: string; lease: Lease };
       /** The request's CLIENT-LOG-ID, when usable: learned if the Connector answers a broker XML POST. */
       logId?: string;
       /** The request carried a valid LB cookie for this Connector that needs no refresh. */
@@ -59,6 +59,10 @@ export interface BrokerRoutingDeps {
   stats?: FlowStats;
   /** listeners.broker.lbCookie, when enabled. */
   lbCookie?: LbCookie;
+  /** Multi-core / cluster: ask the replica about a cookie or log id (by digest) this process does not know. */
+  beforeSessionRoute?: (query: { kind: 'cookie' | 'log-id'; key: string }) => Promise<void> | undefined;
+  /** Multi-core / cluster: ask the replica about a client address with no local pin. */
+  beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
 }
 
 export class BrokerRouter {
@@ -73,6 +77,25 @@ export class BrokerRouter {
   /** New LB cookie keys (a rewritten key file): cookies signed by any of them verify from now on. */
   setLbCookie(lbCookie: LbCookie): void {
     this.deps.lbCookie = lbCookie;
+  }
+
+  /**
+   * Before `route`: what this process must first learn from its replica to route the request as
+   * any other process would (its cookie, its log id, its client's pin). undefined: route now.
+   * The look-ups are bounded by the replica; whatever they bring, `route` then decides locally.
+   * Keys travel as digests (sessionKeyDigest), never raw; implausibly long values are not asked about.
+   */
+  prepare(head: MessageHead, clientAddress: string): Promise<void> | undefined {
+    const { beforeSessionRoute, beforeDecide } = this.deps;
+    if (!beforeSessionRoute && !beforeDecide) return undefined;
+    const cookie = requestCookie(head, SESSION_COOKIE);
+    const logId = headerValues(head, LOG_ID_HEADER)[0];
+    const waits = [
+      cookie && cookie.length <= MAX_COOKIE_CHARS ? beforeSessionRoute?.({ kind: 'cookie', key: sessionKeyDigest(cookie) }) : undefined,
+      logId && logId.length <= MAX_LOG_ID_CHARS ? beforeSessionRoute?.({ kind: 'log-id', key: sessionKeyDigest(logId) }) : undefined,
+      beforeDecide?.(clientAddress),
+    ].filter((w) => w !== undefined);
+    return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
   }
 
   /** Picks the Connector for one request. `avoid`: Connectors that just failed to connect. */
@@ -98,7 +121,7 @@ export class BrokerRouter {
     if (!route) {
       const decision = placer.decide(clientAddress, now, avoid);
       if (!decision.ok) return { ok: false };
-      route = { ok: true, connector: decision.connector, via: 'address', placement: { clientKey: decision.clientKey, reason: decision.reason } };
+      route = { ok: true, connector: decision.connector, via: 'address', placement: { clientKey: decision.clientKey, reason: decision.reason, lease: decision.lease } };
     }
     if (!route.ok) return route;
     return { ...route, ...(logId ? { logId } : {}), ...(lbCookieFor === route.connector.id ? { lbCookieCurrent: true } : {}) };
@@ -204,7 +227,7 @@ export class BrokerRouter {
       logger.warn({ ...fields, reason: learned.reason, code: learned.reason === 'reused-tag' ? ErrorCodes.CONNECT_TAG_REUSED : undefined }, `allocation ignored: ${why}`);
       return;
     }
-    placer.affinity.pin(placer.keyFor(clientAddress), connector.id, now, 'learned');
+    placer.learn(clientAddress, connector.id, now);
     logger.info({ ...fields, replaced: learned.replaced }, 'allocation learned: client pinned for 4172');
   }
 }

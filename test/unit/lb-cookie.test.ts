@@ -123,7 +123,7 @@ connectors:
     ['both key sources', `${terminate}\nlbCookie: { enabled: true, keyFile: /k, keyEnv: K }`, 'listeners.broker.lbCookie.keyEnv: set one of keyFile or keyEnv, not both'],
     ['the name JSESSIONID', `${terminate}\nlbCookie: { enabled: true, keyEnv: K, name: jsessionid }`, "listeners.broker.lbCookie.name: must differ from the Connectors' JSESSIONID"],
     ['a name with a space', `${terminate}\nlbCookie: { enabled: true, keyEnv: K, name: "a b" }`, 'listeners.broker.lbCookie.name: must be a cookie name'],
-    ['a maxAge under a minute', `${terminate}\nlbCookie: { enabled: true, keyEnv: K, maxAge: 5s }`, 'listeners.broker.lbCookie.maxAge: must be between 1m and 7d'],
+    ['a maxAge under a minute', `${terminate}\nlbCookie: { enabled: true, keyEnv: K, maxAge: 5s }`, 'listeners.broker.lbCookie.maxAge: must be between 1m and 168h; got "5s"'],
     ['a bad env name', `${terminate}\nlbCookie: { enabled: true, keyEnv: "1X" }`, 'listeners.broker.lbCookie.keyEnv: must be an environment variable name'],
     ['a bodyTimeout without unit', `${terminate}\nhttp: { bodyTimeout: 10 }`, 'listeners.broker.http.bodyTimeout'],
   ])('rejects %s with the key path', (_name, broker, expected) => {
