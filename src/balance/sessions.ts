@@ -14,7 +14,7 @@ import type { AllocationRecord, LookupQuery, SessionRecord } from '../state/chan
  * whoever sends them: a cookie or log id is only ever a key, so only a 128-bit digest of it is
  * kept (`sessionKeyDigest`: a fixed ~128 bytes per entry however long the value; it is also the
  * key replicated records and look-ups carry, so no raw cookie travels); a value longer than any
- * real one (MAX_COOKIE_CHARS, MAX_LOG_ID_CHARS; PCOIP.md: UUID log ids, 32-hex JSESSIONIDs) is not
+ * real one (MAX_COOKIE_CHARS, MAX_LOG_ID_CHARS; docs/pcoip-protocol.md: UUID log ids, 32-hex JSESSIONIDs) is not
  * learned at all; an allocation keeps only short, length-checked fields. Each kind has a byte
  * budget (`maxBytesPerKind`) besides `maxEntries`; past either, the oldest entries go first.
  *

@@ -14,7 +14,7 @@ import { BROKER_PATH, CONNECTOR_ID_HEADER, COOKIE_NAME, MAX_LINE_BYTES, PROBE_PR
  * does — the broker exchange over 443, then 4172/TCP (TLS, with the allocated `sni` as server
  * name) presenting the connect tag, then the UDP media flow.
  *
- * How it speaks the broker exchange is a ClientBehaviour, after what real clients do (PCOIP.md):
+ * How it speaks the broker exchange is a ClientBehaviour, after what real clients do (docs/pcoip-protocol.md):
  * a probe hello (`QueryBrokerClient`) first or not; every request on one keep-alive TLS
  * connection (the open-source client's `Connection: Keep-Alive` and headers) or each on its own
  * connection; a cookie jar fed only by headers spelled exactly `Set-Cookie`, or no cookies at all
@@ -48,7 +48,7 @@ export interface ClientBehaviour {
 /** What the simulator did before issue 14: no probe, a connection per request, JSESSIONID. */
 export const LEGACY_BEHAVIOUR: ClientBehaviour = { probe: false, connection: 'per-request', cookies: 'jar', logIdHeader: 'CLIENT-LOG-ID' };
 
-/** The open-source PCoIP client's request headers (PCOIP.md, wunderwuzzi23/puppy). */
+/** The open-source PCoIP client's request headers (docs/pcoip-protocol.md, wunderwuzzi23/puppy). */
 const KEEP_ALIVE_HEADERS = { 'User-Agent': 'Mozilla/4.0 (compatible; MSIE 6.0)', Accept: 'text/*, application/octet-stream', 'Cache-Control': 'no-cache', Connection: 'Keep-Alive' };
 
 

@@ -64,7 +64,7 @@ export interface SimConnectorOptions {
   certificate?: SimCertificate;
   logger?: Logger;
   /**
-   * Identifier shapes (PCOIP.md, PCoIP Client SDK examples). realistic (default): session-id a
+   * Identifier shapes (docs/pcoip-protocol.md, PCoIP Client SDK examples). realistic (default): session-id a
    * 64-bit decimal, connect tag ~100 URL-encoded characters starting `SCS1`; short: 16 hex
    * digits and 24 base64url characters (what the simulator used before).
    */
@@ -504,7 +504,7 @@ export class SimConnector {
 }
 
 /**
- * Identifiers shaped like the PCoIP Client SDK's examples (PCOIP.md): a 64-bit decimal session id
+ * Identifiers shaped like the PCoIP Client SDK's examples (docs/pcoip-protocol.md): a 64-bit decimal session id
  * (19 digits, e.g. 2305843009213693961) and a connect tag of about 100 URL-encoded characters
  * starting `SCS1` (*sim*: the bytes inside are random; only the shape is public).
  */

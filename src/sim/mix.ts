@@ -20,7 +20,7 @@ export interface ClientMix {
 export const LEGACY_MIX: ClientMix = { name: 'legacy', profiles: [{ name: 'per-request', weight: 1, behaviour: LEGACY_BEHAVIOUR }] };
 
 /**
- * What PCOIP.md says real clients do, mixed: most send a probe hello first; some keep one TLS
+ * What docs/pcoip-protocol.md says real clients do, mixed: most send a probe hello first; some keep one TLS
  * connection for the whole exchange (open-source client), others open one per request
  * (Teradici's description); one in eight ignores cookies and is followed by its CLIENT-LOG-ID;
  * one spells the log id header in another case. With realistic Connector ids (the default).

@@ -100,7 +100,7 @@ describe('simulated Connector', () => {
     const alloc = await post(a, requests.allocateResource('1'), cookie);
     expect(alloc.answer.resultId).toBe('ALLOC_SUCCESSFUL');
     expect(alloc.answer.target).toMatchObject({ ipAddress: '127.0.1.1', hostname: 'conn-a.sim.invalid', port: a.pcoipPort });
-    // Realistic shapes (PCOIP.md): a 64-bit decimal session id, a ~100-character URL-encoded tag starting SCS1.
+    // Realistic shapes (docs/pcoip-protocol.md): a 64-bit decimal session id, a ~100-character URL-encoded tag starting SCS1.
     const t = alloc.answer.target!;
     expect(t.sessionId).toMatch(/^\d{19}$/);
     expect(BigInt(t.sessionId) < 2n ** 64n).toBe(true);
