@@ -144,6 +144,16 @@ function registerFlowMetrics(registry: Registry, app: AdminView): void {
     ['listener', 'connector'],
     splitKeys(app.stats.repinMoves, '|', 'listener', 'connector'),
   );
+  collected(
+    registry,
+    'counter',
+    'pcoip_lb_broker_events_total',
+    'Terminating broker: client identifiers ignored (lb-cookie-forged, lb-cookie-stale, id-too-long, log-id-limit), LB cookies issued, timeouts (body-timeout, response-timeout), upstream-limit, unsolicited-response',
+    ['event'],
+    function* () {
+      for (const [event, n] of app.stats.brokerEvents) yield [{ event }, n];
+    },
+  );
   collected(registry, 'counter', 'pcoip_lb_connect_failures_total', 'Connects to a Connector that were refused or timed out', ['connector'], function* () {
     // Every Connector from 0, so rate() and increase() see the first failure.
     const ids = new Set([...app.pool.all().map((c) => c.id), ...app.stats.connectFailures.keys()]);

@@ -121,6 +121,31 @@ const brokerTls = z
   })
   .prefault({});
 
+/**
+ * Issue 14: load-balancer cookie stickiness (HP-template style: AWS ALB lb_cookie, GCP
+ * GENERATED_COOKIE), terminate mode only, off by default. pcoip-lb adds one Set-Cookie naming the
+ * Connector (opaque, HMAC-SHA256) and routes by it ahead of JSESSIONID. Keys: one per line of
+ * keyFile, or comma/space separated in the environment variable keyEnv; the first signs, all verify.
+ */
+const lbCookie = z
+  .strictObject({
+    enabled: z.boolean().default(false),
+    name: z
+      .string()
+      .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/, 'must be a cookie name: 1-64 token characters (letters, digits, ! # $ % & \' * + - . ^ _ ` | ~)')
+      .refine((n) => n.toUpperCase() !== 'JSESSIONID', { message: "must differ from the Connectors' JSESSIONID" })
+      .default('PCOIPLB'),
+    keyFile: z.string().min(1, 'must be the path of a file with one key per line').optional(),
+    keyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+    /** Max-Age of the cookie, and how old a cookie may be to be honoured. */
+    maxAge: duration('maxAge', { min: MINUTE, max: 7 * DAY }).prefault('1h'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.keyFile !== undefined && c.keyEnv !== undefined) ctx.addIssue({ code: 'custom', path: ['keyEnv'], message: 'set one of keyFile or keyEnv, not both' });
+    else if (c.enabled && c.keyFile === undefined && c.keyEnv === undefined) ctx.addIssue({ code: 'custom', path: ['enabled'], message: 'lbCookie needs its HMAC keys: set keyFile (one key per line) or keyEnv (an environment variable)' });
+  })
+  .prefault({});
+
 const brokerListener = z.strictObject({
   ...tcpListenerFields,
   /** Idle broker connections are short HTTP keep-alives; 5 minutes is generous. */
@@ -133,6 +158,11 @@ const brokerListener = z.strictObject({
       maxHeaderCount: z.number().int().min(8).max(1000).default(100),
       /** A client must finish sending a request's headers within this (slow senders are cut). */
       headerTimeout: duration('headerTimeout', { min: 100, max: 10 * MINUTE }).prefault('10s'),
+      // --- issue 14: slow bodies and silent Connectors ---
+      /** A request body that brings no byte for this long (while pcoip-lb reads) gets 408. "0s": off. */
+      bodyTimeout: duration('bodyTimeout', { min: 100, max: 10 * MINUTE, zero: 'off' }).prefault('10s'),
+      /** A Connector that sends no byte of its answer this long after a fully sent request: 504. "0s": off. */
+      responseTimeout: duration('responseTimeout', { min: 100, max: HOUR, zero: 'off' }).prefault('30s'),
     })
     .prefault({}),
   /**
@@ -151,6 +181,7 @@ const brokerListener = z.strictObject({
       ports: z.record(z.string(), z.number().int().min(0).max(65535)).default({}),
     })
     .prefault({}),
+  lbCookie,
 });
 
 const pcoipTcpListener = z.strictObject({
@@ -385,6 +416,10 @@ export const configSchema = z
         if (p !== 0 && other !== undefined) ctx.addIssue({ code: 'custom', path: at('ports', id), message: `port ${p} is also used for "${other}"` });
         used.set(p, id);
       }
+    }
+    // Issue 14: the LB cookie is added by the terminating listener only.
+    if (broker?.lbCookie.enabled && broker.tls.mode !== 'terminate') {
+      ctx.addIssue({ code: 'custom', path: ['listeners', 'broker', 'lbCookie', 'enabled'], message: 'needs listeners.broker.tls.mode: terminate (the cookie is added to HTTP responses)' });
     }
     if (!isPrime(cfg.balance.tableSize)) {
       ctx.addIssue({ code: 'custom', path: ['balance', 'tableSize'], message: `${cfg.balance.tableSize} is not prime (try 65537)` });
