@@ -34,6 +34,12 @@ export const ErrorCodes = {
   UNKNOWN_CONNECTOR: 'PLB_E_UNKNOWN_CONNECTOR',
   DRAIN_TIMEOUT: 'PLB_E_DRAIN_TIMEOUT',
   HEALTH_TLS_CA: 'PLB_E_HEALTH_TLS_CA',
+  /** cluster: a password or CA file that cannot be read, an empty password. */
+  CLUSTER_CONFIG: 'PLB_E_CLUSTER_CONFIG',
+  /** cluster: the store is unreachable or not answering; this instance decides alone meanwhile. */
+  CLUSTER_STORE: 'PLB_E_CLUSTER_STORE',
+  /** cluster: a value read from the store is malformed or names an unknown Connector; ignored. */
+  CLUSTER_VALUE: 'PLB_E_CLUSTER_VALUE',
   /** A command-line argument that parsed but makes no sense (an unknown id, a count out of range, a bad duration). */
   USAGE: 'PLB_E_USAGE',
 } as const;

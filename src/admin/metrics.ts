@@ -16,7 +16,7 @@ type Samples = () => Iterable<[Labels, number]>;
  * A metric whose samples are computed when scraped. Counters are rebuilt from FlowStats' running
  * totals (reset, then inc by the total), which keeps them monotonic as long as the totals are.
  */
-function collected(registry: Registry, type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], samples: Samples): void {
+export function collected(registry: Registry, type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], samples: Samples): void {
   const registers = [registry];
   if (type === 'gauge') {
     new Gauge({ name, help, labelNames, registers, collect() { this.reset(); for (const [labels, v] of samples()) this.set(labels, v); } });

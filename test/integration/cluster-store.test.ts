@@ -1,0 +1,330 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
+import { registerClusterMetrics } from '../../src/cluster-store/metrics.ts';
+import type { PinRecord } from '../../src/state/changes.ts';
+import { RedisServer } from '../helpers/redis-server.ts';
+import { eventually, startReplica, type TestReplica } from '../helpers/cluster-store.ts';
+
+/**
+ * The cluster store replica against a real redis-server (started per file, persistence off):
+ * publish/look-up, expiry and refresh, pub/sub, garbage values, the store killed, paused and
+ * restarted. No mock of Redis anywhere.
+ */
+const pin = (key: string, connectorId: string, reason: PinRecord['reason'] = 'repinned', at = Date.now()): PinRecord => ({ kind: 'pin', key, connectorId, reason, at });
+const lines = (r: TestReplica, prefix: string) => r.logs.lines.filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith(prefix));
+
+describe('RedisReplica against a real redis-server', () => {
+  const server = new RedisServer();
+  const open: TestReplica[] = [];
+  const replica = async (id: string, options: Parameters<typeof startReplica>[2] = {}) => {
+    const r = await startReplica(server.url, id, options);
+    open.push(r);
+    return r;
+  };
+
+  beforeAll(async () => {
+    await server.start();
+  });
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((r) => r.replica.close()));
+    if (!server.running) await server.start();
+    server.cli('FLUSHALL');
+  });
+  afterAll(async () => {
+    await server.cleanup();
+  });
+
+  it('a pin published by one instance is found by another, with PX = TTL + slack', async () => {
+    const a = await replica('lb-a');
+    const b = await replica('lb-b');
+    a.replica.publish(pin('198.51.100.7', 'conn-b'));
+    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.7') === '1', 2000, 'pin written');
+    const found = await b.replica.lookup({ kind: 'pin', key: '198.51.100.7' });
+    expect(found).toMatchObject({ kind: 'pin', key: '198.51.100.7', connectorId: 'conn-b', reason: 'repinned' });
+    const pttl = Number(server.cli('PTTL', 'i10:pin:198.51.100.7'));
+    // ttl 60 s + slack min(ttl/4, 5 min) = 75 s
+    expect(pttl).toBeGreaterThan(70_000);
+    expect(pttl).toBeLessThanOrEqual(75_000);
+    expect(await b.replica.lookup({ kind: 'pin', key: '198.51.100.8' })).toBeUndefined();
+    expect(b.replica.stats.lookups.get('pin|hit')).toBe(1);
+    expect(b.replica.stats.lookups.get('pin|miss')).toBe(1);
+    // The change also reached b over pub/sub (b applies it without a look-up next time).
+    await b.waitForRemote((c) => c.kind === 'pin' && c.key === '198.51.100.7');
+    expect(a.remote).toEqual([]); // its own messages are not echoed back
+  });
+
+  it('a placed pin never overwrites a stored one: the instance adopts the stored pin instead', async () => {
+    const a = await replica('lb-a');
+    const b = await replica('lb-b');
+    a.replica.publish(pin('198.51.100.9', 'conn-c', 'repinned'));
+    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.9') === '1', 2000, 'pin written');
+    b.replica.publish(pin('198.51.100.9', 'conn-a', 'placed'));
+    const adopted = await b.waitForRemote((c) => c.kind === 'pin' && c.key === '198.51.100.9' && c.connectorId === 'conn-c');
+    expect(adopted).toMatchObject({ connectorId: 'conn-c', reason: 'repinned' });
+    expect(JSON.parse(server.cli('GET', 'i10:pin:198.51.100.9'))).toMatchObject({ connector: 'conn-c', by: 'lb-a' });
+    // A placed pin where nothing is stored is written and announced.
+    b.replica.publish(pin('198.51.100.10', 'conn-a', 'placed'));
+    await a.waitForRemote((c) => c.kind === 'pin' && c.key === '198.51.100.10' && c.connectorId === 'conn-a');
+  });
+
+  it('operator state reaches the other instances within a second and a later instance starts with it', async () => {
+    const a = await replica('lb-a');
+    const b = await replica('lb-b');
+    const sent = Date.now();
+    a.replica.publish({ kind: 'operator-state', connectorId: 'conn-b', state: 'drain', at: sent });
+    await b.waitForRemote((c) => c.kind === 'operator-state' && c.connectorId === 'conn-b' && c.state === 'drain', 1000);
+    expect(Date.now() - sent).toBeLessThan(1000);
+    // A restarted/new instance reads it while reconciling, before it says it is up.
+    const c = await replica('lb-c');
+    expect(c.remote).toContainEqual(expect.objectContaining({ kind: 'operator-state', connectorId: 'conn-b', state: 'drain' }));
+    // An instance whose own operator change is newer writes it when reconciling.
+    const d = await startReplica(server.url, 'lb-d', { waitUp: false });
+    open.push(d);
+    d.local.push({ kind: 'operator-state', connectorId: 'conn-b', state: 'active', at: sent + 10_000 });
+    expect(await d.replica.whenUp(5000)).toBe(true);
+    expect(JSON.parse(server.cli('HGET', 'i10:operator', 'conn-b'))).toMatchObject({ state: 'active', by: 'lb-d' });
+  });
+
+  it('learned sessions and allocations are stored with their own lifetimes', async () => {
+    const a = await replica('lb-a');
+    const b = await replica('lb-b');
+    const now = Date.now();
+    a.replica.publish({ kind: 'cookie', key: 'digest-1', connectorId: 'conn-a', at: now });
+    a.replica.publish({
+      kind: 'allocation',
+      sni: 'sess-1.example',
+      connectorId: 'conn-c',
+      clientAddress: '198.51.100.20',
+      sessionIdHint: 'ab12…(32)',
+      ipAddress: '203.0.113.1',
+      port: 4172,
+      tagFingerprint: 'f1:f2:40',
+      learnedAt: now,
+      tagExpiresAt: now + 60_000,
+    });
+    await eventually(() => server.cli('EXISTS', 'i10:alloc:sess-1.example') === '1', 2000, 'allocation written');
+    expect(await b.replica.lookup({ kind: 'cookie', key: 'digest-1' })).toMatchObject({ kind: 'cookie', connectorId: 'conn-a' });
+    expect(await b.replica.lookup({ kind: 'allocation', sni: 'sess-1.example' })).toMatchObject({ kind: 'allocation', connectorId: 'conn-c', port: 4172, clientAddress: '198.51.100.20' });
+    const allocTtl = Number(server.cli('PTTL', 'i10:alloc:sess-1.example'));
+    expect(allocTtl).toBeGreaterThan(55_000);
+    expect(allocTtl).toBeLessThanOrEqual(60_000);
+    // Claimed: it lives like a pin from now on.
+    a.replica.publish({ kind: 'allocation-claimed', sni: 'sess-1.example', at: Date.now() });
+    await eventually(() => Number(server.cli('PTTL', 'i10:alloc:sess-1.example')) > 70_000, 2000, 'claimed allocation refreshed');
+  });
+
+  it('a pin expires TTL + slack after its last flow, and lives on while the client has flows', async () => {
+    // ttl 1 s → slack 1 s (the floor): stored PX 2 s, refreshed every ~0.5 s while flows are open.
+    const a = await replica('lb-a', { ttlMs: 1000 });
+    a.replica.publish(pin('198.51.100.30', 'conn-a'));
+    a.replica.publish(pin('198.51.100.31', 'conn-b'));
+    a.replica.publishLeases(new Map([['198.51.100.30', 1]]));
+    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.31') === '1', 2000, 'pins written');
+    await new Promise((r) => setTimeout(r, 2600));
+    expect(server.cli('EXISTS', 'i10:pin:198.51.100.31')).toBe('0'); // no flows: gone after PX
+    expect(server.cli('EXISTS', 'i10:pin:198.51.100.30')).toBe('1'); // flows open: kept alive
+    a.replica.publishLeases(new Map([['198.51.100.30', -1]]));
+    const closedAt = Date.now();
+    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.30') === '0', 4000, 'pin expired after its last flow');
+    expect(Date.now() - closedAt).toBeGreaterThanOrEqual(900); // at least the TTL after the last flow
+    // About one refresh per slack/2 while flows were open, not one per flow.
+    expect(a.replica.stats.writes).toBeLessThan(12);
+  });
+
+  it('garbage in the store is ignored, logged once per kind of source and counted, never used to route', async () => {
+    const a = await replica('lb-a');
+    const b = await replica('lb-b');
+    server.cli('SET', 'i10:pin:198.51.100.40', 'not json at all');
+    server.cli('SET', 'i10:pin:198.51.100.41', JSON.stringify({ connector: 'conn-evil', reason: 'repinned', at: 1, by: 'x' }));
+    server.cli('SET', 'i10:pin:198.51.100.42', JSON.stringify({ connector: 'conn-a', reason: 'because', at: 'yesterday', by: 'x' }));
+    server.cli('HSET', 'i10:pin:198.51.100.43', 'f', 'v'); // wrong type: GET answers WRONGTYPE
+    server.cli('SET', 'i10:pin:198.51.100.44', 'x'.repeat(70_000));
+    for (const key of ['198.51.100.40', '198.51.100.41', '198.51.100.42', '198.51.100.43', '198.51.100.44']) {
+      expect(await a.replica.lookup({ kind: 'pin', key })).toBeUndefined();
+    }
+    expect(a.replica.stats.lookups.get('pin|invalid')).toBe(5);
+    expect(a.replica.stats.invalid.get('lookup')).toBe(5);
+    const warned = a.logs.lines.filter((l) => l.code === 'PLB_E_CLUSTER_VALUE');
+    expect(warned).toHaveLength(1); // rate-limited: one line, the rest suppressed
+    expect(warned[0]!.msg).toMatch(/not JSON/);
+    // Hostile messages on the channel and garbage in the operator hash.
+    server.cli('PUBLISH', 'i10:changes', '{"from":"lb-x","change":{"kind":"pin","key":"198.51.100.45","connectorId":"conn-evil","reason":"learned","at":1}}');
+    server.cli('PUBLISH', 'i10:changes', '[1,2,3]');
+    server.cli('HSET', 'i10:operator', 'conn-a', '{"state":"off","at":1,"by":"x"}', 'conn-nope', '{"state":"drain","at":1,"by":"x"}');
+    await eventually(() => (b.replica.stats.invalid.get('message') ?? 0) === 2, 2000, 'bad messages counted');
+    const c = await replica('lb-c');
+    expect(c.replica.stats.invalid.get('operator')).toBe(2);
+    for (const r of [a, b, c]) expect(r.remote.some((ch) => JSON.stringify(ch).includes('conn-evil') || JSON.stringify(ch).includes('conn-nope'))).toBe(false);
+    // A placed pin over garbage replaces the garbage.
+    a.replica.publish(pin('198.51.100.40', 'conn-a', 'placed'));
+    await eventually(() => server.cli('GET', 'i10:pin:198.51.100.40').startsWith('{'), 2000, 'garbage replaced');
+    expect(await b.replica.lookup({ kind: 'pin', key: '198.51.100.40' })).toMatchObject({ connectorId: 'conn-a' });
+  });
+
+  it('Redis killed and restarted: one line each way, the metric flips, look-ups answer at once, state is reconciled', async () => {
+    const a = await replica('lb-a');
+    const b = await replica('lb-b');
+    const registry = new Registry();
+    registerClusterMetrics(registry, a.replica.stats);
+    const upMetric = async () => (await registry.getSingleMetricAsString('pcoip_lb_cluster_store_up')).trim().split('\n').pop();
+    expect(await upMetric()).toBe('pcoip_lb_cluster_store_up 1');
+    a.replica.publish(pin('198.51.100.50', 'conn-c'));
+    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.50') === '1', 2000, 'pin written');
+
+    await server.kill();
+    await eventually(() => !a.replica.up, 3000, 'store seen down');
+    expect(await upMetric()).toBe('pcoip_lb_cluster_store_up 0');
+    const started = Date.now();
+    expect(await a.replica.lookup({ kind: 'pin', key: '198.51.100.50' })).toBeUndefined();
+    expect(Date.now() - started).toBeLessThan(20); // no waiting on a store that is away
+    a.replica.publish(pin('198.51.100.51', 'conn-b')); // skipped; comes back through reconcile
+    await new Promise((r) => setTimeout(r, 1500)); // several reconnect attempts
+    expect(lines(a, 'cluster store')).toHaveLength(2); // "connected" + one "unreachable", whatever the retries
+
+    // Local state is what reconciling re-publishes: the restarted (empty) store gets it back.
+    a.local.push(pin('198.51.100.50', 'conn-c'), pin('198.51.100.51', 'conn-b'));
+    b.local.push({ kind: 'operator-state', connectorId: 'conn-a', state: 'maint', at: Date.now() });
+    await server.start();
+    await eventually(() => a.replica.up && b.replica.up, 8000, 'both back');
+    expect(await upMetric()).toBe('pcoip_lb_cluster_store_up 1');
+    const back = lines(a, 'cluster store');
+    expect(back).toHaveLength(3);
+    expect(back[2]!.msg).toMatch(/back after/);
+    expect(back[1]!.code).toBe('PLB_E_CLUSTER_STORE');
+    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.51') === '1', 2000, 'pin re-published');
+    expect(JSON.parse(server.cli('GET', 'i10:pin:198.51.100.50'))).toMatchObject({ connector: 'conn-c' });
+    // Others' state is picked up: b's operator state reaches a (by reconcile or its message).
+    await eventually(() => JSON.parse(server.cli('HGET', 'i10:operator', 'conn-a') || 'null')?.state === 'maint', 3000, 'operator state re-published');
+    await a.waitForRemote((c) => c.kind === 'operator-state' && c.connectorId === 'conn-a' && c.state === 'maint', 3000);
+  });
+
+  it('a store that stops answering (SIGSTOP): look-ups time out within the bound and are counted; then down; back when it answers', async () => {
+    const a = await replica('lb-a');
+    server.pause();
+    try {
+      const started = Date.now();
+      expect(await a.replica.lookup({ kind: 'pin', key: '198.51.100.60' })).toBeUndefined();
+      const took = Date.now() - started;
+      expect(took).toBeGreaterThanOrEqual(90);
+      expect(took).toBeLessThan(400);
+      expect(a.replica.stats.lookupTimeouts).toBe(1);
+      expect(lines(a, 'cluster store look-ups take longer')).toHaveLength(1);
+      await a.replica.lookup({ kind: 'pin', key: '198.51.100.61' });
+      expect(lines(a, 'cluster store look-ups take longer')).toHaveLength(1); // one line per state change
+      // No heartbeat answer for 3 heartbeats (≥ connect timeout): the store counts as down.
+      await eventually(() => !a.replica.up, 3000, 'store seen down');
+      expect(a.logs.lines.some((l) => /unreachable \(no answer for/.test(String(l.msg)))).toBe(true);
+    } finally {
+      server.resume();
+    }
+    await eventually(() => a.replica.up, 5000, 'store back');
+    expect(lines(a, 'cluster store').filter((l) => /back after/.test(String(l.msg)))).toHaveLength(1);
+  });
+
+  it('an instance started while the store is down connects once it is there', async () => {
+    await server.kill();
+    const a = await startReplica(server.url, 'lb-a', { waitUp: false });
+    open.push(a);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(a.replica.up).toBe(false);
+    expect(lines(a, 'cluster store')).toHaveLength(1);
+    expect(lines(a, 'cluster store')[0]!.msg).toMatch(/unreachable at start/);
+    await server.start();
+    expect(await a.replica.whenUp(8000)).toBe(true);
+    expect(lines(a, 'cluster store')).toHaveLength(2);
+  });
+
+  it('heartbeats list every live instance and where their views of the Connectors disagree', async () => {
+    const a = await replica('lb-a');
+    const b = await replica('lb-b');
+    b.self.connectors[1] = { id: 'conn-b', health: 'down', state: 'active', reason: 'broker /health: HTTP 500' };
+    b.self.connectors[2] = { id: 'conn-c', health: 'up', state: 'drain', reason: '' };
+    await eventually(() => {
+      const view = a.replica.clusterStatus();
+      return view.instances.length === 2 && view.disagreements.length === 2;
+    }, 3000, 'both instances in the view');
+    const view = a.replica.clusterStatus();
+    expect(view.instances.map((i) => [i.id, i.self])).toEqual([['lb-a', true], ['lb-b', false]]);
+    expect(view.disagreements).toEqual([
+      { connector: 'conn-b', field: 'health', values: { 'lb-a': 'up', 'lb-b': 'down (broker /health: HTTP 500)' } },
+      { connector: 'conn-c', field: 'state', values: { 'lb-a': 'active', 'lb-b': 'drain' } },
+    ]);
+    expect(a.replica.stats.instances).toBe(2);
+    // An instance that leaves (close) is gone from the view at once; one that dies, after 3 heartbeats.
+    await b.replica.close();
+    await eventually(() => a.replica.clusterStatus().instances.length === 1, 2000, 'lb-b gone');
+  });
+
+  it('lookups are timed into the histogram', async () => {
+    const a = await replica('lb-a');
+    const registry = new Registry();
+    registerClusterMetrics(registry, a.replica.stats);
+    for (let i = 0; i < 5; i++) await a.replica.lookup({ kind: 'pin', key: `198.51.100.7${i}` });
+    const text = await registry.metrics();
+    expect(text).toMatch(/pcoip_lb_cluster_lookup_duration_seconds_count\{kind="pin"\} 5/);
+    expect(text).toMatch(/pcoip_lb_cluster_lookups_total\{kind="pin",result="miss"\} 5/);
+    expect(text).toMatch(/pcoip_lb_cluster_lookup_timeouts_total 0/);
+  });
+});
+
+describe('RedisReplica authentication and TLS', () => {
+  const servers: RedisServer[] = [];
+  const replicas: TestReplica[] = [];
+  afterEach(async () => {
+    await Promise.all(replicas.splice(0).map((r) => r.replica.close()));
+    await Promise.all(servers.splice(0).map((s) => s.cleanup()));
+  });
+
+  it('password from an environment variable (requirepass) and an ACL user from a file; a wrong one is logged without the secret', async () => {
+    const secret = 'i10-s3cret-passw0rd';
+    const server = new RedisServer({ args: ['--requirepass', secret, '--user', 'plb', 'on', '>acl-pass-i10', '~i10:*', '&i10:*', '+@all'] });
+    servers.push(server);
+    await server.start();
+    const a = await startReplica(server.url, 'lb-a', { cluster: { redis: { url: server.url, password: { env: 'I10_REDIS_PASS' } } }, env: { I10_REDIS_PASS: secret } });
+    replicas.push(a);
+    a.replica.publish(pin('198.51.100.80', 'conn-a'));
+    await eventually(async () => (await a.replica.lookup({ kind: 'pin', key: '198.51.100.80' })) !== undefined, 2000, 'pin via password');
+
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const dir = mkdtempSync(`${server.dir}/pw-`);
+    writeFileSync(`${dir}/pass`, 'acl-pass-i10\n');
+    const b = await startReplica(server.url, 'lb-b', { cluster: { redis: { url: server.url.replace('redis://', 'redis://plb@'), password: { file: `${dir}/pass` } } } });
+    replicas.push(b);
+    expect(await b.replica.lookup({ kind: 'pin', key: '198.51.100.80' })).toMatchObject({ connectorId: 'conn-a' });
+    expect(b.replica.storeUrl).toBe(`redis://plb@127.0.0.1:${server.port}`);
+
+    const wrong = await startReplica(server.url, 'lb-c', { waitUp: false, cluster: { redis: { url: server.url, password: { env: 'P' } } }, env: { P: 'wrong-password-i10' } });
+    replicas.push(wrong);
+    await wrong.logs.waitFor((l) => l.code === 'PLB_E_CLUSTER_STORE', 3000);
+    expect(wrong.replica.up).toBe(false);
+    for (const r of [a, b, wrong]) {
+      const text = JSON.stringify(r.logs.lines);
+      expect(text).not.toContain(secret);
+      expect(text).not.toContain('acl-pass-i10');
+      expect(text).not.toContain('wrong-password-i10');
+    }
+  });
+
+  it('rediss:// verifies the server against tls.ca', async () => {
+    const { certDir, makeCert } = await import('../helpers/tls-fixtures.ts');
+    const certs = await certDir();
+    try {
+      const cert = await makeCert(certs.dir, 'redis', ['localhost'], ['127.0.0.1']);
+      const server = new RedisServer({ tls: true, args: ['--tls-cert-file', cert.certPath, '--tls-key-file', cert.keyPath, '--tls-auth-clients', 'no'] });
+      servers.push(server);
+      await server.start();
+      const a = await startReplica(server.url, 'lb-a', { cluster: { redis: { url: server.url, tls: { ca: cert.certPath } } } });
+      replicas.push(a);
+      a.replica.publish(pin('198.51.100.90', 'conn-b'));
+      await eventually(async () => (await a.replica.lookup({ kind: 'pin', key: '198.51.100.90' })) !== undefined, 2000, 'pin over TLS');
+      // Without the CA the server's self-signed certificate is refused.
+      const b = await startReplica(server.url, 'lb-b', { waitUp: false, cluster: { redis: { url: server.url } } });
+      replicas.push(b);
+      await b.logs.waitFor((l) => l.code === 'PLB_E_CLUSTER_STORE', 3000);
+      expect(b.replica.up).toBe(false);
+    } finally {
+      await certs.cleanup();
+    }
+  });
+});
+
