@@ -56,12 +56,15 @@ describe('RedisReplica against a real redis-server', () => {
   it('a placed pin never overwrites a stored one: the instance adopts the stored pin instead', async () => {
     const a = await replica('lb-a');
     const b = await replica('lb-b');
-    a.replica.publish(pin('198.51.100.9', 'conn-c', 'repinned'));
-    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.9') === '1', 2000, 'pin written');
+    // Stored by another instance whose message b never saw (b was away, say): b learns it only by adopting.
+    server.cli('SET', 'i10:pin:198.51.100.9', JSON.stringify({ connector: 'conn-c', reason: 'repinned', at: Date.now(), by: 'lb-x' }), 'PX', '60000');
     b.replica.publish(pin('198.51.100.9', 'conn-a', 'placed'));
-    const adopted = await b.waitForRemote((c) => c.kind === 'pin' && c.key === '198.51.100.9' && c.connectorId === 'conn-c');
+    const adopted = await b.waitForRemote((c) => c.kind === 'pin' && c.key === '198.51.100.9');
     expect(adopted).toMatchObject({ connectorId: 'conn-c', reason: 'repinned' });
-    expect(JSON.parse(server.cli('GET', 'i10:pin:198.51.100.9'))).toMatchObject({ connector: 'conn-c', by: 'lb-a' });
+    await eventually(() => b.replica.stats.writes >= 1, 2000, 'write sent');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(JSON.parse(server.cli('GET', 'i10:pin:198.51.100.9'))).toMatchObject({ connector: 'conn-c', by: 'lb-x' });
+    expect(a.remote.some((c) => c.kind === 'pin' && c.key === '198.51.100.9')).toBe(false); // the loser is not announced
     // A placed pin where nothing is stored is written and announced.
     b.replica.publish(pin('198.51.100.10', 'conn-a', 'placed'));
     await a.waitForRemote((c) => c.kind === 'pin' && c.key === '198.51.100.10' && c.connectorId === 'conn-a');
@@ -196,6 +199,23 @@ describe('RedisReplica against a real redis-server', () => {
     // Others' state is picked up: b's operator state reaches a (by reconcile or its message).
     await eventually(() => JSON.parse(server.cli('HGET', 'i10:operator', 'conn-a') || 'null')?.state === 'maint', 3000, 'operator state re-published');
     await a.waitForRemote((c) => c.kind === 'operator-state' && c.connectorId === 'conn-a' && c.state === 'maint', 3000);
+  });
+
+  it('reconciling: the newer of local and stored wins, except that a local placed pin never beats a stored one', async () => {
+    const t = Date.now();
+    const stored = (key: string, connector: string, at: number) =>
+      server.cli('SET', `i10:pin:${key}`, JSON.stringify({ connector, reason: 'repinned', at, by: 'lb-x' }), 'PX', '60000');
+    stored('198.51.100.55', 'conn-a', t - 1000); // older than local: local wins
+    stored('198.51.100.56', 'conn-a', t + 1000); // newer than local: adopted
+    stored('198.51.100.57', 'conn-a', t - 1000); // local is only placed: adopted although newer
+    const a = await startReplica(server.url, 'lb-a', { waitUp: false });
+    open.push(a);
+    a.local.push(pin('198.51.100.55', 'conn-b', 'repinned', t), pin('198.51.100.56', 'conn-b', 'repinned', t), pin('198.51.100.57', 'conn-b', 'placed', t), pin('198.51.100.58', 'conn-c', 'placed', t));
+    expect(await a.replica.whenUp(5000)).toBe(true);
+    const connectorOf = (key: string) => (JSON.parse(server.cli('GET', `i10:pin:${key}`)) as { connector: string }).connector;
+    expect(['198.51.100.55', '198.51.100.56', '198.51.100.57', '198.51.100.58'].map(connectorOf)).toEqual(['conn-b', 'conn-a', 'conn-a', 'conn-c']);
+    expect(a.remote.filter((c) => c.kind === 'pin').map((c) => (c as PinRecord).key).sort()).toEqual(['198.51.100.56', '198.51.100.57']);
+    expect(a.logs.lines.find((l) => /connected as instance lb-a/.test(String(l.msg)))?.reconciled).toMatchObject({ written: 2, adopted: 2 });
   });
 
   it('a store that stops answering (SIGSTOP): look-ups time out within the bound and are counted; then down; back when it answers', async () => {
