@@ -1,3 +1,5 @@
+import { CLUSTER_RENDER_JS, CLUSTER_SECTION_HTML } from '../cluster-store/page.ts';
+
 /**
  * The live status page served at `GET /` by the admin server: one self-contained HTML document
  * (inline CSS and JS, no build step, no external resources) that polls `/status` every second.
@@ -57,13 +59,13 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <table>
     <thead><tr><th>Connector</th><th>Health</th><th>State</th><th>Clients</th><th>Flows 443/tcp/udp</th><th>In</th><th>Out</th><th>Last check</th></tr></thead>
     <tbody id="rows"></tbody>
-  </table>
+  </table>${CLUSTER_SECTION_HTML}
 </main>
 <script>
 (function () {
   var token = (location.hash.match(/token=([^&]+)/) || [])[1];
   var previous = null;
-  function el(tag, cls, text) { var e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
+  function el(tag, cls, text) { var e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }${CLUSTER_RENDER_JS}
   function rate(bitsPerSecond) {
     var units = ['bit/s', 'kbit/s', 'Mbit/s', 'Gbit/s'], i = 0, v = bitsPerSecond;
     while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
@@ -116,6 +118,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     document.getElementById('t-rate').textContent = rate(total);
     var byId = {}; status.connectors.forEach(function (c) { byId[c.id] = { bytesIn: c.bytesIn, bytesOut: c.bytesOut }; });
     previous = { at: at, byId: byId };
+    renderCluster(status, el);
   }
   function showError(text) {
     var e = document.getElementById('error'); e.textContent = text; e.style.display = text ? 'block' : 'none';

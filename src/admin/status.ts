@@ -5,6 +5,7 @@ import type { ListenerCounters, ListenerName } from '../proxy/flow-stats.ts';
 import { formatHostPort } from '../util/address.ts';
 import type { App } from '../app.ts';
 import type { SessionsDescription } from '../balance/sessions.ts';
+import type { ClusterStatus } from '../cluster-store/view.ts';
 
 /**
  * The JSON behind `GET /status`, `GET /connectors/:id`, the live page and `pcoip-lb status`.
@@ -49,6 +50,8 @@ export interface PoolStatus {
   connectors: ConnectorStatus[];
   /** Learned broker sessions (terminate mode; empty otherwise), without secrets. */
   sessions: SessionsDescription;
+  /** Several instances as one pool (cluster:): the instances, their views of the Connectors, where they disagree. */
+  cluster?: ClusterStatus;
 }
 
 let packageVersion: string | undefined;
