@@ -52,8 +52,9 @@ export interface RedisReplicaOptions {
   affinityTtlMs: number;
   knownConnector: KnownConnector;
   /**
-   * What this instance holds that the cluster should have, for reconciling: live pins, learned
-   * sessions, and operator states set at run time (with when they were set).
+   * What this instance holds that the cluster should have, for reconciling: live pins and
+   * learned sessions. (Operator states published or applied here are remembered by the replica
+   * itself, with when they were set; any given here are merged in, the newest per Connector.)
    */
   localState: (now: number) => Iterable<StateChange>;
   describeSelf: () => SelfDescription;
@@ -92,6 +93,12 @@ export class RedisReplica implements StateReplica {
   private readonly remoteListeners: Array<(change: StateChange) => void> = [];
   private readonly pending = new Map<string, Write>();
   private readonly invalidLogs = new Map<InvalidSource, RateLimitedLog>();
+  /**
+   * The latest operator state per Connector this instance made or applied, with when it was set:
+   * what reconciling compares with the stored hash (a drain made while the store was away is
+   * written when it is back, unless someone else's is newer).
+   */
+  private readonly operatorLog = new Map<string, OperatorStateRecord>();
   private state: StoreState = 'starting';
   private stateSince: number;
   private lastError: string | undefined;
@@ -185,6 +192,7 @@ export class RedisReplica implements StateReplica {
 
   publish(change: StateChange): void {
     if (this.state === 'closed') return;
+    if (change.kind === 'operator-state') this.noteOperator(change);
     if (this.state !== 'up') {
       this.stats.writesSkipped++;
       return;
@@ -466,6 +474,7 @@ export class RedisReplica implements StateReplica {
   }
 
   private deliver(change: StateChange): void {
+    if (change.kind === 'operator-state') this.noteOperator(change);
     for (const apply of this.remoteListeners) {
       try {
         apply(change);
@@ -473,6 +482,11 @@ export class RedisReplica implements StateReplica {
         this.options.logger.error({ err, kind: change.kind }, 'applying a change from the cluster store failed');
       }
     }
+  }
+
+  private noteOperator(change: OperatorStateRecord): void {
+    const known = this.operatorLog.get(change.connectorId);
+    if (!known || change.at >= known.at) this.operatorLog.set(change.connectorId, change);
   }
 
   // ---- reconcile ---------------------------------------------------------------------------------
@@ -492,7 +506,8 @@ export class RedisReplica implements StateReplica {
       const now = this.now();
       const local = [...this.options.localState(now)];
       const writes: Command[] = [];
-      await this.reconcileOperator(local.filter((c): c is OperatorStateRecord => c.kind === 'operator-state'), writes, summary);
+      for (const c of local) if (c.kind === 'operator-state') this.noteOperator(c);
+      await this.reconcileOperator([...this.operatorLog.values()], writes, summary);
       const keyed = local.filter((c) => c.kind !== 'operator-state' && c.kind !== 'unpin');
       for (let i = 0; i < keyed.length; i += RECONCILE_CHUNK) {
         await this.reconcileChunk(keyed.slice(i, i + RECONCILE_CHUNK), writes, summary, now);

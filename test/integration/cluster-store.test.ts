@@ -181,6 +181,7 @@ describe('RedisReplica against a real redis-server', () => {
     expect(await a.replica.lookup({ kind: 'pin', key: '198.51.100.50' })).toBeUndefined();
     expect(Date.now() - started).toBeLessThan(20); // no waiting on a store that is away
     a.replica.publish(pin('198.51.100.51', 'conn-b')); // skipped; comes back through reconcile
+    a.replica.publish({ kind: 'operator-state', connectorId: 'conn-c', state: 'drain', at: Date.now() }); // an operator drain while the store is away
     await new Promise((r) => setTimeout(r, 1500)); // several reconnect attempts
     expect(lines(a, 'cluster store')).toHaveLength(2); // "connected" + one "unreachable", whatever the retries
 
@@ -199,6 +200,9 @@ describe('RedisReplica against a real redis-server', () => {
     // Others' state is picked up: b's operator state reaches a (by reconcile or its message).
     await eventually(() => JSON.parse(server.cli('HGET', 'i10:operator', 'conn-a') || 'null')?.state === 'maint', 3000, 'operator state re-published');
     await a.waitForRemote((c) => c.kind === 'operator-state' && c.connectorId === 'conn-a' && c.state === 'maint', 3000);
+    // a's drain made while the store was away is in the cluster now, and reached b.
+    expect(JSON.parse(server.cli('HGET', 'i10:operator', 'conn-c'))).toMatchObject({ state: 'drain', by: 'lb-a' });
+    await b.waitForRemote((c) => c.kind === 'operator-state' && c.connectorId === 'conn-c' && c.state === 'drain', 3000);
   });
 
   it('reconciling: the newer of local and stored wins, except that a local placed pin never beats a stored one', async () => {
