@@ -12,9 +12,8 @@ function connector(id: string, state: ConnectorState = 'active', weight = 1): Co
 
 function setup(connectors = [connector('a'), connector('b'), connector('c')]) {
   const pool = new Pool(connectors);
-  const affinity = new AffinityTable(TTL);
-  const placer = new Placer(pool, affinity, { algorithm: 'maglev', tableSize: 1009, ipv4Prefix: 32, ipv6Prefix: 64 });
-  return { pool, affinity, placer };
+  const placer = new Placer(pool, TTL, { algorithm: 'maglev', tableSize: 1009, ipv4Prefix: 32, ipv6Prefix: 64 });
+  return { pool, affinity: placer.affinity, placer };
 }
 
 function decideId(placer: Placer, address: string, now = 0): string | undefined {
