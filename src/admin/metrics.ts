@@ -123,6 +123,7 @@ export function createMetrics(app: AdminView): Registry {
   });
 
   registerWorkerMetrics(registry, app);
+  app.cluster?.registerMetrics(registry);
   collectDefaultMetrics({ register: registry });
   return registry;
 }

@@ -55,7 +55,7 @@ export interface PoolStatus {
 }
 
 let packageVersion: string | undefined;
-function version(): string {
+export function version(): string {
   // src/admin/ and dist/admin/ are both two levels below package.json.
   packageVersion ??= (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
   return packageVersion;
@@ -66,9 +66,7 @@ export function buildStatus(app: AdminView, now = Date.now()): PoolStatus {
   app.affinity.sweep(now);
   const pinned = pinnedClientsByConnector(app);
   const connectors = app.pool.all().map((c) => connectorStatus(app, c, pinned.get(c.id) ?? 0));
-  const listeners = Object.fromEntries(
-    Object.entries(app.listenerAddresses).map(([name, a]) => [name, `${formatHostPort(a.address, a.port)}/${name === 'pcoipUdp' ? 'udp' : 'tcp'}`]),
-  );
+  const listeners = formatListeners(app.listenerAddresses);
   return {
     version: version(),
     startedAt: new Date(app.startedAt).toISOString(),
@@ -79,7 +77,13 @@ export function buildStatus(app: AdminView, now = Date.now()): PoolStatus {
     connectorsTakingNewClients: connectors.filter((c) => c.takesNewClients).length,
     connectors,
     sessions: app.describeSessions(now),
+    ...(app.cluster ? { cluster: app.cluster.status() } : {}),
   };
+}
+
+/** "broker" → "127.0.0.1:443/tcp", for every bound listener. */
+export function formatListeners(addresses: AdminView['listenerAddresses']): Record<string, string> {
+  return Object.fromEntries(Object.entries(addresses).map(([name, a]) => [name, `${formatHostPort(a.address, a.port)}/${name === 'pcoipUdp' ? 'udp' : 'tcp'}`]));
 }
 
 /** One Connector's status, or undefined for an unknown id. */
