@@ -215,7 +215,7 @@ export function sessionCookie(rawHeaders: string[]): string | undefined {
   return undefined;
 }
 
-async function presentTag(
+export async function presentTag(
   endpoint: Endpoint,
   plan: UserPlan,
   allocation: AllocateTarget,

@@ -78,12 +78,12 @@ export async function startReplica(
   };
 }
 
-/** Polls `check` until it returns true (bounded). */
-export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
+/** Polls `check` until it returns true (bounded); resolves with how long it took (ms). */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition', pollMs = 20): Promise<number> {
+  const started = Date.now();
+  while (Date.now() - started < timeoutMs) {
+    if (await check()) return Date.now() - started;
+    await new Promise((r) => setTimeout(r, pollMs));
   }
   throw new Error(`${what} not met within ${timeoutMs} ms`);
 }
