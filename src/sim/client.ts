@@ -30,8 +30,11 @@ export function endpointOf(address: { address: string; port: number }): Endpoint
 }
 
 export interface SessionTarget {
-  /** Where the 443 (broker) requests go: a Connector or a load balancer. */
-  broker: Endpoint;
+  /**
+   * Where the 443 (broker) requests go: a Connector or a load balancer. A function is asked
+   * before each request (several instances, each request to a different one, as ECMP may do).
+   */
+  broker: Endpoint | (() => Endpoint);
   /** Where to open 4172/TCP; default: the ip-address and port allocate-resource-resp names. */
   pcoipTcp?: Endpoint;
   /** Where to send 4172/UDP; default: same as 4172/TCP. */
@@ -110,7 +113,7 @@ async function exchange(plan: UserPlan, target: SessionTarget, state: { home: st
   const step = async (name: BrokerRequestName, xml: string): Promise<BrokerReply> => {
     let reply: BrokerReply;
     try {
-      reply = await postBroker(target.broker, plan, xml, clientLogId, cookie);
+      reply = await postBroker(typeof target.broker === 'function' ? target.broker() : target.broker, plan, xml, clientLogId, cookie);
     } catch (err) {
       throw new SessionFailure(name, 'network', `${name}: ${(err as Error).message}`);
     }

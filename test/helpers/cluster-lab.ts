@@ -27,7 +27,7 @@ export function instanceConfig(
   spec: InstanceSpec,
   redisUrl: string,
   connectors: Array<{ id: string; address: string; ports: { broker: number; pcoip: number } }>,
-  extra: { broker?: Record<string, unknown>; health?: Record<string, unknown>; cluster?: Record<string, unknown>; top?: Record<string, unknown> } = {},
+  extra: { broker?: Record<string, unknown>; health?: Record<string, unknown>; cluster?: Record<string, unknown> | null; top?: Record<string, unknown> } = {},
 ): Record<string, unknown> {
   return {
     listeners: {
@@ -39,7 +39,8 @@ export function instanceConfig(
     health: { interval: '500ms', timeout: '1s', rise: 1, fall: 2, ...extra.health },
     admin: { bind: `${spec.host}:0` },
     logging: { level: 'info' },
-    cluster: { instanceId: spec.id, keyPrefix: 'i10t', redis: { url: redisUrl }, timeouts: { heartbeat: '250ms', lookup: '150ms', connect: '1s' }, ...extra.cluster },
+    // null: a stand-alone instance (no store), for comparisons.
+    ...(extra.cluster === null ? {} : { cluster: { instanceId: spec.id, keyPrefix: 'i10t', redis: { url: redisUrl }, timeouts: { heartbeat: '250ms', lookup: '150ms', connect: '1s' }, ...extra.cluster } }),
     ...extra.top,
   };
 }
