@@ -10,7 +10,8 @@ import type { HealthMonitor } from './health/monitor.ts';
 import type { AdminView } from './admin/view.ts';
 import type { ReloadOutcome } from './control/reload-outcome.ts';
 import type { StateReplica } from './state/replica.ts';
-import { diffConfig, effectiveConfig, type ConfigDiff } from './config/diff.ts';
+import type { ConfigDiff } from './config/diff.ts';
+import { applyReload } from './apply-reload.ts';
 import { formatHostPort } from './util/address.ts';
 import { formatDuration } from './util/duration.ts';
 import { ProcessState } from './state/process-state.ts';
@@ -169,18 +170,14 @@ export class App implements AdminView {
    * lose their pin; their established flows run on until they end (see README "Reload").
    */
   reload(next: Config): { diff: ConfigDiff; pinsDropped: number } {
-    const from = this.config;
-    const diff = diffConfig(from, next);
-    const running = effectiveConfig(from, next, diff);
-    // The one step that can fail (reading a new CA file) goes first, so a failure changes nothing.
-    this.control.reconfigureHealth(running, diff.applied.some((p) => p.startsWith('health.')));
-    logRestartRequired(this.logger, diff);
-    const pinsDropped = this.state.reload(from, running, diff);
-    this.control.reloaded(running);
-    this.data.reload(running);
-    this.logger.level = running.logging.level;
+    const { running, diff, pinsDropped } = applyReload(this.config, next, {
+      logger: this.logger,
+      state: this.state,
+      control: this.control,
+      data: this.data,
+      flows: () => this.activeFlows(),
+    });
     this.config = running;
-    logReloaded(this.logger, diff, pinsDropped, this.activeFlows());
     return { diff, pinsDropped };
   }
 
@@ -195,26 +192,6 @@ export class App implements AdminView {
   requestReload(): ReloadOutcome | undefined {
     return this.reloadSource?.();
   }
-}
-
-export function logRestartRequired(logger: Logger, diff: ConfigDiff): void {
-  for (const r of diff.restartRequired) {
-    logger.warn({ key: r.path, reason: r.reason }, `reload: ${r.path} changed but needs a restart; keeping the running value`);
-  }
-}
-
-export function logReloaded(logger: Logger, diff: ConfigDiff, pinsDropped: number, flows: unknown): void {
-  logger.info(
-    {
-      connectors: diff.connectors,
-      listeners: diff.listeners,
-      applied: diff.applied,
-      restartRequired: diff.restartRequired.map((r) => r.path),
-      pinsDropped,
-      flows,
-    },
-    'config reloaded',
-  );
 }
 
 /** The start-up line (listeners, Connectors, admin); `extra` adds fields (the worker count). */

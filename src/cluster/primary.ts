@@ -1,7 +1,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.ts';
-import { diffConfig, effectiveConfig, type ConfigDiff } from '../config/diff.ts';
+import type { ConfigDiff } from '../config/diff.ts';
+import { applyReload } from '../apply-reload.ts';
 import { ErrorCodes, PlbError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { AffinityView } from '../balance/placer.ts';
@@ -18,7 +19,7 @@ import { ProcessState } from '../state/process-state.ts';
 import { StateSync, localRecord } from '../state/sync.ts';
 import { ClusterMember } from '../cluster-store/member.ts';
 import { ControlPlane } from '../control-plane.ts';
-import { logReloaded, logRestartRequired, logStartup } from '../app.ts';
+import { logStartup } from '../app.ts';
 import { LeaseLedger } from './lease-ledger.ts';
 import { WorkerTotals } from './worker-totals.ts';
 import { assertListenersFree } from './reuse-port-guard.ts';
@@ -216,16 +217,8 @@ export class Supervisor implements AdminView {
 
   /** Reload: the primary applies the config (and can reject it), then every worker gets the result. */
   reload(next: Config): { diff: ConfigDiff; pinsDropped: number } {
-    const from = this.config;
-    const diff = diffConfig(from, next);
-    const running = effectiveConfig(from, next, diff);
-    this.control.reconfigureHealth(running, diff.applied.some((p) => p.startsWith('health.')));
-    logRestartRequired(this.logger, diff);
-    const pinsDropped = this.state.reload(from, running, diff);
-    this.control.reloaded(running);
-    this.logger.level = running.logging.level;
+    const { running, diff, pinsDropped } = applyReload(this.config, next, { logger: this.logger, state: this.state, control: this.control, flows: () => this.activeFlows() });
     this.config = running;
-    logReloaded(this.logger, diff, pinsDropped, this.activeFlows());
     this.broadcast({ type: 'reload', config: this.config });
     this.broadcast({ type: 'pool', connectors: this.fullPool() });
     return { diff, pinsDropped };

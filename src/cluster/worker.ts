@@ -2,8 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { createLogger, type Logger } from '../logger.ts';
 import type { Config } from '../config/schema.ts';
-import { diffConfig, effectiveConfig } from '../config/diff.ts';
-import { logReloaded, logRestartRequired } from '../app.ts';
+import { applyReload } from '../apply-reload.ts';
 import { ProcessState } from '../state/process-state.ts';
 import { StateSync } from '../state/sync.ts';
 import { DataPlane } from '../data-plane.ts';
@@ -85,14 +84,7 @@ class Worker {
   /** The primary applied (and may have rejected) the file; this applies what it sent. */
   private reload(next: Config): void {
     try {
-      const diff = diffConfig(this.config, next);
-      const running = effectiveConfig(this.config, next, diff);
-      logRestartRequired(this.logger, diff);
-      const pinsDropped = this.state.reload(this.config, running, diff);
-      this.data.reload(running);
-      this.logger.level = running.logging.level;
-      this.config = running;
-      logReloaded(this.logger, diff, pinsDropped, this.data.activeFlows());
+      this.config = applyReload(this.config, next, { logger: this.logger, state: this.state, data: this.data, flows: () => this.data.activeFlows() }).running;
     } catch (err) {
       this.logger.error({ err }, 'worker could not apply the reloaded config');
     }
