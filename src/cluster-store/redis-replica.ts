@@ -72,8 +72,8 @@ interface Write {
 
 /** Writes waiting for the next batch, at most; past it the oldest are dropped (counted). */
 const MAX_PENDING_WRITES = 20_000;
-/** How long a write waits to share a batch with others. */
-const FLUSH_DELAY_MS = 5;
+/** How long a write waits to share a batch with others (short: a pin must be in the store before the client's next flow reaches another instance). */
+const FLUSH_DELAY_MS = 1;
 /** Keys checked per pipeline when reconciling. */
 const RECONCILE_CHUNK = 500;
 /** Instances listed at most (the set of heartbeat keys is an index; a hostile one is cut here). */
@@ -180,9 +180,8 @@ export class RedisReplica implements StateReplica {
         this.invalid('lookup', key, decoded.reason);
         return this.counted(kind, 'invalid');
       }
-      if (query.kind === 'pin' && typeof pttl === 'number') this.keepAlive.observed(query.key, pttl, this.now());
       this.stats.lookup(kind, 'hit');
-      return decoded.value;
+      return this.asLive(decoded.value, pttl);
     } catch {
       return this.counted(kind, 'error');
     } finally {
@@ -456,8 +455,7 @@ export class RedisReplica implements StateReplica {
       followUp.push(['SET', key, encodeValue(pin, this.instanceId), 'PX', String(this.keepAlive.storedTtlMs)], ['PUBLISH', this.keys.channel, encodeMessage(this.instanceId, pin)]);
       return;
     }
-    if (typeof pttl === 'number') this.keepAlive.observed(pin.key, pttl, this.now());
-    const existing = decoded.value as PinRecord;
+    const existing = this.asLive(decoded.value, pttl) as PinRecord;
     if (existing.connectorId !== pin.connectorId) this.deliver(existing);
   }
 
@@ -562,7 +560,9 @@ export class RedisReplica implements StateReplica {
         return;
       }
       const write = () => {
-        writes.push(...this.writeCommands(local, now), ['PUBLISH', this.keys.channel, encodeMessage(this.instanceId, local)]);
+        // Stored with when it was decided (what a later conflict compares); announced as live now.
+        const announced = local.kind === 'pin' ? { ...local, at: now } : local;
+        writes.push(...this.writeCommands(local, now), ['PUBLISH', this.keys.channel, encodeMessage(this.instanceId, announced)]);
         if (local.kind === 'pin') this.keepAlive.written(local.key, now);
         summary.written!++;
       };
@@ -574,11 +574,13 @@ export class RedisReplica implements StateReplica {
         return write();
       }
       const stored = decoded.value;
-      if (local.kind === 'pin' && typeof pttl === 'number') this.keepAlive.observed(local.key, pttl, now);
-      if (sameOwner(stored, local)) return;
+      if (sameOwner(stored, local)) {
+        if (local.kind === 'pin' && typeof pttl === 'number') this.keepAlive.observed(local.key, pttl, now);
+        return;
+      }
       const localWins = local.kind === 'pin' ? local.reason !== 'placed' && local.at > timeOf(stored) : timeOf(local) > timeOf(stored);
       if (localWins) return write();
-      this.deliver(stored);
+      this.deliver(this.asLive(stored, pttl));
       summary.adopted!++;
     });
   }
@@ -596,6 +598,19 @@ export class RedisReplica implements StateReplica {
       default:
         return [];
     }
+  }
+
+  /**
+   * A stored pin as its owners should apply it: `at` becomes when it was last live, worked out
+   * from the key's remaining lifetime (it is kept TTL + slack past the last flow anywhere), so the
+   * local copy expires with the stored one, never later — and not at once when the pin is older
+   * than the TTL but its client still has flows elsewhere. Sessions keep their times.
+   */
+  private asLive(record: StateChange, pttl: Reply): StateChange {
+    if (record.kind !== 'pin' || typeof pttl !== 'number' || pttl <= 0) return record;
+    const now = this.now();
+    this.keepAlive.observed(record.key, pttl, now);
+    return { ...record, at: Math.min(now, now + pttl - this.options.affinityTtlMs) };
   }
 
   // ---- helpers -----------------------------------------------------------------------------------

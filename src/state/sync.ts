@@ -43,8 +43,6 @@ export class StateSync {
   private readonly applyLog = new RateLimitedLog();
   private flushTimer: NodeJS.Timeout | undefined;
   private started = false;
-  /** Set while a replicated operator state is applied, so the pool's change is not published back. */
-  private applyingRemote = false;
 
   constructor(owners: StateSyncOwners, replica: StateReplica, logger: Logger, options: StateSyncOptions, now: () => number = Date.now) {
     this.owners = owners;
@@ -69,7 +67,7 @@ export class StateSync {
     if (this.options.operatorState) {
       // An operator's drain/maint/enable here reaches the other instances; one applied from them is not sent back.
       this.owners.pool.onChange((c) => {
-        if (c.kind === 'state' && !this.applyingRemote) this.replica.publish({ kind: 'operator-state', connectorId: c.id, state: c.to, at: this.now() });
+        if (c.kind === 'state' && c.origin === 'local') this.replica.publish({ kind: 'operator-state', connectorId: c.id, state: c.to, at: this.now() });
       });
     }
     this.replica.onRemote((change) => this.apply(change));
@@ -161,12 +159,7 @@ export class StateSync {
       case 'operator-state': {
         const before = pool.get(change.connectorId)!.state;
         if (!this.options.operatorState || before === change.state) return;
-        this.applyingRemote = true;
-        try {
-          pool.setState(change.connectorId, change.state);
-        } finally {
-          this.applyingRemote = false;
-        }
+        pool.setState(change.connectorId, change.state, 'remote');
         this.logger.info(
           { connector: change.connectorId, from: before, to: change.state, source: 'cluster' },
           `Connector ${change.connectorId} state ${before} → ${change.state} (set on another instance)`,

@@ -67,6 +67,10 @@ describe('two instances, one pool (passthrough, Connectors that refuse)', () => 
     first.close();
     expect(first.id).not.toBe(hashed);
     await refusing.start();
+    // Writes are asynchronous: the re-pin is in the store a few ms after A made it (worker → primary
+    // → store). A flow reaching B inside that window is placed by hashing, and B adopts the stored
+    // pin for the next one (see the replica tests); here B is asked once the store has it.
+    await eventually(() => redis.cli('GET', `i10t:pin:${client}/32`).includes(first.id), 3000, 're-pin in the store');
     // B has never seen this client: it looks it up in the store and follows A's re-pin, though its
     // own hash (and the Connector's health) says `hashed`.
     const viaB = await tcpGreetingVia(b.pcoipTcp, client);

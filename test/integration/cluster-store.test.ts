@@ -53,6 +53,22 @@ describe('RedisReplica against a real redis-server', () => {
     expect(a.remote).toEqual([]); // its own messages are not echoed back
   });
 
+  it('a looked-up pin is handed over as live until its stored lifetime ends, however old the decision', async () => {
+    const a = await replica('lb-a', { ttlMs: 10_000 });
+    const b = await replica('lb-b', { ttlMs: 10_000 });
+    // Pinned an hour ago, but its client keeps flows open on a (so the stored key is fresh).
+    a.replica.publish(pin('198.51.100.5', 'conn-b', 'repinned', Date.now() - 3_600_000));
+    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.5') === '1', 2000, 'pin written');
+    const found = await b.replica.lookup({ kind: 'pin', key: '198.51.100.5' });
+    expect(found).toMatchObject({ connectorId: 'conn-b' });
+    expect(found!.at).toBeGreaterThan(Date.now() - 1000);
+    // A key with 4 s left: the copy must expire with it, so it is handed over as last live 6 s ago (TTL 10 s).
+    server.cli('PEXPIRE', 'i10:pin:198.51.100.5', '4000');
+    const older = await b.replica.lookup({ kind: 'pin', key: '198.51.100.5' });
+    expect(Date.now() - older!.at).toBeGreaterThan(5500);
+    expect(Date.now() - older!.at).toBeLessThan(6500);
+  });
+
   it('a placed pin never overwrites a stored one: the instance adopts the stored pin instead', async () => {
     const a = await replica('lb-a');
     const b = await replica('lb-b');
