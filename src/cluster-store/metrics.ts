@@ -21,6 +21,8 @@ export class ClusterStoreStats {
   /** Writes dropped because too many were pending (bounded memory). */
   writesDropped = 0;
   failedBatches = 0;
+  /** Commands the store answered with an error (an ACL without a needed command, out of memory). */
+  writesRefused = 0;
   reconciles = 0;
   readonly lookupSeconds = new Histogram({
     name: 'pcoip_lb_cluster_lookup_duration_seconds',
@@ -69,9 +71,10 @@ export function registerClusterMetrics(registry: Registry, stats: ClusterStoreSt
   collected(registry, 'counter', 'pcoip_lb_cluster_writes_total', 'Writes sent to the cluster store (pins, sessions, operator state, refreshes)', [], function* () {
     yield [{}, stats.writes];
   });
-  collected(registry, 'counter', 'pcoip_lb_cluster_writes_skipped_total', 'Writes not sent because the store was away, or dropped because too many were pending', ['reason'], function* () {
+  collected(registry, 'counter', 'pcoip_lb_cluster_writes_skipped_total', 'Writes not sent because the store was away, dropped because too many were pending, or refused by the store (an error reply)', ['reason'], function* () {
     yield [{ reason: 'store-down' }, stats.writesSkipped];
     yield [{ reason: 'queue-full' }, stats.writesDropped];
+    yield [{ reason: 'refused' }, stats.writesRefused];
   });
   collected(registry, 'counter', 'pcoip_lb_cluster_reconciles_total', 'Reconciliations with the store (at start and after every reconnect)', [], function* () {
     yield [{}, stats.reconciles];

@@ -93,6 +93,7 @@ export class RedisReplica implements StateReplica {
   private readonly remoteListeners: Array<(change: StateChange) => void> = [];
   private readonly pending = new Map<string, Write>();
   private readonly invalidLogs = new Map<InvalidSource, RateLimitedLog>();
+  private readonly refusedLog = new RateLimitedLog(10_000);
   /**
    * The latest operator state per Connector this instance made or applied, with when it was set:
    * what reconciling compares with the stored hash (a drain made while the store was away is
@@ -432,6 +433,7 @@ export class RedisReplica implements StateReplica {
       this.stats.failedBatches++;
       return;
     }
+    this.noteRefused(replies);
     // Placed pins: announce the ones that were written, adopt the stored one where there was one.
     const followUp: Command[] = [];
     let at = 0;
@@ -440,6 +442,19 @@ export class RedisReplica implements StateReplica {
       at += w.commands.length;
     }
     if (followUp.length > 0) await this.conn.pipeline(followUp).catch(() => undefined);
+  }
+
+  /** Commands the store answered with an error (NOPERM from an ACL, OOM, …): counted, logged at most every 10 s. */
+  private noteRefused(replies: Reply[]): void {
+    const refused = replies.filter((r): r is Error => r instanceof Error);
+    if (refused.length === 0) return;
+    this.stats.writesRefused += refused.length;
+    this.refusedLog.maybe(this.now(), (suppressed) =>
+      this.options.logger.warn(
+        { code: ErrorCodes.CLUSTER_STORE, store: this.storeUrl, refused: refused.length, suppressed, reason: refused[0]!.message.slice(0, 200) },
+        `the cluster store refused ${refused.length} write(s): ${refused[0]!.message.slice(0, 200)}`,
+      ),
+    );
   }
 
   private settlePlaced(pin: PinRecord, [set, stored, pttl]: Reply[], followUp: Command[]): void {
@@ -509,9 +524,9 @@ export class RedisReplica implements StateReplica {
       const keyed = local.filter((c) => c.kind !== 'operator-state' && c.kind !== 'unpin');
       for (let i = 0; i < keyed.length; i += RECONCILE_CHUNK) {
         await this.reconcileChunk(keyed.slice(i, i + RECONCILE_CHUNK), writes, summary, now);
-        if (writes.length > 0) await this.conn.pipeline(writes.splice(0));
+        if (writes.length > 0) this.noteRefused(await this.conn.pipeline(writes.splice(0)));
       }
-      if (writes.length > 0) await this.conn.pipeline(writes.splice(0));
+      if (writes.length > 0) this.noteRefused(await this.conn.pipeline(writes.splice(0)));
       await this.heartbeat();
       if ((this.state as StoreState) !== 'closed') this.setUp(summary);
     } catch (err) {

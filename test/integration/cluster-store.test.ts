@@ -59,12 +59,12 @@ describe('RedisReplica against a real redis-server', () => {
     // Pinned an hour ago, but its client keeps flows open on a (so the stored key is fresh).
     a.replica.publish(pin('198.51.100.5', 'conn-b', 'repinned', Date.now() - 3_600_000));
     await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.5') === '1', 2000, 'pin written');
-    const found = await b.replica.lookup({ kind: 'pin', key: '198.51.100.5' });
+    const found = (await b.replica.lookup({ kind: 'pin', key: '198.51.100.5' })) as PinRecord | undefined;
     expect(found).toMatchObject({ connectorId: 'conn-b' });
     expect(found!.at).toBeGreaterThan(Date.now() - 1000);
     // A key with 4 s left: the copy must expire with it, so it is handed over as last live 6 s ago (TTL 10 s).
     server.cli('PEXPIRE', 'i10:pin:198.51.100.5', '4000');
-    const older = await b.replica.lookup({ kind: 'pin', key: '198.51.100.5' });
+    const older = (await b.replica.lookup({ kind: 'pin', key: '198.51.100.5' })) as PinRecord | undefined;
     expect(Date.now() - older!.at).toBeGreaterThan(5500);
     expect(Date.now() - older!.at).toBeLessThan(6500);
   });
@@ -317,7 +317,9 @@ describe('RedisReplica authentication and TLS', () => {
 
   it('password from an environment variable (requirepass) and an ACL user from a file; a wrong one is logged without the secret', async () => {
     const secret = 'i10-s3cret-passw0rd';
-    const server = new RedisServer({ args: ['--requirepass', secret, '--user', 'plb', 'on', '>acl-pass-i10', '~i10:*', '&i10:*', '+@all'] });
+    // The ACL user has only the commands docs/ha.md lists, on its own key prefix and channel.
+    const minimal = '-@all +get +set +pexpire +pttl +del +hset +hgetall +publish +subscribe +sadd +srem +srandmember +mget +ping +client|setname'.split(' ');
+    const server = new RedisServer({ args: ['--requirepass', secret, '--user', 'plb', 'on', '>acl-pass-i10', '~i10:*', '&i10:*', ...minimal] });
     servers.push(server);
     await server.start();
     const a = await startReplica(server.url, 'lb-a', { cluster: { redis: { url: server.url, password: { env: 'I10_REDIS_PASS' } } }, env: { I10_REDIS_PASS: secret } });
@@ -332,6 +334,20 @@ describe('RedisReplica authentication and TLS', () => {
     replicas.push(b);
     expect(await b.replica.lookup({ kind: 'pin', key: '198.51.100.80' })).toMatchObject({ connectorId: 'conn-a' });
     expect(b.replica.storeUrl).toBe(`redis://plb@127.0.0.1:${server.port}`);
+    // Everything the replica does works under the minimal ACL: heartbeats, operator state, pub/sub.
+    b.replica.publish({ kind: 'operator-state', connectorId: 'conn-a', state: 'drain', at: Date.now() });
+    await a.waitForRemote((c) => c.kind === 'operator-state' && c.state === 'drain');
+    await eventually(() => b.replica.clusterStatus().instances.length === 2, 3000, 'both heartbeats seen under the ACL');
+    expect(b.replica.stats.failedBatches).toBe(0);
+    expect(b.replica.stats.writesRefused).toBe(0);
+    expect(JSON.parse(server.cli('-a', secret, 'HGET', 'i10:operator', 'conn-a'))).toMatchObject({ state: 'drain', by: 'lb-b' });
+    expect(server.cli('-a', secret, 'EXISTS', 'i10:instance:lb-b')).toBe('1');
+    expect(b.logs.lines.filter((l) => l.code === 'PLB_E_CLUSTER_STORE').map((l) => l.msg)).toEqual([]);
+    // An ACL without SET: the store refuses, the replica says so (once) and counts it.
+    server.cli('-a', secret, 'ACL', 'SETUSER', 'plb', '-set');
+    b.replica.publish(pin('198.51.100.81', 'conn-b'));
+    await b.logs.waitFor((l) => /refused 1 write/.test(String(l.msg)), 3000);
+    expect(b.replica.stats.writesRefused).toBeGreaterThanOrEqual(1);
 
     const wrong = await startReplica(server.url, 'lb-c', { waitUp: false, cluster: { redis: { url: server.url, password: { env: 'P' } } }, env: { P: 'wrong-password-i10' } });
     replicas.push(wrong);
