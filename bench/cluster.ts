@@ -39,7 +39,7 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '1' },
     users: { type: 'string', default: '150' },
     'kill-users': { type: 'string', default: '60' },
-    'latency-users': { type: 'string', default: '60' },
+    'latency-users': { type: 'string', default: '90' },
     duration: { type: 'string', default: '6s' },
     'no-control': { type: 'boolean', default: false },
   },
@@ -169,8 +169,10 @@ try {
   const viaKilledUdp = sessions.map((s, i) => ({ s, r: results[i]! })).filter(({ s }) => s.udpVia === killed && s.tcpVia !== killed);
   const continued = viaKilledUdp.filter(({ r }) => r.resumed);
   const gaps = new Histogram();
-  for (const { r } of continued) gaps.record(r.gapMs!);
+  const resumes = new Histogram();
+  for (const { r } of continued) (gaps.record(r.gapMs!), resumes.record(r.resumeMs!));
   const gap = gaps.summary();
+  const resume = resumes.summary();
   const unaffected = sessions.map((s, i) => ({ s, r: results[i]! })).filter(({ s }) => s.udpVia !== killed && s.tcpVia !== killed);
   const unaffectedOk = unaffected.filter(({ r }) => r.received > r.sent * 0.9).length;
   // Users whose 4172/TCP went through the dead instance: their session ended with it. They log in again.
@@ -198,6 +200,7 @@ try {
         ['media through the killed instance (4172/TCP elsewhere)', String(viaKilledUdp.length)],
         ['… continued on another instance, same Connector', `${continued.length} / ${viaKilledUdp.length}`],
         ['… UDP interruption ms (p50 / p95 / max), incl. 250 ms detection', continued.length ? `${fmt(gap.p50, 0)} / ${fmt(gap.p95, 0)} / ${fmt(gap.max, 0)}` : '-'],
+        ['… of which from the move to the first echo via the new instance, ms (p50 / p95 / max)', continued.length ? `${fmt(resume.p50, 1)} / ${fmt(resume.p95, 1)} / ${fmt(resume.max, 1)}` : '-'],
         ['… media reaching another Connector (misrouted)', String(foreign)],
         ['sessions not touching the killed instance: media kept flowing', `${unaffectedOk} / ${unaffected.length}`],
         ['4172/TCP through the killed instance (session lost with it)', String(lostTcp.length)],

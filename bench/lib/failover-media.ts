@@ -32,11 +32,14 @@ export interface FailoverResult {
   resumed: boolean;
   /** Last echo before the move → first echo after it (ms); undefined when it did not resume. */
   gapMs: number | undefined;
+  /** The move (first datagram to the new instance) → first echo after it (ms): the proxy's part of the gap. */
+  resumeMs: number | undefined;
 }
 
 export function failoverMedia(options: FailoverOptions): Promise<FailoverResult> {
   const socket = createSocket('udp4');
-  const result: FailoverResult = { sent: 0, received: 0, moved: false, resumed: false, gapMs: undefined };
+  const result: FailoverResult = { sent: 0, received: 0, moved: false, resumed: false, gapMs: undefined, resumeMs: undefined };
+  let movedAt = 0;
   let current = 0;
   let lastEcho = performance.now();
   let lastEchoBeforeMove: number | undefined;
@@ -49,6 +52,7 @@ export function failoverMedia(options: FailoverOptions): Promise<FailoverResult>
     if (result.moved && !result.resumed) {
       result.resumed = true;
       result.gapMs = lastEcho - lastEchoBeforeMove!;
+      result.resumeMs = lastEcho - movedAt;
     }
   });
   socket.on('error', () => undefined);
@@ -65,6 +69,7 @@ export function failoverMedia(options: FailoverOptions): Promise<FailoverResult>
         if (now - lastEcho > options.deadAfterMs && current + 1 < options.endpoints.length && !result.moved) {
           result.moved = true;
           lastEchoBeforeMove = lastEcho;
+          movedAt = now;
           current++;
         }
         const seq = ++result.sent;
