@@ -1,9 +1,10 @@
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startTestProxy, testConfig } from '../helpers/proxy.ts';
 
 /**
  * The shipped keepalived example (deploy/keepalived/, docs/ha.md) is parsed by Debian's real
@@ -33,5 +34,25 @@ describe('deploy/keepalived/keepalived.conf', () => {
 
   it('the check fails on a broken example (the test can fail)', () => {
     expect(configTest(example.replace('advert_int 1', 'advrt_int 1'))).toMatch(/Unknown keyword 'advrt_int'/);
+  });
+});
+
+describe('deploy/keepalived/check-pcoip-lb.sh against a running pcoip-lb', () => {
+  it('passes while a Connector takes new clients and fails when none does (falls back to /healthz without /readyz)', async () => {
+    const proxy = await startTestProxy(testConfig([{ id: 'conn-a', address: '192.0.2.1', ports: { broker: 443, pcoip: 4172 }, weight: 1, state: 'active' }]));
+    // Asynchronously: the admin server answers from this process's event loop.
+    const check = () =>
+      new Promise<number | null>((resolve) => execFile('/bin/sh', [join(DEPLOY, 'check-pcoip-lb.sh'), proxy.adminUrl], { timeout: 10_000 }, (err) => resolve(err ? (err as { code?: number }).code ?? -1 : 0)));
+    try {
+      expect(await check()).toBe(0);
+      proxy.app.pool.setState('conn-a', 'drain');
+      expect(await check()).toBe(1);
+      proxy.app.pool.setState('conn-a', 'active');
+      expect(await check()).toBe(0);
+    } finally {
+      await proxy.stop();
+    }
+    // Nothing listening: not ready.
+    expect(await check()).toBe(1);
   });
 });
