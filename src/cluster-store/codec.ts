@@ -27,8 +27,8 @@ const placementReason = z.enum(['placed', 'repinned', 'learned']);
 
 const pinValue = z.object({ connector: connectorId, reason: placementReason, at: time, by: instanceId });
 const sessionValue = z.object({ connector: connectorId, at: time, by: instanceId });
-const allocationValue = z.object({
-  connector: connectorId,
+/** An allocation's fields besides its Connector (the same in the store and on the channel). */
+const allocationFields = {
   clientAddress: shortText(64).refine((a) => isIP(a) !== 0, { message: 'clientAddress is not an IP address' }),
   sessionIdHint: shortText(64),
   ipAddress: shortText(253).optional(),
@@ -36,8 +36,8 @@ const allocationValue = z.object({
   tagFingerprint: shortText(64),
   learnedAt: time,
   tagExpiresAt: time,
-  by: instanceId,
-});
+};
+const allocationValue = z.object({ connector: connectorId, ...allocationFields, by: instanceId });
 const operatorValue = z.object({ state: z.enum(CONNECTOR_STATES), at: time, by: instanceId });
 
 /** A change as it travels on the channel (the StateChange union, checked field by field). */
@@ -45,18 +45,7 @@ const changeSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('pin'), key: shortText(200).min(1), connectorId, reason: placementReason, at: time }),
   z.object({ kind: z.literal('unpin'), key: shortText(200).min(1), at: time }),
   z.object({ kind: z.enum(['cookie', 'log-id']), key: shortText(200).min(1), connectorId, at: time }),
-  z.object({
-    kind: z.literal('allocation'),
-    sni: shortText(253).min(1),
-    connectorId,
-    clientAddress: allocationValue.shape.clientAddress,
-    sessionIdHint: shortText(64),
-    ipAddress: shortText(253).optional(),
-    port: z.number().int().min(0).max(65_535).optional(),
-    tagFingerprint: shortText(64),
-    learnedAt: time,
-    tagExpiresAt: time,
-  }),
+  z.object({ kind: z.literal('allocation'), sni: shortText(253).min(1), connectorId, ...allocationFields }),
   z.object({ kind: z.literal('allocation-claimed'), sni: shortText(253).min(1), at: time }),
   z.object({ kind: z.literal('operator-state'), connectorId, state: z.enum(CONNECTOR_STATES), at: time }),
 ]);
