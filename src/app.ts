@@ -9,6 +9,7 @@ import type { ListenerAddresses } from './proxy/listen.ts';
 import type { HealthMonitor } from './health/monitor.ts';
 import type { AdminView } from './admin/view.ts';
 import type { ReloadOutcome } from './control/reload-outcome.ts';
+import { ReloadRequests } from './control/reload-requests.ts';
 import type { StateReplica } from './state/replica.ts';
 import type { ConfigDiff } from './config/diff.ts';
 import { applyReload } from './apply-reload.ts';
@@ -49,7 +50,8 @@ export class App implements AdminView {
   /** `cluster:` configured: this instance's link to the cluster store. */
   private readonly member: ClusterMember | undefined;
   private config: Config;
-  private reloadSource: (() => ReloadOutcome) | undefined;
+  /** Where reloads come from and what came of them (/metrics). */
+  readonly reloadRequests = new ReloadRequests();
 
   constructor(config: Config, logger: Logger, options: AppOptions = {}) {
     this.config = config;
@@ -186,11 +188,11 @@ export class App implements AdminView {
    * re-read the file the process was started with. Unset (tests, embedded use): no reload.
    */
   setReloadSource(source: () => ReloadOutcome): void {
-    this.reloadSource = source;
+    this.reloadRequests.setSource(source);
   }
 
   requestReload(): ReloadOutcome | undefined {
-    return this.reloadSource?.();
+    return this.reloadRequests.request();
   }
 }
 

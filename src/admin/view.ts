@@ -8,6 +8,7 @@ import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
 import type { Registry } from 'prom-client';
 import type { ClusterStatus } from '../cluster-store/view.ts';
+import type { ReloadCounts } from '../control/reload-requests.ts';
 
 /** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
 export interface WorkerProcessView {
@@ -22,6 +23,9 @@ export interface WorkerProcessView {
   heapUsedBytes: number;
   /** Share of the last report interval the event loop was busy (0–1). */
   eventLoopUtilization: number;
+  /** Open file descriptors and the soft limit; -1 when not known (yet). */
+  openFds: number;
+  maxFds: number;
 }
 
 /**
@@ -34,12 +38,14 @@ export interface AdminView {
   readonly placer: Pick<Placer, 'keyFor' | 'pickNew' | 'decisionCounts'>;
   readonly affinity: AffinityView;
   readonly stats: FlowStats;
-  readonly health: Pick<HealthMonitor, 'snapshot' | 'onRound'>;
+  readonly health: Pick<HealthMonitor, 'snapshot' | 'onRound' | 'fdExhaustedRounds'>;
   readonly startedAt: number;
   readonly listenerAddresses: ListenerAddresses;
   readonly currentConfig: Config;
   describeSessions(now?: number): SessionsDescription;
   requestReload(): ReloadOutcome | undefined;
+  /** What came of the reload requests so far (/metrics). */
+  readonly reloadRequests: { readonly results: ReloadCounts };
   /** Multi-core: the worker processes; absent in a single process. */
   workerProcesses?(): WorkerProcessView[];
   /** `cluster:` configured: the cluster view (/status) and the store's metrics; absent otherwise. */

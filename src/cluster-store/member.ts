@@ -6,7 +6,7 @@ import type { Placer } from '../balance/placer.ts';
 import type { SessionTable } from '../balance/sessions.ts';
 import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { StateChange } from '../state/changes.ts';
-import { formatListeners, version } from '../admin/status.ts';
+import { formatListeners, packageVersion } from '../admin/status.ts';
 import { registerClusterMetrics } from './metrics.ts';
 import { RedisReplica } from './redis-replica.ts';
 import { resolveStoreSettings } from './settings.ts';
@@ -46,7 +46,7 @@ export class ClusterMember {
       knownConnector: (id) => owners.pool.get(id) !== undefined,
       localState: (now) => localState(owners, now),
       describeSelf: () => ({
-        version: version(),
+        version: packageVersion(),
         startedAt: source.startedAt,
         listeners: formatListeners(source.listenerAddresses),
         connectors: owners.pool.all().map((c) => ({ id: c.id, health: c.health, state: c.state, reason: c.healthReason })),
