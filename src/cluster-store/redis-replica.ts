@@ -36,7 +36,7 @@ import { findDisagreements, instanceViews, type ClusterStatus, type ReceivedHear
  *  - a heartbeat carries this instance's view of the Connectors (the cluster view).
  *
  * Conflicts: a `placed` pin (consistent hashing, nothing known) never overwrites a stored pin
- * (SET NX); if one is there, this instance adopts it. A `repinned`/`learned` pin, a session and
+ * (PLACE_PIN_SCRIPT); if one is there, this instance adopts it. A `repinned`/`learned` pin, a session and
  * an operator state overwrite; when reconciling, the newer (`at`) of the local and stored value wins.
  */
 export interface SelfDescription {
@@ -66,9 +66,22 @@ type StoreState = 'starting' | 'up' | 'down' | 'closed';
 
 interface Write {
   commands: Command[];
-  /** A `placed` pin: sent as SET NX + GET + PTTL; the outcome decides whether it is announced or the stored one adopted. */
+  /** A `placed` pin: sent as PLACE_PIN_SCRIPT; its reply says whether it was written (and announced) or which pin to adopt. */
   placed?: PinRecord;
 }
+
+/**
+ * A `placed` pin (consistent hashing, nothing known) in one atomic step, so its announcement keeps
+ * its place among this instance's writes: written and published only where no pin is stored (or
+ * where something that is not a string sits on the key: garbage is replaced); otherwise the
+ * stored pin and its remaining lifetime are returned, for this instance to adopt.
+ * KEYS[1] pin key; ARGV: value, PX, channel, message.
+ */
+const PLACE_PIN_SCRIPT = `
+if redis.call('TYPE', KEYS[1]).ok == 'string' then return { redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]) } end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return false`;
 
 /** Writes waiting for the next batch, at most; past it the oldest are dropped (counted). */
 const MAX_PENDING_WRITES = 20_000;
@@ -206,7 +219,7 @@ export class RedisReplica implements StateReplica {
         const key = this.keys.pin(change.key);
         this.keepAlive.written(change.key, now);
         const value = encodeValue(change, this.instanceId);
-        if (change.reason === 'placed') this.enqueue(`w:${key}`, { commands: [['SET', key, value, 'PX', px, 'NX'], ['GET', key], ['PTTL', key]], placed: change });
+        if (change.reason === 'placed') this.enqueue(`w:${key}`, { commands: [['EVAL', PLACE_PIN_SCRIPT, '1', key, value, px, this.keys.channel, message]], placed: change });
         else this.enqueue(`w:${key}`, { commands: [['SET', key, value, 'PX', px], announce] });
         return;
       }
@@ -438,7 +451,7 @@ export class RedisReplica implements StateReplica {
     const followUp: Command[] = [];
     let at = 0;
     for (const w of batch) {
-      if (w.placed) this.settlePlaced(w.placed, replies.slice(at, at + 3), followUp);
+      if (w.placed) this.settlePlaced(w.placed, replies[at], followUp);
       at += w.commands.length;
     }
     if (followUp.length > 0) await this.conn.pipeline(followUp).catch(() => undefined);
@@ -457,12 +470,11 @@ export class RedisReplica implements StateReplica {
     );
   }
 
-  private settlePlaced(pin: PinRecord, [set, stored, pttl]: Reply[], followUp: Command[]): void {
+  /** The outcome of PLACE_PIN_SCRIPT: nil (written and announced), or the pin that was there [value, pttl]. */
+  private settlePlaced(pin: PinRecord, reply: Reply, followUp: Command[]): void {
     const key = this.keys.pin(pin.key);
-    if (set === 'OK') {
-      followUp.push(['PUBLISH', this.keys.channel, encodeMessage(this.instanceId, pin)]);
-      return;
-    }
+    if (reply === null) return;
+    const [stored, pttl] = Array.isArray(reply) ? (reply as Reply[]) : [reply, undefined];
     const decoded = typeof stored === 'string' ? decodeValue({ kind: 'pin', key: pin.key }, stored, this.options.knownConnector) : { ok: false as const, reason: describeReply(stored) };
     if (!decoded.ok) {
       // Garbage where a pin belongs: replace it with ours.

@@ -36,7 +36,7 @@ export function instanceConfig(
       pcoipUdp: { bind: `${spec.host}:0` },
     },
     connectors,
-    health: { interval: '500ms', timeout: '1s', rise: 1, fall: 2, ...extra.health },
+    health: { interval: '500ms', timeout: '400ms', rise: 1, fall: 2, ...extra.health },
     admin: { bind: `${spec.host}:0` },
     logging: { level: 'info' },
     // null: a stand-alone instance (no store), for comparisons.

@@ -49,6 +49,11 @@ describe('two instances, one pool (passthrough, Connectors that refuse)', () => 
     // so one refused connect does not take a Connector down.
     const cfg = (spec: InstanceSpec) => instanceConfig(spec, redis.url, connectors.map((c) => c.config()), { health: { checks: ['pcoip'], interval: '5s', fall: 3, rise: 2 } });
     [a, b] = await Promise.all([startInstance(A, cfg(A)), startInstance(B, cfg(B))]);
+    // A Connector starts provisionally up and its first failed round takes it down: let every first
+    // round pass before the test makes one refuse for a moment.
+    for (const i of [a, b]) {
+      await eventually(async () => (await adminGet<{ connectors: Array<{ lastCheck: unknown }> }>(i, '/status')).connectors.every((c) => c.lastCheck !== null), 15_000, 'first check rounds');
+    }
   }, 120_000);
 
   afterAll(async () => {
@@ -175,7 +180,7 @@ describe('two instances, one pool (terminating broker, simulated Connectors)', (
     // B places a client it would have hashed to the drained Connector somewhere else.
     const placed = await placementOf(b, candidate);
     expect(placed.connector).not.toBe(target);
-    expect(b.cli.lines.some(hasMsg(`Connector ${target} state active → drain (set on another instance)`))).toBe(true);
+    await b.cli.waitForLine(hasMsg(`Connector ${target} state active → drain (set on another instance)`), 3000);
 
     // Restart B: it starts with the cluster's operator state, before it accepts a client.
     await b.cli.cleanup();

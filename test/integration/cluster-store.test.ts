@@ -318,7 +318,7 @@ describe('RedisReplica authentication and TLS', () => {
   it('password from an environment variable (requirepass) and an ACL user from a file; a wrong one is logged without the secret', async () => {
     const secret = 'i10-s3cret-passw0rd';
     // The ACL user has only the commands docs/ha.md lists, on its own key prefix and channel.
-    const minimal = '-@all +get +set +pexpire +pttl +del +hset +hgetall +publish +subscribe +sadd +srem +srandmember +mget +ping +client|setname'.split(' ');
+    const minimal = '-@all +get +set +pexpire +pttl +del +hset +hgetall +publish +subscribe +sadd +srem +srandmember +mget +eval +type +ping +client|setname'.split(' ');
     const server = new RedisServer({ args: ['--requirepass', secret, '--user', 'plb', 'on', '>acl-pass-i10', '~i10:*', '&i10:*', ...minimal] });
     servers.push(server);
     await server.start();
