@@ -86,6 +86,21 @@ describe('RedisReplica against a real redis-server', () => {
     await a.waitForRemote((c) => c.kind === 'pin' && c.key === '198.51.100.10' && c.connectorId === 'conn-a');
   });
 
+  it("a placement followed at once by a re-pin of the same client reaches the others in that order", async () => {
+    const a = await replica('lb-a');
+    const b = await replica('lb-b');
+    const keys = Array.from({ length: 20 }, (_, i) => `198.51.100.${110 + i}`);
+    for (const key of keys) {
+      a.replica.publish(pin(key, 'conn-a', 'placed'));
+      await new Promise((r) => setTimeout(r, 3)); // its own batch: the placement is on the wire first
+      a.replica.publish(pin(key, 'conn-c', 'repinned'));
+    }
+    await eventually(() => keys.every((k) => b.remote.some((c) => c.kind === 'pin' && c.key === k && c.connectorId === 'conn-c')), 3000, 're-pins arrived');
+    await new Promise((r) => setTimeout(r, 100));
+    const last = (k: string) => b.remote.filter((c): c is PinRecord => c.kind === 'pin' && c.key === k).pop()!.connectorId;
+    expect(keys.map(last)).toEqual(keys.map(() => 'conn-c'));
+  });
+
   it('operator state reaches the other instances within a second and a later instance starts with it', async () => {
     const a = await replica('lb-a');
     const b = await replica('lb-b');
