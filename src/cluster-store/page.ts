@@ -26,7 +26,7 @@ export const CLUSTER_RENDER_JS = `
     ids.sort();
     var head = document.getElementById('cluster-head'); head.textContent = '';
     var hr = el('tr'); hr.appendChild(el('th', '', 'Instance')); hr.appendChild(el('th', '', 'Heartbeat'));
-    ids.forEach(function (id) { hr.appendChild(el('th', '', id)); });
+    ids.forEach(function (id) { var th = el('th', '', id); th.style.textTransform = 'none'; hr.appendChild(th); });
     head.appendChild(hr);
     var rows = document.getElementById('cluster-rows'); rows.textContent = '';
     c.instances.forEach(function (i) {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
+import { spawnSync } from 'node:child_process';
 import { SimConnector } from '../../src/sim/connector.ts';
 import { establishSession, postBroker, presentTag, sessionCookie, type Endpoint, type UserPlan } from '../../src/sim/client.ts';
 import { requests } from '../../src/sim/broker-xml.ts';
@@ -238,6 +239,17 @@ describe('two instances, one pool (terminating broker, simulated Connectors)', (
       control.destroy();
     }
   }, 60_000);
+
+  it('/metrics with the cluster store passes promtool check metrics, and /status has the cluster view', async () => {
+    const text = await metricsText(b);
+    expect(text).toMatch(/^pcoip_lb_cluster_instances 2$/m);
+    const check = spawnSync('/usr/bin/promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 30_000 });
+    expect({ status: check.status, out: check.stdout + check.stderr }).toEqual({ status: 0, out: '' });
+    const status = await adminGet<{ cluster: { instanceId: string; store: { up: boolean }; instances: Array<{ id: string; self: boolean; connectors: unknown[] }>; disagreements: unknown[] } }>(b, '/status');
+    expect(status.cluster.instanceId).toBe('lb-b');
+    expect(status.cluster.store.up).toBe(true);
+    expect(status.cluster.instances.map((i) => [i.id, i.self, i.connectors.length])).toEqual([['lb-b', true, 3], ['lb-a', false, 3]]);
+  });
 
   it('garbage in the store is ignored (logged, counted), never used to route', async () => {
     const client = '127.0.13.210';
