@@ -7,7 +7,7 @@
  *                            [--latency-users 60] [--duration 6s] [--no-control]
  *
  * 1. Set-up latency with and without the store: the same logins through one instance that has
- *    `cluster:` and one that has not, interleaved in rounds (each user's first flow costs one
+ *    `cluster:` and one that has not, interleaved in 6 rounds (each user's first flow costs one
  *    store look-up); plus the look-up latency the instance measured itself.
  * 2. Spread: every flow of every user (each 443 request, the 4172/TCP, the 4172/UDP) goes to an
  *    instance picked at random (ECMP with a changing member set), and an operator drains one
@@ -92,15 +92,24 @@ try {
   // ---- 1. set-up latency, with and without the store ------------------------------------------
   const solo = await start(spec('solo', '127.0.21.9'), false);
   const rounds: string[][] = [];
-  const perRound = Math.max(1, Math.floor(latencyUsers / 2 / 3));
-  for (let round = 1; round <= 3; round++) {
-    for (const [name, via] of [['stand-alone', solo], ['cluster', cluster[0]!]] as const) {
+  const ratios: number[] = [];
+  const ROUNDS = 6;
+  const perRound = Math.max(1, Math.floor(latencyUsers / 2 / ROUNDS));
+  for (let round = 1; round <= ROUNDS; round++) {
+    const p50: number[] = [];
+    // Alternate which goes first, so neither always runs on the quieter half of a round.
+    const order = round % 2 ? ([['stand-alone', solo], ['cluster', cluster[0]!]] as const) : ([['cluster', cluster[0]!], ['stand-alone', solo]] as const);
+    for (const [name, via] of order) {
       const r = await runLoad({ users: perRound, target: targetOf(via), bitrateBps: 100_000, durationMs: 300, concurrency: 4, sourceOffset: sources(perRound), locateSpi });
+      p50[name === 'cluster' ? 1 : 0] = r.setupMs.p50;
       rounds.push([String(round), name, `${r.ok}/${r.users}`, fmt(r.setupMs.p50, 1), fmt(r.setupMs.p95, 1), fmt(r.setupMs.mean, 1), load()]);
     }
+    ratios.push(p50[1]! / p50[0]!);
   }
   console.log('\n1. Set-up latency of a full login (5 broker requests + 4172/TCP admission), same instance type with and without cluster:, ms');
   console.log(markdownTable(['round', 'instance', 'ok', 'p50', 'p95', 'mean', 'load'], rounds));
+  const sorted = [...ratios].sort((x, y) => x - y);
+  console.log(`p50 cluster / stand-alone per round: ${ratios.map((x) => x.toFixed(2)).join(' ')} (median ${((sorted[2]! + sorted[3]!) / 2).toFixed(2)})`);
   const lookups = lookupStats(await metricsText(cluster[0]!));
   console.log(`store look-ups measured by ${cluster[0]!.spec.id} (first flow of each new client): ${lookups.count}, mean ${fmt(lookups.meanMs, 2)} ms, p50 ≤ ${lookups.p50Ms} ms, p95 ≤ ${lookups.p95Ms} ms (histogram bucket bounds), timeouts ${lookups.timeouts}`);
   await stop(solo);
