@@ -124,6 +124,25 @@ describe('Dockerfile (no Docker engine here: its instructions are checked, its h
     });
   });
 
+  it('the probe paths exist on a real admin server: with every Connector out, /livez stays 200 (the HEALTHCHECK passes) while /readyz is 503', async () => {
+    const { App } = await import('../../src/app.ts');
+    const { createLogger } = await import('../../src/logger.ts');
+    const { testConfig } = await import('../helpers/proxy.ts');
+    // Loopback Connector in maint, no active checks: nothing takes new clients, nothing is dialled.
+    const app = new App(testConfig([{ id: 'k-a', address: '127.0.43.1', ports: { broker: 1, pcoip: 1 }, weight: 1, state: 'maint' }]), createLogger('silent'));
+    await app.start();
+    try {
+      const base = `http://127.0.0.1:${app.adminAddress!.port}`;
+      expect((await fetch(`${base}${LIVEZ}`)).status).toBe(200);
+      expect((await fetch(`${base}${READYZ}`)).status).toBe(503);
+      const health = runtime.find((i) => i.op === 'HEALTHCHECK')!.args;
+      const script = JSON.parse(health.slice(health.indexOf('CMD ') + 4)) as string[];
+      await run(process.execPath, ['-e', script[2]!], { env: { PCOIP_LB_LIVEZ_URL: `${base}${LIVEZ}` } });
+    } finally {
+      await app.stop(0);
+    }
+  });
+
   it('compose example: stop_grace_period outlasts shutdown.grace, the config is mounted read-only', () => {
     const compose = parse(file('deploy/docker/compose.yaml')) as { services: Record<string, Record<string, unknown>> };
     const svc = compose.services['pcoip-lb']!;

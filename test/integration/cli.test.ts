@@ -57,10 +57,13 @@ describe('pcoip-lb check-config', () => {
     expect(warned.stdout).toMatch(/files\.yaml: OK \(2 Connector\(s\); listeners: broker, pcoipTcp, pcoipUdp; 2 warning\(s\)\)/);
     expect(warned.stderr).toMatch(/^warning: \S+:\d+:\d+ health\.checks: no broker check: .*\(PLB_W_NO_BROKER_CHECK\)$/m);
     expect(warned.stderr).toMatch(/^warning: \S+:\d+:\d+ admin\.token\.env: PLB13_UNSET_TOKEN: no token there \(empty or unset\) in this shell; .*\(PLB_W_ADMIN_TOKEN_ENV\)$/m);
-    // start, with the same file, refuses: its environment is the one that counts.
+    // start, with the same file, refuses: its environment is the one that counts. Its stdout is a
+    // pipe here, so the fatal error is one JSON log line there, like every other line.
     const start = await runCli(['start', '-c', file]);
     expect(start.code).toBe(1);
-    expect(start.stderr).toMatch(/admin\.token\.env: PLB13_UNSET_TOKEN: no token there/);
+    const fatal = JSON.parse(start.stdout.trim().split('\n').at(-1)!) as { level: number; msg: string; details?: string[] };
+    expect(fatal.level).toBe(60);
+    expect(JSON.stringify(fatal)).toMatch(/admin\.token\.env: PLB13_UNSET_TOKEN: no token there/);
   }, 60_000);
 
   it('--log-level only where it changes something; reload --help names --config; completion', async () => {
