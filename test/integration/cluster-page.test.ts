@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type BrowserContext } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
+import { hasChromium, launchChromium, warnIfNoChromium } from '../helpers/chromium.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { RedisServer } from '../helpers/redis-server.ts';
 import { eventually } from '../helpers/cluster-store.ts';
@@ -12,16 +12,14 @@ import { eventually } from '../helpers/cluster-store.ts';
  * status-page test; skipped with a message only where /usr/bin/chromium is missing): two
  * instances (Apps with `cluster:`) on one real redis-server, one of which sees a Connector down.
  */
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`cluster-page test skipped: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+warnIfNoChromium('cluster-page');
 
 describe.skipIf(!hasChromium)('live page: the cluster section', () => {
   const redis = new RedisServer();
   let a: TestProxy;
   let b: TestProxy;
   let context: BrowserContext;
-  let profile: string;
+  let closeBrowser: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
     await redis.start();
@@ -29,20 +27,13 @@ describe.skipIf(!hasChromium)('live page: the cluster section', () => {
     const connectors = ['conn-a', 'conn-b'].map((id, i) => ({ id, address: `192.0.2.${i + 1}`, ports: { broker: 443, pcoip: 4172 }, weight: 1, state: 'active' as const }));
     const cfg = (id: string) => testConfig(connectors, { cluster: { instanceId: id, keyPrefix: 'i10p', redis: { url: redis.url }, timeouts: { heartbeat: '200ms' } } });
     [a, b] = await Promise.all([startTestProxy(cfg('lb-a')), startTestProxy(cfg('lb-b'))]);
-    profile = mkdtempSync(join(tmpdir(), 'i10-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1280, height: 900 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    ({ context, close: closeBrowser } = await launchChromium({ width: 1280, height: 900 }, 'i10-chromium-'));
   }, 60_000);
 
   afterAll(async () => {
-    await context?.close();
+    await closeBrowser?.();
     await Promise.all([a?.stop(), b?.stop()]);
     await redis.cleanup();
-    if (profile) rmSync(profile, { recursive: true, force: true });
   });
 
   it('lists both instances with their view of each Connector, and where they disagree', async () => {
