@@ -27,7 +27,7 @@ export interface AdminMetricsSource {
  * A metric whose samples are computed when scraped. Counters are rebuilt from FlowStats' running
  * totals (reset, then inc by the total), which keeps them monotonic as long as the totals are.
  */
-function collected(registry: Registry, type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], samples: Samples): void {
+export function collected(registry: Registry, type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], samples: Samples): void {
   const registers = [registry];
   if (type === 'gauge') {
     new Gauge({ name, help, labelNames, registers, collect() { this.reset(); for (const [labels, v] of samples()) this.set(labels, v); } });
@@ -312,6 +312,7 @@ function registerProcessMetrics(registry: Registry, app: AdminView, admin: Admin
   );
 
   registerWorkerMetrics(registry, app);
+  app.cluster?.registerMetrics(registry);
   collectDefaultMetrics({ register: registry });
   // promtool check metrics: a gauge must not end in _total. Each of these is the sum over `type` of
   // the gauge without the suffix (sum(nodejs_active_handles) is nodejs_active_handles_total).

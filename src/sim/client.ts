@@ -63,8 +63,11 @@ export function endpointOf(address: { address: string; port: number }): Endpoint
 }
 
 export interface SessionTarget {
-  /** Where the 443 (broker) requests go: a Connector or a load balancer. */
-  broker: Endpoint;
+  /**
+   * Where the 443 (broker) requests go: a Connector or a load balancer. A function is asked
+   * before each request (several instances, each request to a different one, as ECMP may do).
+   */
+  broker: Endpoint | (() => Endpoint);
   /** Where to open 4172/TCP; default: the ip-address and port allocate-resource-resp names. */
   pcoipTcp?: Endpoint;
   /** Where to send 4172/UDP; default: same as 4172/TCP. */
@@ -207,11 +210,12 @@ class BrokerExchange {
   private readonly jar = new Map<string, string>();
   private readonly logId = randomUUID();
   private readonly agent: HttpsAgent | undefined;
-  private readonly endpoint: Endpoint;
+  /** A fixed broker, or one chosen per request (a user whose requests an ECMP router spreads over instances). */
+  private readonly endpoint: Endpoint | (() => Endpoint);
   private readonly plan: UserPlan;
   private readonly behaviour: ClientBehaviour;
 
-  constructor(endpoint: Endpoint, plan: UserPlan, behaviour: ClientBehaviour) {
+  constructor(endpoint: Endpoint | (() => Endpoint), plan: UserPlan, behaviour: ClientBehaviour) {
     this.endpoint = endpoint;
     this.plan = plan;
     this.behaviour = behaviour;
@@ -225,7 +229,7 @@ class BrokerExchange {
   async post(xml: string): Promise<BrokerReply> {
     const cookie = this.behaviour.cookies === 'jar' && this.jar.size > 0 ? [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ') : undefined;
     this.requests++;
-    const reply = await sendBroker(this.endpoint, this.plan, xml, {
+    const reply = await sendBroker(typeof this.endpoint === 'function' ? this.endpoint() : this.endpoint, this.plan, xml, {
       logIdHeader: this.behaviour.logIdHeader,
       logId: this.logId,
       cookieHeader: cookie,
@@ -323,7 +327,7 @@ export function setCookies(rawHeaders: string[]): Map<string, string> {
   return out;
 }
 
-async function presentTag(
+export async function presentTag(
   endpoint: Endpoint,
   plan: UserPlan,
   allocation: AllocateTarget,

@@ -26,6 +26,8 @@ export interface LoadOptions {
   concurrency?: number;
   /** Give every user its own source address (127.0.2.1, 127.0.2.2, …), as distinct clients. */
   distinctSources?: boolean;
+  /** With distinct sources: the first user takes the address of user number `sourceOffset` (runs that must not share clients). */
+  sourceOffset?: number;
   requestTimeoutMs?: number;
   /** A user whose echoes fall short by more than this share fails (default 10 %). */
   maxLossPct?: number;
@@ -119,7 +121,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     mix: (options.mix ?? LEGACY_MIX).name,
   };
   const mix = options.mix ?? LEGACY_MIX;
-  if (settings.distinctSources && options.users > 254 * 250) throw new Error(`at most ${254 * 250} users with distinct source addresses`);
+  if (settings.distinctSources && options.users + (options.sourceOffset ?? 0) > 254 * 250) throw new Error(`at most ${254 * 250} users with distinct source addresses`);
   const started = performance.now();
   const pacer = new UdpPacer();
   const rtt = new Histogram();
@@ -138,7 +140,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     const profile = profileFor(mix, index);
     const plan = {
       name: `user-${index + 1}`,
-      localAddress: settings.distinctSources ? userSourceAddress(index) : undefined,
+      localAddress: settings.distinctSources ? userSourceAddress(index + (options.sourceOffset ?? 0)) : undefined,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
       behaviour: profile.behaviour,
     };
