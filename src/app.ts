@@ -19,6 +19,8 @@ import type { ReloadOutcome } from './control/reload.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { AdminServer } from './admin/server.ts';
 import { resolveAdminToken } from './admin/token.ts';
+import type { KernelDataPlane } from './kernel/data-plane.ts';
+import { startKernelDataPlane } from './kernel/from-config.ts';
 
 export interface ListenerAddresses {
   broker?: AddressInfo;
@@ -83,6 +85,8 @@ export class App {
   /** Experimental rewriteTarget: Connector id → port of its own 4172 TCP+UDP listeners (bound). */
   directPorts: Record<string, number> = {};
   private affinitySweep: NodeJS.Timeout | undefined;
+  /** dataPlane kernel/auto: the nftables table that forwards placed clients' 4172 packets (docs/kernel.md). */
+  private kernel: KernelDataPlane | undefined;
   private reloadSource: (() => ReloadOutcome) | undefined;
 
   private readonly options: AppOptions;
@@ -188,6 +192,16 @@ export class App {
         addresses.pcoipUdp = await this.pcoipUdp.listen();
       }
       this.addresses = addresses;
+      // Once the 4172 listeners are bound (the rules need their ports); never in a worker (config: workers 1).
+      if (role === 'single') {
+        this.kernel = await startKernelDataPlane(this.config, addresses, {
+          logger: this.logger,
+          stats: this.stats,
+          connectors: () => this.pool.all(),
+          connector: (id) => this.pool.get(id),
+          pins: () => this.affinity.all(),
+        });
+      }
       if (role !== 'worker') this.health.start();
       if (role !== 'worker' && this.config.admin.enabled) {
         this.admin = new AdminServer(this, this.config.admin, adminToken, this.logger);
@@ -238,6 +252,19 @@ export class App {
     if (open()) this.logger.info({ flows: this.activeFlows() }, 'shutdown grace period over: closing the remaining flows');
     for (const l of tcp) l.destroyAll();
     this.pcoipUdp?.close();
+    await this.stopKernel();
+  }
+
+  /** Deletes the kernel data plane's table and forwarded flows; a failure is logged (stop must finish). */
+  private async stopKernel(): Promise<void> {
+    const kernel = this.kernel;
+    this.kernel = undefined;
+    await kernel?.stop().catch((err: Error) => this.logger.error({ err: err.message, code: (err as { code?: string }).code }, 'kernel data plane: could not delete its table'));
+  }
+
+  /** The kernel data plane's state for /status (undefined in user space). */
+  describeKernel(): ReturnType<KernelDataPlane['describe']> | undefined {
+    return this.kernel?.describe();
   }
 
   activeFlows(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
@@ -276,6 +303,10 @@ export class App {
     }
     if (this.pcoipTcp && listeners.pcoipTcp) this.pcoipTcp.updateOptions(pcoipTcpOptions(listeners.pcoipTcp));
     if (this.pcoipUdp && listeners.pcoipUdp) this.pcoipUdp.updateOptions(pcoipUdpOptions(listeners.pcoipUdp));
+    // Targets, SNAT and every element rewritten in one nft transaction (pool and pins are updated above).
+    this.kernel
+      ?.reconfigure({ snat: running.kernel.snat })
+      .catch((err: Error) => this.logger.error({ err: err.message, code: (err as { code?: string }).code }, 'reload: the kernel data plane kept its previous table'));
     this.logger.level = running.logging.level;
     this.config = running;
     if (this.affinitySweep && running.affinity.ttl !== from.affinity.ttl) this.scheduleAffinitySweep();

@@ -9,6 +9,9 @@ import type { Config } from '../config/schema.ts';
 export function resolveWorkers(config: Config, cores = availableParallelism(), platform: NodeJS.Platform = process.platform): { count: number; why: string } {
   if (typeof config.workers === 'number') return { count: config.workers, why: 'workers in the config' };
   if (platform !== 'linux') return { count: 1, why: `workers: auto is 1 on ${platform} (SO_REUSEPORT load sharing needs Linux)` };
+  if ([config.listeners.pcoipUdp, config.listeners.pcoipTcp].some((l) => l !== undefined && l.dataPlane !== 'user')) {
+    return { count: 1, why: 'workers: auto is 1 with dataPlane kernel or auto (the kernel forwards the media; one process places the clients)' };
+  }
   if (config.listeners.broker?.tls.mode === 'terminate' || config.listeners.pcoipTcp?.sniRouting) {
     return { count: 1, why: 'workers: auto is 1 with a terminating broker or sniRouting (learned sessions live in one process)' };
   }

@@ -24,6 +24,8 @@ export interface LoadOptions {
   concurrency?: number;
   /** Give every user its own source address (127.0.2.1, 127.0.2.2, …), as distinct clients. */
   distinctSources?: boolean;
+  /** With distinctSources: the i-th user's address instead of 127.0.2.x (e.g. inside a network namespace). */
+  sourceAddress?: (userIndex: number) => string;
   requestTimeoutMs?: number;
   /** A user whose echoes fall short by more than this share fails (default 10 %). */
   maxLossPct?: number;
@@ -114,7 +116,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   const runOne = async (index: number): Promise<void> => {
     const plan = {
       name: `user-${index + 1}`,
-      localAddress: settings.distinctSources ? userSourceAddress(index) : undefined,
+      localAddress: settings.distinctSources ? (options.sourceAddress ?? userSourceAddress)(index) : undefined,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
     };
     const outcome: UserOutcome = { name: plan.name, localAddress: plan.localAddress, connectorId: undefined, ok: false };

@@ -52,11 +52,11 @@ export function writeConfig(path: string, raw: unknown): void {
 
 export const hasMsg = (prefix: string) => (l: LogLine) => typeof l.msg === 'string' && l.msg.startsWith(prefix);
 
-export async function startCli(raw: unknown, args: string[] = [], timeoutMs = 10_000): Promise<CliProcess> {
+export async function startCli(raw: unknown, args: string[] = [], timeoutMs = 10_000, options: { netns?: string } = {}): Promise<CliProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'pcoip-lb-cli-'));
   const configPath = join(dir, 'pcoip-lb.yaml');
   writeConfig(configPath, raw);
-  const proc = spawnCli(['start', '--config', configPath, ...args]);
+  const proc = spawnCli(['start', '--config', configPath, ...args], options);
   let running = true;
   void proc.exit.then(() => (running = false));
   const cleanup = async () => {

@@ -31,9 +31,12 @@ export interface RunningCli {
   exit: Promise<number | null>;
 }
 
-/** Starts a long-running CLI command (e.g. `start`) and exposes its JSON log lines. */
-export function startCli(args: string[]): RunningCli {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts a long-running CLI command (e.g. `start`) and exposes its JSON log lines; `netns` runs it in that network namespace. */
+export function startCli(args: string[], options: { netns?: string } = {}): RunningCli {
+  const argv = [CLI, ...args];
+  const child = options.netns
+    ? spawn('ip', ['netns', 'exec', options.netns, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Array<Record<string, unknown>> = [];
   const waiters = new Set<{ match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }>();
   let partial = '';
