@@ -201,6 +201,8 @@ export class App {
           connector: (id) => this.pool.get(id),
           pins: () => this.affinity.all(),
         });
+        // Health and drain/maint change which pins may be forwarded: update the maps at once.
+        if (this.kernel) this.pool.onChange(() => void this.kernel?.syncElements());
       }
       if (role !== 'worker') this.health.start();
       if (role !== 'worker' && this.config.admin.enabled) {

@@ -157,6 +157,10 @@ export class KernelDataPlane {
     this.plan = planOf(this.options);
     this.counterRefs = planCounters(this.plan);
     await this.writeTable();
+    this.options.logger.info(
+      { table: `inet ${this.plan.table}`, targets: this.plan.targets.map((t) => t.id), elements: this.sync.elements.size, snat: this.plan.snat },
+      `kernel data plane: table inet ${this.plan.table} rewritten (reload)`,
+    );
   }
 
   /** Reads the nft counters once and reports what moved since the last reading. */
