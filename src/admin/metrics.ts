@@ -1,7 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { CONNECTOR_STATES } from '../config/schema.ts';
 import { LISTENER_NAMES, type ListenerCounters } from '../proxy/flow-stats.ts';
-import type { App } from '../app.ts';
+import type { AdminView } from './view.ts';
+import { registerWorkerMetrics } from './worker-metrics.ts';
 
 /**
  * Prometheus metrics for one App, in a registry of its own (not prom-client's global one), so
@@ -25,7 +26,7 @@ function collected(registry: Registry, type: 'counter' | 'gauge', name: string, 
   }
 }
 
-export function createMetrics(app: App): Registry {
+export function createMetrics(app: AdminView): Registry {
   const registry = new Registry();
   const connectorIds = () => app.pool.all().map((c) => c.id);
   /** One sample per Connector × listener, from that listener's counters. */
@@ -88,6 +89,14 @@ export function createMetrics(app: App): Registry {
     splitKeys(app.placer.decisionCounts, '|', 'reason', 'connector'),
   );
   collected(registry, 'counter', 'pcoip_lb_refusals_total', 'Flows refused, by listener and reason', ['listener', 'reason'], splitKeys(app.stats.refusals, ':', 'listener', 'reason'));
+  collected(
+    registry,
+    'counter',
+    'pcoip_lb_flows_repinned_total',
+    'Flows closed because their client was re-pinned to another Connector (its next datagrams open a flow there), by listener and the Connector left',
+    ['listener', 'connector'],
+    splitKeys(app.stats.repinMoves, '|', 'listener', 'connector'),
+  );
   collected(registry, 'counter', 'pcoip_lb_connect_failures_total', 'Connects to a Connector that were refused or timed out', ['connector'], function* () {
     for (const [connector, n] of app.stats.connectFailures) yield [{ connector }, n];
   });
@@ -113,6 +122,7 @@ export function createMetrics(app: App): Registry {
     }
   });
 
+  registerWorkerMetrics(registry, app);
   collectDefaultMetrics({ register: registry });
   return registry;
 }

@@ -7,7 +7,7 @@ import { ErrorCodes, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { mayTakeNewClients } from '../pool/pool.ts';
 import { unmapIpv4 } from '../util/address.ts';
-import type { App } from '../app.ts';
+import type { AdminView } from './view.ts';
 import { createMetrics } from './metrics.ts';
 import { STATUS_PAGE_HTML } from './page.ts';
 import { buildConnectorStatus, buildStatus } from './status.ts';
@@ -37,14 +37,14 @@ interface Route {
 
 export class AdminServer {
   private readonly server: Server;
-  private readonly app: App;
+  private readonly app: AdminView;
   private readonly config: AdminConfig;
   private readonly token: string | undefined;
   private readonly logger: Logger;
   private readonly metrics: Registry;
   private readonly routes: readonly Route[];
 
-  constructor(app: App, config: AdminConfig, token: string | undefined, logger: Logger) {
+  constructor(app: AdminView, config: AdminConfig, token: string | undefined, logger: Logger) {
     this.app = app;
     this.config = config;
     this.token = token;

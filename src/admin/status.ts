@@ -3,7 +3,7 @@ import { admitsPinnedClients, mayTakeNewClients, type ConnectorView } from '../p
 import type { ConnectorState } from '../config/schema.ts';
 import type { ListenerCounters, ListenerName } from '../proxy/flow-stats.ts';
 import { formatHostPort } from '../util/address.ts';
-import type { App } from '../app.ts';
+import type { AdminView } from './view.ts';
 import type { SessionsDescription } from '../balance/sessions.ts';
 
 /**
@@ -58,7 +58,7 @@ function version(): string {
   return packageVersion;
 }
 
-export function buildStatus(app: App, now = Date.now()): PoolStatus {
+export function buildStatus(app: AdminView, now = Date.now()): PoolStatus {
   // Drop expired affinity entries first so the pinned-client counts are current.
   app.affinity.sweep(now);
   const pinned = pinnedClientsByConnector(app);
@@ -80,20 +80,20 @@ export function buildStatus(app: App, now = Date.now()): PoolStatus {
 }
 
 /** One Connector's status, or undefined for an unknown id. */
-export function buildConnectorStatus(app: App, id: string, now = Date.now()): ConnectorStatus | undefined {
+export function buildConnectorStatus(app: AdminView, id: string, now = Date.now()): ConnectorStatus | undefined {
   const view = app.pool.get(id);
   if (!view) return undefined;
   app.affinity.sweep(now);
   return connectorStatus(app, view, pinnedClientsByConnector(app).get(id) ?? 0);
 }
 
-function pinnedClientsByConnector(app: App): Map<string, number> {
+function pinnedClientsByConnector(app: AdminView): Map<string, number> {
   const counts = new Map<string, number>();
   for (const entry of app.affinity.all()) counts.set(entry.connectorId, (counts.get(entry.connectorId) ?? 0) + 1);
   return counts;
 }
 
-function connectorStatus(app: App, c: ConnectorView, pinnedClients: number): ConnectorStatus {
+function connectorStatus(app: AdminView, c: ConnectorView, pinnedClients: number): ConnectorStatus {
   const counters = app.stats.counters(c.id);
   const flows = { broker: { ...counters.broker }, pcoipTcp: { ...counters.pcoipTcp }, pcoipUdp: { ...counters.pcoipUdp } };
   const activeFlows = app.stats.activeFlows(c.id);

@@ -1,7 +1,7 @@
 import type { Logger } from '../logger.ts';
 import { RateLimitedLog } from '../logger.ts';
 import { ErrorCodes } from '../errors.ts';
-import { diffElements, type MapElement } from './plan.ts';
+import { diffElements, type ElementChanges, type MapElement } from './plan.ts';
 import { renderElementChanges } from './nft-script.ts';
 
 /**
@@ -28,6 +28,15 @@ export interface ElementSyncDeps {
   coalesceMs?: number;
   /** After a failed batch, the next try waits this long. */
   retryMs?: number;
+  /**
+   * Work that must wait until the elements of the batch starting now are in the kernel (deleting
+   * conntrack entries, which would otherwise be re-created on the old path): taken when a batch
+   * starts, run by `applied` once it succeeded, handed back with `untake` when it failed.
+   */
+  take?: () => unknown[];
+  untake?: (items: unknown[]) => void;
+  /** After a successful batch: what it changed, and what `take` gave when it started. */
+  applied?: (changes: ElementChanges, taken: unknown[]) => Promise<void>;
 }
 
 export class ElementSync {
@@ -85,10 +94,14 @@ export class ElementSync {
   }
 
   private async once(): Promise<void> {
+    const taken = this.deps.take?.() ?? [];
     const desired = this.deps.desired();
     const changes = diffElements(this.programmed, desired);
     const script = this.unknown ? this.deps.replaceAll([...desired.values()]) : renderElementChanges(this.deps.table, changes);
-    if (script === '') return;
+    if (script === '') {
+      if (taken.length > 0) await this.deps.applied?.(changes, taken);
+      return;
+    }
     this.counts.batches++;
     try {
       await this.deps.apply(script);
@@ -97,6 +110,7 @@ export class ElementSync {
       this.counts.added += changes.adds.length;
       this.counts.deleted += changes.deletes.length;
     } catch (err) {
+      this.deps.untake?.(taken);
       this.counts.failures++;
       this.unknown = true;
       this.errorLog.maybe(Date.now(), (suppressed) =>
@@ -109,6 +123,8 @@ export class ElementSync {
         }, this.deps.retryMs ?? 1000);
         this.retryTimer.unref();
       }
+      return;
     }
+    await this.deps.applied?.(changes, taken);
   }
 }

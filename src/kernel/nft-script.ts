@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { needsInterval, type ElementChanges, type Family, type KernelPlan, type KernelProto, type MapElement } from './plan.ts';
+import { needsInterval, prefixMask, type ElementChanges, type Family, type KernelPlan, type KernelProto, type MapElement } from './plan.ts';
 
 /**
  * nft scripts (the `nft -f` language) rendered from a KernelPlan. Pure. Every value put into a
@@ -77,6 +77,28 @@ export function planCounters(plan: KernelPlan): CounterRef[] {
   return out;
 }
 
+function count(n: number): string {
+  if (!Number.isInteger(n) || n < 1 || n > 2 ** 31) throw new Error(`not a limit: ${n}`);
+  return String(n);
+}
+
+export type RefusalKind = 'max-flows' | 'max-per-client';
+
+/** The counter of one listener's refused flows (one per protocol and kind: families share it). */
+export function refusalName(l: { proto: KernelProto }, kind: RefusalKind): string {
+  return `refused_${l.proto}_${kind.replace(/-/g, '_')}`;
+}
+
+/** The refusal counters a plan creates, with what each counts. */
+export function refusalCounters(plan: KernelPlan): Array<{ name: string; proto: KernelProto; kind: RefusalKind }> {
+  const out = new Map<string, { name: string; proto: KernelProto; kind: RefusalKind }>();
+  for (const l of plan.listeners) {
+    if (l.maxFlows !== undefined) out.set(refusalName(l, 'max-flows'), { name: refusalName(l, 'max-flows'), proto: l.proto, kind: 'max-flows' });
+    if (l.maxPerClient !== undefined) out.set(refusalName(l, 'max-per-client'), { name: refusalName(l, 'max-per-client'), proto: l.proto, kind: 'max-per-client' });
+  }
+  return [...out.values()];
+}
+
 function elementList(elements: readonly MapElement[], withTarget: boolean): string {
   return elements.map((e) => (withTarget ? `${key(e)} : ${addr(e.target.address, e.family)} . ${port(e.target.port)}` : key(e))).join(', ');
 }
@@ -118,12 +140,26 @@ export function renderTable(plan: KernelPlan, elements: readonly MapElement[]): 
     }
   }
   for (const c of counters) lines.push(`  counter ${c.name} { }`);
+  for (const name of refusalCounters(plan)) lines.push(`  counter ${name.name} { }`);
+  plan.listeners.forEach((l, i) => {
+    if (l.maxPerClient !== undefined) lines.push(`  set per_client_${i} {`, `    type ${l.family === 4 ? 'ipv4_addr' : 'ipv6_addr'}`, '    size 65535', '    flags dynamic', '  }');
+  });
 
   lines.push('  chain prerouting {', '    type nat hook prerouting priority dstnat; policy accept;');
-  for (const l of plan.listeners) {
+  plan.listeners.forEach((l, i) => {
     const to = l.address === undefined ? `fib daddr type local meta nfproto ${l.family === 4 ? 'ipv4' : 'ipv6'}` : `${ip(l.family)} daddr ${addr(l.address, l.family)}`;
-    lines.push(`    ${to} ${l.proto} dport ${port(l.port)} dnat ${ip(l.family)} to ${ip(l.family)} saddr map @${clientMap(l.family)}`);
-  }
+    const match = `${to} ${l.proto} dport ${port(l.port)}`;
+    // Limits first, only for clients the kernel would forward (the others reach pcoip-lb, which has its own).
+    // NAT chains see a connection's first packet only, so these count connections, not packets.
+    const known = `${ip(l.family)} saddr @${clientMap(l.family)}`;
+    if (l.maxFlows !== undefined) lines.push(`    ${match} ${known} ct count over ${count(l.maxFlows)} counter name "${refusalName(l, 'max-flows')}" drop`);
+    if (l.maxPerClient !== undefined) {
+      const bits = l.family === 4 ? plan.prefixes.ipv4 : plan.prefixes.ipv6;
+      const keyExpr = bits === (l.family === 4 ? 32 : 128) ? `${ip(l.family)} saddr` : `${ip(l.family)} saddr and ${prefixMask(l.family, bits)}`;
+      lines.push(`    ${match} ${known} add @per_client_${i} { ${keyExpr} ct count over ${count(l.maxPerClient)} } counter name "${refusalName(l, 'max-per-client')}" drop`);
+    }
+    lines.push(`    ${match} dnat ${ip(l.family)} to ${ip(l.family)} saddr map @${clientMap(l.family)}`);
+  });
   lines.push('  }');
 
   // Counted in forward: only packets of flows this table DNATed to a Connector pass there.

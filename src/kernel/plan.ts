@@ -17,6 +17,19 @@ export interface ForwardedListener {
   /** The bound address; undefined for a wildcard bind (0.0.0.0 or ::): any address of this host. */
   address: string | undefined;
   port: number;
+  /** Forwarded flows at once (maxFlows / maxConnections); past it new ones are dropped and counted. */
+  maxFlows?: number | undefined;
+  /** The same per client key (maxFlowsPerClient / maxConnectionsPerClient). */
+  maxPerClient?: number | undefined;
+}
+
+/** A listener as bound, with its limits. */
+export interface BoundListener {
+  proto: KernelProto;
+  address: string;
+  port: number;
+  maxFlows?: number | undefined;
+  maxPerClient?: number | undefined;
 }
 
 /** A Connector as a DNAT target (its pcoip port serves TCP and UDP alike). */
@@ -51,16 +64,33 @@ export interface MapElement {
  * The listeners a plan forwards, from where they are bound. A wildcard bind of `::` is dual-stack
  * (IPv4 clients arrive on it too), so it is forwarded for both families.
  */
-export function forwardedListeners(bound: Array<{ proto: KernelProto; address: string; port: number }>): ForwardedListener[] {
+export function forwardedListeners(bound: readonly BoundListener[]): ForwardedListener[] {
   const out: ForwardedListener[] = [];
   for (const b of bound) {
+    const limits = { ...(b.maxFlows !== undefined ? { maxFlows: b.maxFlows } : {}), ...(b.maxPerClient !== undefined ? { maxPerClient: b.maxPerClient } : {}) };
     const family = isIP(b.address) === 6 ? 6 : 4;
-    if (b.address === '0.0.0.0') out.push({ proto: b.proto, family: 4, address: undefined, port: b.port });
+    if (b.address === '0.0.0.0') out.push({ proto: b.proto, family: 4, address: undefined, port: b.port, ...limits });
     else if (b.address === '::') {
-      out.push({ proto: b.proto, family: 4, address: undefined, port: b.port }, { proto: b.proto, family: 6, address: undefined, port: b.port });
-    } else out.push({ proto: b.proto, family, address: b.address.startsWith('::ffff:') && isIP(b.address.slice(7)) === 4 ? b.address.slice(7) : b.address, port: b.port });
+      out.push({ proto: b.proto, family: 4, address: undefined, port: b.port, ...limits }, { proto: b.proto, family: 6, address: undefined, port: b.port, ...limits });
+    } else {
+      const address = b.address.startsWith('::ffff:') && isIP(b.address.slice(7)) === 4 ? b.address.slice(7) : b.address;
+      out.push({ proto: b.proto, family, address, port: b.port, ...limits });
+    }
   }
   return out;
+}
+
+/** The netmask of a client-key prefix, as nft writes it (`255.255.255.0`, `ffff:ffff:ffff:ffff::`). Pure. */
+export function prefixMask(family: Family, bits: number): string {
+  if (family === 4) {
+    const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+    return [24, 16, 8, 0].map((s) => (mask >>> s) & 0xff).join('.');
+  }
+  const words = Array.from({ length: 8 }, (_, i) => {
+    const keep = Math.max(0, Math.min(16, bits - i * 16));
+    return keep === 0 ? 0 : (0xffff << (16 - keep)) & 0xffff;
+  });
+  return words.map((w) => w.toString(16)).join(':');
 }
 
 /** Connectors with an IP address become targets; a name (never with dataPlane: kernel, see schema) is skipped. */

@@ -31,6 +31,8 @@ import { listenTcp } from './listen.ts';
  */
 export interface BrokerTerminateOptions {
   bind: HostPort;
+  /** Bind with SO_REUSEPORT (multi-core workers share the port). */
+  reusePort?: boolean;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   headerTimeoutMs: number;
@@ -51,6 +53,10 @@ export interface BrokerTerminateDeps {
   now?: () => number;
   /** Told of every failed connect to a Connector: feeds passive health detection. */
   onConnectFailure?: (connectorId: string) => void;
+  /** Multi-core / cluster: look up a session key (cookie, log id) this process does not know before routing by it. */
+  beforeSessionRoute?: (query: { kind: 'cookie' | 'log-id'; key: string } | { kind: 'allocation'; sni: string }) => Promise<void> | undefined;
+  /** Multi-core / cluster: look up a client address with no local pin before placing it. */
+  beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
 }
 
 export class BrokerTerminateListener {
@@ -79,7 +85,15 @@ export class BrokerTerminateListener {
     const tls = options.tls;
     this.certificates = new CertificateStore(tls.certificates ?? [], tls.minVersion);
     this.upstreamCa = tls.upstream?.ca === undefined ? undefined : readCa(tls.upstream.ca);
-    this.router = new BrokerRouter({ pool: deps.pool, placer: deps.placer, sessions: deps.sessions, logger: deps.logger, now: this.now });
+    this.router = new BrokerRouter({
+      pool: deps.pool,
+      placer: deps.placer,
+      sessions: deps.sessions,
+      logger: deps.logger,
+      now: this.now,
+      ...(deps.beforeSessionRoute ? { beforeSessionRoute: deps.beforeSessionRoute } : {}),
+      ...(deps.beforeDecide ? { beforeDecide: deps.beforeDecide } : {}),
+    });
     this.server = createTlsServer(
       {
         SNICallback: (servername, cb) => cb(null, this.certificates.contextFor(servername)),
@@ -115,6 +129,11 @@ export class BrokerTerminateListener {
     return this.connections.size;
   }
 
+  /** Every accepted connection not yet ended (waiting for its first byte, handshaking, relaying). */
+  get openConnections(): number {
+    return this.sockets.size;
+  }
+
   /** Clients holding at least one connection in the per-client accounting (0 when idle). */
   get trackedClients(): number {
     return this.admission.trackedClients;
@@ -132,6 +151,7 @@ export class BrokerTerminateListener {
 
   async listen(): Promise<AddressInfo> {
     const address = await listenTcp(this.tcp, 'listeners.broker', this.options.bind, {
+      reusePort: this.options.reusePort,
       onLaterError: (err) => this.deps.logger.error({ listener: 'broker', err }, 'listener error'),
     });
     this.startReloadChecks();
@@ -240,7 +260,6 @@ export class BrokerTerminateListener {
     socket.on('error', () => undefined); // the connection's own handler reports errors
     const conn = new BrokerConnection(socket, clientAddress, {
       router: this.router,
-      affinity: this.deps.placer.affinity,
       stats: this.deps.stats,
       logger: this.deps.logger,
       connectUpstream: (c) => this.connectUpstream(c),

@@ -26,6 +26,13 @@ export interface FlowStatsSnapshot {
   connectors: Array<[string, Record<ListenerName, ListenerCounters>]>;
   refusals: Array<[string, number]>;
   connectFailures: Array<[string, number]>;
+  /** Flows closed because their client was re-pinned elsewhere, by `listener|connector`. */
+  repinMoves: Array<[string, number]>;
+}
+
+/** Adds `from`'s counts into `into` (keyed count maps). */
+function addCounts(into: Map<string, number>, from: Iterable<[string, number]>): void {
+  for (const [k, n] of from) into.set(k, (into.get(k) ?? 0) + n);
 }
 
 export class FlowStats {
@@ -33,6 +40,8 @@ export class FlowStats {
   readonly refusals = new Map<string, number>();
   /** Connects to a Connector that failed (refused or timed out), by Connector id. */
   readonly connectFailures = new Map<string, number>();
+  /** Flows closed because their client was re-pinned to another Connector, by `listener|connector` (the old one). */
+  readonly repinMoves = new Map<string, number>();
 
   counters(connectorId: string): Record<ListenerName, ListenerCounters> {
     let entry = this.byConnector.get(connectorId);
@@ -65,11 +74,31 @@ export class FlowStats {
     this.connectFailures.set(connectorId, (this.connectFailures.get(connectorId) ?? 0) + 1);
   }
 
+  movedByRepin(listener: ListenerName, connectorId: string): void {
+    const key = `${listener}|${connectorId}`;
+    this.repinMoves.set(key, (this.repinMoves.get(key) ?? 0) + 1);
+  }
+
   snapshot(): FlowStatsSnapshot {
     return {
       connectors: [...this.byConnector].map(([id, c]) => [id, { broker: { ...c.broker }, pcoipTcp: { ...c.pcoipTcp }, pcoipUdp: { ...c.pcoipUdp } }]),
       refusals: [...this.refusals],
       connectFailures: [...this.connectFailures],
+      repinMoves: [...this.repinMoves],
+    };
+  }
+
+  /**
+   * The counts a process that has ended leaves behind: its totals stay (counters never go down
+   * when a worker is replaced), its open flows are gone.
+   */
+  static retired(snapshot: FlowStatsSnapshot): FlowStatsSnapshot {
+    return {
+      ...snapshot,
+      connectors: snapshot.connectors.map(([id, c]) => [
+        id,
+        Object.fromEntries(LISTENER_NAMES.map((name) => [name, { ...c[name], active: 0 }])) as Record<ListenerName, ListenerCounters>,
+      ]),
     };
   }
 
@@ -81,6 +110,7 @@ export class FlowStats {
     for (const entry of this.byConnector.values()) for (const name of LISTENER_NAMES) Object.assign(entry[name], emptyCounters());
     this.refusals.clear();
     this.connectFailures.clear();
+    this.repinMoves.clear();
     for (const snap of snapshots) {
       for (const [id, counters] of snap.connectors) {
         const mine = this.counters(id);
@@ -95,9 +125,17 @@ export class FlowStats {
           to.packetsOut += from.packetsOut;
         }
       }
-      for (const [k, n] of snap.refusals) this.refusals.set(k, (this.refusals.get(k) ?? 0) + n);
-      for (const [k, n] of snap.connectFailures) this.connectFailures.set(k, (this.connectFailures.get(k) ?? 0) + n);
+      addCounts(this.refusals, snap.refusals);
+      addCounts(this.connectFailures, snap.connectFailures);
+      addCounts(this.repinMoves, snap.repinMoves);
     }
+  }
+
+  /** Sums several snapshots into one (the retired workers' totals, kept by the primary). */
+  static sum(snapshots: readonly FlowStatsSnapshot[]): FlowStatsSnapshot {
+    const total = new FlowStats();
+    total.replaceWithSum(snapshots);
+    return total.snapshot();
   }
 
   activeFlows(connectorId: string): number {

@@ -8,6 +8,7 @@ import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes } from '../errors.ts';
 import type { ListenerCounters } from './flow-stats.ts';
 import type { ProxyDeps } from './tcp-proxy.ts';
+import type { Lease, PinChange } from '../balance/placer.ts';
 import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
@@ -26,7 +27,7 @@ export interface UdpProxyOptions {
   sendBufferSize?: number;
 }
 
-type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'shutdown';
+type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'kernel-path' | 'shutdown';
 
 /**
  * Receive buffer asked for on the listening socket. Every client's media arrives on this one
@@ -69,6 +70,8 @@ interface UdpFlow {
   /** The address exactly as the listening socket reported it (needed to send replies back). */
   readonly replyAddress: string;
   readonly clientKey: string;
+  /** The flow's hold on its client's affinity record, released once when the flow closes. */
+  readonly lease: Lease;
   readonly connector: ConnectorView;
   readonly upstream: UdpSocket;
   readonly counters: ListenerCounters;
@@ -97,6 +100,8 @@ interface UdpFlow {
 export class UdpProxy {
   private readonly socket: UdpSocket;
   private readonly flows = new AddressPortTable<UdpFlow>();
+  /** The same flows by client key: a re-pin moves all of a client's flows at once (followPin). */
+  private readonly byClient = new Map<string, Set<UdpFlow>>();
   /** Multi-core: first packets of clients whose affinity entry is being fetched (see awaitDecision). */
   private readonly awaiting = new AddressPortTable<{ rinfo: RemoteInfo; packets: Buffer[] }>();
   /** A dead Connector answers every packet of every flow with ICMP: one line a second is enough. */
@@ -105,6 +110,9 @@ export class UdpProxy {
   private readonly perClient: PerClientLimit;
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** Flows handed over to the kernel data plane (handOver), with their packet count when last looked at. */
+  private readonly handedOver = new Map<UdpFlow, number>();
+  private handOverTimer: NodeJS.Timeout | undefined;
   /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
   private accepting = true;
   private options: UdpProxyOptions;
@@ -168,6 +176,8 @@ export class UdpProxy {
   /** Stops receiving client packets; closes every flow. */
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.handOverTimer) clearInterval(this.handOverTimer);
+    this.handedOver.clear();
     this.awaiting.clear();
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
     try {
@@ -186,6 +196,59 @@ export class UdpProxy {
       closed++;
     }
     return closed;
+  }
+
+  /**
+   * A client's pin changed (a re-pin here, one relayed from another worker or instance, a learned
+   * session): its flows to any other Connector are closed now, so its next datagram opens a flow
+   * to the new one. A pin dropped because its Connector left the config moves nothing, nor does
+   * the client's next placement after that (from no pin): established flows of a removed
+   * Connector run on until they end (README "Reload"). Without this a client that sends from a fixed
+   * source port (4172 or 50002, by client generation) would keep feeding the old Connector for as
+   * long as it keeps sending. Returns how many flows were closed.
+   */
+  followPin(change: PinChange): number {
+    if (change.to === undefined || change.from === undefined || change.from === change.to) return 0;
+    const flows = this.byClient.get(change.key);
+    if (!flows) return 0;
+    let closed = 0;
+    for (const flow of [...flows]) {
+      if (flow.connector.id === change.to) continue;
+      this.deps.stats.movedByRepin('pcoipUdp', flow.connector.id);
+      this.closeFlow(flow, 'repinned', change.to);
+      closed++;
+    }
+    return closed;
+  }
+
+  /**
+   * The kernel data plane now forwards this client's packets (docs/kernel.md): its flows here
+   * get no more datagrams from it, but stay open to relay what was already in flight (a
+   * Connector's late replies to this process's socket), and close once no datagram passed either
+   * way for `quietMs`. A flow that keeps moving (the switch did not take) stays. Returns how many.
+   */
+  handOver(clientKey: string, quietMs: number): number {
+    const flows = this.byClient.get(clientKey);
+    if (!flows) return 0;
+    for (const f of flows) this.handedOver.set(f, -1);
+    if (!this.handOverTimer) {
+      this.handOverTimer = setInterval(() => {
+        for (const [f, seen] of this.handedOver) {
+          const now = f.packetsIn + f.packetsOut;
+          if (f.closed) this.handedOver.delete(f);
+          else if (now === seen) {
+            this.handedOver.delete(f);
+            this.closeFlow(f, 'kernel-path');
+          } else this.handedOver.set(f, now);
+        }
+        if (this.handedOver.size === 0) {
+          clearInterval(this.handOverTimer);
+          this.handOverTimer = undefined;
+        }
+      }, quietMs);
+      this.handOverTimer.unref();
+    }
+    return flows.size;
   }
 
   /**
@@ -312,6 +375,7 @@ export class UdpProxy {
       clientPort: rinfo.port,
       replyAddress: rinfo.address,
       clientKey: decision.clientKey,
+      lease: decision.lease,
       connector,
       upstream,
       counters: stats.opened('pcoipUdp', connector.id),
@@ -326,8 +390,10 @@ export class UdpProxy {
       closed: false,
     };
     this.flows.set(rinfo.address, rinfo.port, flow);
+    let same = this.byClient.get(decision.clientKey);
+    if (!same) this.byClient.set(decision.clientKey, (same = new Set()));
+    same.add(flow);
     this.perClient.tryAcquire(decision.clientKey);
-    placer.affinity.flowOpened(decision.clientKey, now);
     upstream.on('message', (reply) => {
       flow.seen = true;
       flow.packetsOut++;
@@ -363,18 +429,21 @@ export class UdpProxy {
     return flow;
   }
 
-  private closeFlow(flow: UdpFlow, reason: UdpCloseReason): void {
+  private closeFlow(flow: UdpFlow, reason: UdpCloseReason, movedTo?: string): void {
     if (flow.closed) return;
     flow.closed = true;
     const now = this.now();
     this.flows.delete(flow.replyAddress, flow.clientPort);
+    const same = this.byClient.get(flow.clientKey);
+    same?.delete(flow);
+    if (same?.size === 0) this.byClient.delete(flow.clientKey);
     try {
       flow.upstream.close();
     } catch {
       // already closed by an error
     }
     this.perClient.release(flow.clientKey);
-    this.deps.placer.affinity.flowClosed(flow.clientKey, now);
+    flow.lease.release(now);
     this.deps.stats.closed('pcoipUdp', flow.connector.id);
     this.deps.logger.info(
       {
@@ -387,6 +456,7 @@ export class UdpProxy {
         packetsOut: flow.packetsOut,
         durationMs: now - flow.startedAt,
         reason,
+        ...(reason === 'repinned' ? { movedTo: movedTo ?? null } : {}),
       },
       'flow closed',
     );
