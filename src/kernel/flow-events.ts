@@ -11,7 +11,7 @@ import { runTool } from './tools.ts';
 
 /**
  * The flows the kernel forwards, followed through conntrack: `conntrack -E` reports each new
- * and each ended connection (not each packet). A new forwarded flow takes a lease on its client's
+ * and each ended connection, and TCP's state changes (a few per connection, never per packet). A new forwarded flow takes a lease on its client's
  * pin (Placer.holdLease), as a flow relayed in user space does, so the pin does not expire while
  * the flow lives and the TTL counts from its end — which conntrack reports after its idle
  * timeout, i.e. counted from the client's last packet. An ended flow releases its lease and gets
@@ -30,7 +30,12 @@ export interface ConntrackEntry {
   reply: { src: string; dst: string; sport: number; dport: number; packets?: number; bytes?: number };
   /** The entry was deleted from user space (conntrack -D), not timed out or closed. */
   byUser: boolean;
+  /** TCP's conntrack state (ESTABLISHED, TIME_WAIT, …) when the line has one. */
+  state?: string;
 }
+
+/** TCP states after which the connection is over (both FINs seen, or a reset): its lease goes then, not after TIME_WAIT. */
+const TCP_ENDED = new Set(['TIME_WAIT', 'CLOSE']);
 
 /** One line of `conntrack -E -o id` or `conntrack -L -o id`; undefined for anything else. Pure. */
 export function parseConntrackLine(line: string): ConntrackEntry | undefined {
@@ -49,9 +54,13 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
   const sides: Array<Record<string, string>> = [{}, {}];
   let side = -1;
   let id: string | undefined;
+  let state: string | undefined;
   for (const tok of tokens.slice(i + 1)) {
     const eq = tok.indexOf('=');
-    if (eq < 0) continue;
+    if (eq < 0) {
+      if (side < 0 && /^[A-Z_]+$/.test(tok)) state = tok;
+      continue;
+    }
     const k = tok.slice(0, eq);
     const v = tok.slice(eq + 1);
     if (k === 'src') side++;
@@ -69,7 +78,7 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
     ...(s.packets !== undefined ? { packets: Number(s.packets) } : {}),
     ...(s.bytes !== undefined ? { bytes: Number(s.bytes) } : {}),
   });
-  return { type, proto, id, orig: toSide(side0), reply: toSide(side1), byUser: line.includes('[USERSPACE]') };
+  return { type, proto, id, orig: toSide(side0), reply: toSide(side1), byUser: line.includes('[USERSPACE]'), ...(state ? { state } : {}) };
 }
 
 /** The forwarded flow an entry is, if it is one: sent to a listener of ours and DNATed to one of our targets. Pure. */
@@ -149,7 +158,7 @@ export class KernelFlowTracker {
   private listen(): void {
     if (this.stopped) return;
     // -b: a large receive buffer, so a burst of new flows does not overflow it (ENOBUFS).
-    const child = spawn(this.deps.conntrack, ['-E', '-e', 'NEW,DESTROY', '-o', 'id', '-b', String(8 * 1024 * 1024)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(this.deps.conntrack, ['-E', '-e', 'NEW,UPDATE,DESTROY', '-o', 'id', '-b', String(8 * 1024 * 1024)], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.events = child;
     createInterface({ input: child.stdout }).on('line', (line) => {
       const e = parseConntrackLine(line);
@@ -176,7 +185,8 @@ export class KernelFlowTracker {
 
   private onEntry(e: ConntrackEntry): void {
     if (this.stopped) return;
-    if (e.type === 'DESTROY') {
+    const ended = e.type === 'DESTROY' || (e.proto === 'tcp' && e.state !== undefined && TCP_ENDED.has(e.state));
+    if (ended) {
       const f = this.flows.get(e.id);
       if (f) this.end(e.id, f, { reason: e.byUser ? 'deleted' : e.proto === 'udp' ? 'idle-timeout' : 'closed', entry: e });
       return;
@@ -220,6 +230,8 @@ export class KernelFlowTracker {
   /** Reads the live table whole: adopts forwarded flows not known here, ends those gone (lost DESTROY events). */
   private reconcile(): Promise<void> {
     this.reconciling ??= (async () => {
+      // A flow that starts while the table is being read is missing from it, not gone.
+      const began = this.now();
       try {
         const r = await runTool(this.deps.conntrack, ['-L', '-o', 'id'], { timeoutMs: 30_000 });
         if (r.code !== 0 || this.stopped) return;
@@ -230,7 +242,7 @@ export class KernelFlowTracker {
           live.add(e.id);
           this.onEntry(e);
         }
-        for (const [id, f] of [...this.flows]) if (!live.has(id)) this.end(id, f, { reason: 'gone' });
+        for (const [id, f] of [...this.flows]) if (!live.has(id) && f.startedAt < began) this.end(id, f, { reason: 'gone' });
       } finally {
         this.reconciling = undefined;
       }

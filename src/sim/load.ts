@@ -26,6 +26,8 @@ export interface LoadOptions {
   distinctSources?: boolean;
   /** With distinctSources: the i-th user's address instead of 127.0.2.x (e.g. inside a network namespace). */
   sourceAddress?: (userIndex: number) => string;
+  /** Every user's UDP media from this source port (real clients use a fixed one: 4172 or 50002). */
+  udpSourcePort?: number;
   requestTimeoutMs?: number;
   /** A user whose echoes fall short by more than this share fails (default 10 %). */
   maxLossPct?: number;
@@ -147,6 +149,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
           pacer,
           rtt,
           locateSpi: options.locateSpi,
+          ...(options.udpSourcePort !== undefined ? { localPort: options.udpSourcePort } : {}),
         });
         outcome.ok = true;
       } catch (err) {

@@ -35,7 +35,7 @@ export interface KernelLab {
   /** pcoip-lb's raw config for the lab, with `extra` merged at the top level and `listeners` overrides. */
   config(extra?: Record<string, unknown>): Record<string, unknown>;
   startLb(raw: Record<string, unknown>, args?: string[]): Promise<CliProcess>;
-  runUsers(options: { users: number; bitrateBps?: number; durationMs?: number; firstUser?: number }): Promise<UsersReport>;
+  runUsers(options: { users: number; bitrateBps?: number; durationMs?: number; firstUser?: number; udpSourcePort?: number }): Promise<UsersReport>;
   /** An admin API request from inside the lb namespace (the admin server listens on its loopback). */
   admin(url: string, path: string, method?: 'GET' | 'POST'): { status: number; body: string };
   close(): Promise<void>;
@@ -113,8 +113,9 @@ export async function createKernelLab(options: { connectors: number; users: numb
       lbs.push(lb);
       return lb;
     },
-    runUsers: async ({ users, bitrateBps = 200_000, durationMs = 1500, firstUser = 0 }) => {
-      const child = lab.spawn(lab.client, process.execPath, [USERS_SCRIPT, JSON.stringify({ users, broker: { host: VIP, port: BROKER_PORT }, bitrateBps, durationMs, firstUser })]);
+    runUsers: async ({ users, bitrateBps = 200_000, durationMs = 1500, firstUser = 0, udpSourcePort }) => {
+      const opts = { users, broker: { host: VIP, port: BROKER_PORT }, bitrateBps, durationMs, firstUser, ...(udpSourcePort !== undefined ? { udpSourcePort } : {}) };
+      const child = lab.spawn(lab.client, process.execPath, [USERS_SCRIPT, JSON.stringify(opts)]);
       let out = '';
       let err = '';
       child.stdout!.on('data', (c: Buffer) => (out += c.toString()));

@@ -14,6 +14,8 @@ interface Options {
   /** The first user index (so a second run can use other addresses). */
   firstUser?: number;
   concurrency?: number;
+  /** Every user's UDP media from this fixed source port. */
+  udpSourcePort?: number;
 }
 
 const options = JSON.parse(process.argv[2] ?? '{}') as Options;
@@ -29,6 +31,7 @@ const report = await runLoad({
   distinctSources: true,
   sourceAddress: userAddress,
   maxLossPct: 10,
+  ...(options.udpSourcePort !== undefined ? { udpSourcePort: options.udpSourcePort } : {}),
 });
 
 process.stdout.write(

@@ -4,6 +4,8 @@ import { desiredElements, diffElements, elementKey, forwardedListeners, kernelTa
 import { ownerOf, planCounters, renderDeleteTable, renderElementChanges, renderReplaceElements, renderTable } from '../../src/kernel/nft-script.ts';
 import { CounterDeltas, parseCounters } from '../../src/kernel/counters.ts';
 import { deleteCommand } from '../../src/kernel/conntrack.ts';
+import { forwardedFlow, parseConntrackLine } from '../../src/kernel/flow-events.ts';
+import { prefixMask } from '../../src/kernel/plan.ts';
 import { clientKey } from '../../src/balance/client-key.ts';
 import type { ConnectorView } from '../../src/pool/pool.ts';
 import { labUnavailable } from '../helpers/netns.ts';
@@ -148,7 +150,7 @@ describe('nft scripts (pure)', () => {
         renderTable(plan(), [el('198.18.1.1', '198.19.0.11')]),
         renderTable(
           plan({
-            listeners: forwardedListeners([{ proto: 'udp', address: '::', port: 4172 }]),
+            listeners: forwardedListeners([{ proto: 'udp', address: '::', port: 4172, maxFlows: 1000, maxPerClient: 10 }]),
             targets: kernelTargets([conn('a', '198.19.0.11'), conn('v6', 'fd00::5')]),
             snat: { ipv4: '198.19.0.1', ipv6: 'fd00::1' },
             prefixes: { ipv4: 24, ipv6: 64 },
@@ -189,5 +191,49 @@ describe('kernel counters and conntrack filters (pure)', () => {
     );
     expect(deleteCommand({ proto: 'tcp', family: 6, sourcePort: 50002 })).toBe('-D -f ipv6 -p tcp --sport 50002');
     expect(() => deleteCommand({ proto: 'udp', family: 4, source: '1.2.3.4 -F' })).toThrow(/IPv4/);
+  });
+});
+
+describe('conntrack lines and limits (pure)', () => {
+  const targets = new Map(kernelTargets([conn('a', '198.19.0.11'), conn('b', '198.19.0.12')]).map((t) => [t.address, t]));
+  const listeners = forwardedListeners([{ proto: 'udp', address: '198.18.0.1', port: 4172 }, { proto: 'tcp', address: '198.18.0.1', port: 4172 }]);
+
+  it('reads conntrack -E / -L lines: type, tuples, counters, state, who deleted it', () => {
+    const fresh = parseConntrackLine('[NEW] udp      17 30 src=198.18.1.7 dst=198.18.0.1 sport=50002 dport=4172 [UNREPLIED] src=198.19.0.12 dst=198.19.0.1 sport=4172 dport=50002 id=3854527617');
+    expect(fresh).toMatchObject({ type: 'NEW', proto: 'udp', id: '3854527617', orig: { src: '198.18.1.7', dport: 4172 }, reply: { src: '198.19.0.12', sport: 4172 }, byUser: false });
+    const gone = parseConntrackLine(
+      '[DESTROY] udp      17 src=198.18.1.7 dst=198.18.0.1 sport=50002 dport=4172 packets=2 bytes=66 [UNREPLIED] src=198.19.0.12 dst=198.19.0.1 sport=4172 dport=50002 packets=0 bytes=0 id=3854527617 [USERSPACE] portid=4002823491',
+    );
+    expect(gone).toMatchObject({ type: 'DESTROY', orig: { packets: 2, bytes: 66 }, reply: { packets: 0, bytes: 0 }, byUser: true });
+    expect(parseConntrackLine('[UPDATE] tcp      6 120 TIME_WAIT src=198.18.1.7 dst=198.18.0.1 sport=40000 dport=4172 src=198.19.0.11 dst=198.19.0.1 sport=4172 dport=40000 [ASSURED] id=7')?.state).toBe('TIME_WAIT');
+    expect(parseConntrackLine('tcp      6 431999 ESTABLISHED src=198.18.1.7 dst=198.18.0.1 sport=40000 dport=4172 src=198.19.0.11 dst=198.19.0.1 sport=4172 dport=40000 [ASSURED] mark=0 use=1 id=8')).toMatchObject({ type: 'LIST', state: 'ESTABLISHED' });
+    expect(parseConntrackLine('conntrack v1.4.7 (conntrack-tools): 2 flow entries have been shown.')).toBeUndefined();
+    expect(parseConntrackLine('[NEW] icmp 1 30 src=1.1.1.1 dst=2.2.2.2 type=8 code=0 id=1')).toBeUndefined();
+  });
+
+  it('knows a forwarded flow (to a listener of ours, DNATed to a target) from pcoip-lb\'s own and from strangers', () => {
+    const line = (origDst: string, dport: number, replySrc: string, proto = 'udp') =>
+      parseConntrackLine(`[NEW] ${proto} 17 30 src=198.18.1.7 dst=${origDst} sport=50002 dport=${dport} src=${replySrc} dst=198.19.0.1 sport=4172 dport=50002 id=1`)!;
+    expect(forwardedFlow(line('198.18.0.1', 4172, '198.19.0.12'), listeners, targets)).toEqual({ proto: 'udp', target: targets.get('198.19.0.12') });
+    expect(forwardedFlow(line('198.18.0.1', 4172, '198.18.0.1'), listeners, targets)).toBeUndefined(); // to pcoip-lb's socket
+    expect(forwardedFlow(line('198.18.0.1', 5000, '198.19.0.12'), listeners, targets)).toBeUndefined(); // another port
+    expect(forwardedFlow(line('198.18.0.9', 4172, '198.19.0.12'), listeners, targets)).toBeUndefined(); // another address
+    expect(forwardedFlow(line('198.18.0.1', 4172, '198.19.0.99'), listeners, targets)).toBeUndefined(); // not a target
+    expect(forwardedFlow(line('198.18.0.1', 4172, '198.19.0.11', 'tcp'), listeners, targets)?.proto).toBe('tcp');
+  });
+
+  it('renders limits as ct count rules for clients with an element, per client key prefix', () => {
+    const limited = plan({
+      listeners: forwardedListeners([{ proto: 'udp', address: '198.18.0.1', port: 4172, maxFlows: 100_000, maxPerClient: 1000 }]),
+      prefixes: { ipv4: 24, ipv6: 64 },
+    });
+    const text = renderTable(limited, []);
+    expect(text).toContain('ip daddr 198.18.0.1 udp dport 4172 ip saddr @client4 ct count over 100000 counter name "refused_udp_max_flows" drop');
+    expect(text).toContain('add @per_client_0 { ip saddr and 255.255.255.0 ct count over 1000 } counter name "refused_udp_max_per_client" drop');
+    expect(text.indexOf('ct count over 100000')).toBeLessThan(text.indexOf('dnat ip to'));
+    expect(prefixMask(4, 32)).toBe('255.255.255.255');
+    expect(prefixMask(4, 0)).toBe('0.0.0.0');
+    expect(prefixMask(6, 64)).toBe('ffff:ffff:ffff:ffff:0:0:0:0');
+    expect(prefixMask(6, 56)).toBe('ffff:ffff:ffff:ff00:0:0:0:0');
   });
 });
