@@ -18,7 +18,7 @@ import { ProcessState } from './state/process-state.ts';
 import { StateSync } from './state/sync.ts';
 import { DataPlane } from './data-plane.ts';
 import { ControlPlane } from './control-plane.ts';
-import type { KernelDataPlane } from './kernel/data-plane.ts';
+import type { KernelDataPlane, KernelDescription } from './kernel/data-plane.ts';
 import { boundKernelListeners, startKernelDataPlane } from './kernel/from-config.ts';
 
 export type { ListenerAddresses } from './proxy/listen.ts';
@@ -149,7 +149,7 @@ export class App implements AdminView {
   }
 
   /** The kernel data plane's state (undefined in user space). */
-  describeKernel(): ReturnType<KernelDataPlane['describe']> | undefined {
+  describeKernel(): KernelDescription | undefined {
     return this.kernel?.describe();
   }
 

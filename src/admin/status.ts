@@ -4,6 +4,7 @@ import type { ConnectorState } from '../config/schema.ts';
 import type { ListenerCounters, ListenerName } from '../proxy/flow-stats.ts';
 import { formatHostPort } from '../util/address.ts';
 import type { AdminView } from './view.ts';
+import type { KernelDescription } from '../kernel/data-plane.ts';
 import type { SessionsDescription } from '../balance/sessions.ts';
 
 /**
@@ -49,6 +50,8 @@ export interface PoolStatus {
   connectors: ConnectorStatus[];
   /** Learned broker sessions (terminate mode; empty otherwise), without secrets. */
   sessions: SessionsDescription;
+  /** dataPlane kernel only (docs/kernel.md). */
+  kernel?: KernelDescription;
 }
 
 let packageVersion: string | undefined;
@@ -76,7 +79,13 @@ export function buildStatus(app: AdminView, now = Date.now()): PoolStatus {
     connectorsTakingNewClients: connectors.filter((c) => c.takesNewClients).length,
     connectors,
     sessions: app.describeSessions(now),
+    ...kernelStatus(app),
   };
+}
+
+function kernelStatus(app: AdminView): { kernel?: KernelDescription } {
+  const kernel = app.describeKernel?.();
+  return kernel ? { kernel } : {};
 }
 
 /** One Connector's status, or undefined for an unknown id. */

@@ -6,6 +6,7 @@ import type { FlowStats } from '../proxy/flow-stats.ts';
 import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
+import type { KernelDescription } from '../kernel/data-plane.ts';
 
 /** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
 export interface WorkerProcessView {
@@ -40,4 +41,6 @@ export interface AdminView {
   requestReload(): ReloadOutcome | undefined;
   /** Multi-core: the worker processes; absent in a single process. */
   workerProcesses?(): WorkerProcessView[];
+  /** dataPlane kernel: the nftables table, its elements and the flows it forwards (docs/kernel.md); undefined in user space. */
+  describeKernel?(): KernelDescription | undefined;
 }

@@ -83,6 +83,15 @@ describe.skipIf(unavailable !== undefined)('kernel data plane (nftables + conntr
     });
     // One flow per user, each followed through conntrack (no user-space flow was opened for them).
     expect(udpFlows() - udpFlowsBefore).toBe(USERS);
+    // /status: the table, its elements and the live forwarded flows; per-Connector packets include the kernel's.
+    const status = JSON.parse(k.admin(lb.adminUrl!, '/status').body) as {
+      kernel: { table: string; elements: number; flows: { udp: number; tcp: number } };
+      connectors: Array<{ id: string; flows: { pcoipUdp: { packetsIn: number; active: number } } }>;
+    };
+    expect(status.kernel.table).toBe('i11_lab');
+    expect(status.kernel.elements).toBe(USERS);
+    expect(status.kernel.flows.udp).toBeGreaterThanOrEqual(USERS);
+    expect(status.connectors.reduce((a, c) => a + c.flows.pcoipUdp.packetsIn, 0)).toBeGreaterThanOrEqual(first.udp.sent + second.udp.sent);
 
     // Forwarded flows (client → VIP, DNATed to a Connector) are in conntrack now; none outlives the table.
     const forwardedFlows = () => conntrackOf(k.lab).filter((l) => /src=198\.18\.\d+\.\d+ dst=198\.18\.0\.1 .* src=198\.19\.0\.1\d /.test(l));
