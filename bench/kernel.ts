@@ -5,9 +5,10 @@
  *
  *   npm run bench:kernel [-- --quick] [--seconds N] [--only plain,kernel,user,nginx]
  *
- * CPU is the machine's busy time during a test minus its busy rate in the second before it (the
- * machine is shared; what others burn meanwhile still adds noise, so the load average is printed
- * beside every row: repeat when it was high).
+ * CPU is the machine's busy time during a test minus the CPU of every process outside the lab's
+ * namespaces (the machine is shared): the lab's processes plus all softirq/irq time. Other
+ * work's softirq and processes that end mid-test still add noise, so the load average is printed
+ * beside every row: repeat when it was high.
  *
  * Peers: plain routing (no proxy: the lb namespace only routes), pcoip-lb with dataPlane kernel,
  * pcoip-lb in user space (default workers: auto), NGINX stream (worker_processes auto). For each:
@@ -23,7 +24,7 @@
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,6 +58,8 @@ const BISECT_STEPS = quick ? 1 : 2;
 const MAX_LOSS_PERCENT = 0.1;
 /** Every peer is measured for CPU at this rate, so the iperf3 ends cost the same in each row. */
 const CPU_RATE_BPS = 200e6;
+/** CPU is measured this many times per peer and direction; the lowest counts (least disturbed). */
+const CPU_REPEATS = quick ? 1 : 3;
 /** Background load during the round-trip probes. */
 const RTT_LOAD_BPS = 200e6;
 const PROBES = quick ? 100 : 250;
@@ -90,11 +93,37 @@ function busySeconds(): number {
   return (user + nice + system + irq + softirq + (steal ?? 0)) / 100;
 }
 
-/** Busy CPU seconds per second of the machine over a short quiet spell (other agents' work, the idle peer). */
-async function idleBusyRate(ms = 1000): Promise<number> {
-  const a = busySeconds();
-  await new Promise((r) => setTimeout(r, ms));
-  return (busySeconds() - a) / (ms / 1000);
+/** Network namespace inodes of the lab (set in main): processes in them are this bench's. */
+let labNetns = new Set<number>();
+
+/**
+ * CPU seconds (user + system) used so far by every process outside the lab's namespaces: other
+ * work on this shared machine. Subtracted from the machine's busy time, it leaves what the lab
+ * costs — its processes (iperf3 ends, the peer) and the kernel's softirq/irq work, where
+ * forwarding happens.
+ */
+function othersCpuSeconds(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (labNetns.has(statSync(`/proc/${name}/ns/net`).ino)) continue;
+      const text = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(name), (Number(f[11]) + Number(f[12])) / 100);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** Machine busy seconds minus other processes' CPU between two snapshots (a process new since `before` counts whole). */
+function labCpu(before: { busy: number; others: Map<number, number> }): number {
+  const others = othersCpuSeconds();
+  let theirs = 0;
+  for (const [pid, cpu] of others) theirs += cpu - (before.others.get(pid) ?? 0);
+  return Math.max(0, busySeconds() - before.busy - theirs);
 }
 
 // ------------------------------------------------------------------ iperf3 in the namespaces
@@ -139,10 +168,8 @@ async function iperfUdp(lab: NetnsLab, source: string, target: string, bps: numb
   const server = startProcess(lab, lab.conn, 'iperf3', ['-s', '-1', '-B', CONNECTOR_IPERF, '-p', String(PORT), '--forceflush']);
   try {
     await waitOutput(server, 'Server listening', 5000);
-    // The machine is shared: what it burns without our traffic, just before, is subtracted.
-    const idle = await idleBusyRate();
-    const before = busySeconds();
-    const startedAt = performance.now();
+    // The machine is shared: what other processes burn meanwhile is subtracted (see labCpu).
+    const before = { busy: busySeconds(), others: othersCpuSeconds() };
     const client = startProcess(lab, lab.client, 'iperf3', [
       ...['-c', target, '-p', String(PORT), '-B', source, '-u', '-l', '1200', '-w', '4M', '-b', String(Math.round(bps)), '-t', String(seconds), '-J', '--connect-timeout', '3000'],
       ...(reverse ? ['-R'] : []),
@@ -150,7 +177,7 @@ async function iperfUdp(lab: NetnsLab, source: string, target: string, bps: numb
     const timer = setTimeout(() => client.child.kill('SIGKILL'), (seconds + 15) * 1000);
     if (client.child.exitCode === null) await once(client.child, 'exit');
     clearTimeout(timer);
-    const busy = busySeconds() - before - idle * ((performance.now() - startedAt) / 1000);
+    const busy = labCpu(before);
     const text = client.out();
     const json = JSON.parse(text.slice(text.indexOf('{'))) as { error?: string; end?: { sum?: { packets: number; lost_packets: number; seconds: number; lost_percent: number }; sum_sent?: { bits_per_second: number } } };
     const sum = json.end?.sum;
@@ -348,6 +375,7 @@ async function main(): Promise<void> {
   // each that pcoip-lb's Maglev places on that Connector, so affinity sends each where it belongs.
   const selector = new MaglevSelector([{ id: 'iperf', weight: 1 }, { id: 'echo', weight: 1 }], 65_537);
   const lab = createLab({ users: 40, connectors: 2 });
+  labNetns = new Set([lab.client, lab.lb, lab.conn].map((ns) => statSync(`/run/netns/${ns}`).ino));
   const dir = mkdtempSync(join(tmpdir(), 'i11-bench-kernel-'));
   const pickSource = (id: string) => {
     for (let i = 0; i < 40; i++) if (selector.pick(clientKey(lab.userAddress(i), { ipv4Prefix: 32, ipv6Prefix: 64 })) === id) return lab.userAddress(i);
@@ -384,8 +412,8 @@ async function main(): Promise<void> {
         log(`${peer.title}: load average ${loadAverage()}`);
         const forward = await search(lab, peer, iperfSource, false);
         const reverse = await search(lab, peer, iperfSource, true);
-        const cpuForward = await iperfUdp(lab, iperfSource, peer.iperfTarget, CPU_RATE_BPS, false, 3);
-        const cpuReverse = await iperfUdp(lab, iperfSource, peer.iperfTarget, CPU_RATE_BPS, true, 3);
+        const cpuForward = await cpuRuns(() => iperfUdp(lab, iperfSource, peer.iperfTarget, CPU_RATE_BPS, false, 3), CPU_REPEATS);
+        const cpuReverse = await cpuRuns(() => iperfUdp(lab, iperfSource, peer.iperfTarget, CPU_RATE_BPS, true, 3), CPU_REPEATS);
         const rtt = await rttUnderLoad(lab, peer, iperfSource, probeSource);
         log(`  CPU @${CPU_RATE_BPS / 1e6} Mbit/s: ${fmt(cpuPerMpkt(cpuForward))} / ${fmt(cpuPerMpkt(cpuReverse))} s/Mpkt; RTT p50 ${fmt(rtt.p50Ms, 3)} p99 ${fmt(rtt.p99Ms, 3)} ms`);
         rows.push({ peer, forward, reverse, cpuForward, cpuReverse, rtt, loadAverage: loadAverage() });
@@ -412,6 +440,15 @@ async function main(): Promise<void> {
 }
 
 const cpuPerMpkt = (r: UdpRun) => (r.error || r.packets === 0 ? NaN : r.busy / ((r.packets - r.lost) / 1e6));
+/** Best of the repeats (the least disturbed by other work on the machine). */
+const cpuRuns = async (run: () => Promise<UdpRun>, n: number): Promise<UdpRun> => {
+  let best: UdpRun | undefined;
+  for (let i = 0; i < n; i++) {
+    const r = await run();
+    if (!best || (Number.isFinite(cpuPerMpkt(r)) && !(cpuPerMpkt(r) >= cpuPerMpkt(best)))) best = r;
+  }
+  return best!;
+};
 
 function report(rows: Row[], notes: string[]): string {
   const plain = rows.find((r) => r.peer.name === 'plain');
@@ -454,7 +491,7 @@ function report(rows: Row[], notes: string[]): string {
   }
   if (kernel && plain) goals.push(`- RTT p99 kernel / plain routing = ${fmt(kernel.rtt.p99Ms / plain.rtt.p99Ms)} (goal ≤ 1.10)`);
   return [
-    `## UDP through each peer (iperf3 -u -l 1200 -w 4M -t ${SECONDS}; the highest offered rate delivered with ≤ ${MAX_LOSS_PERCENT} % loss; CPU = whole machine from /proc/stat incl. softirq and both iperf3 ends)`,
+    `## UDP through each peer (iperf3 -u -l 1200 -w 4M -t ${SECONDS}; the highest offered rate delivered with ≤ ${MAX_LOSS_PERCENT} % loss; CPU = whole machine from /proc/stat incl. softirq, minus processes outside the lab, best of ${CPU_REPEATS} × 3 s; includes both iperf3 ends)`,
     table,
     '',
     '## Goals (measured, not asserted)',
