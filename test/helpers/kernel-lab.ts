@@ -141,3 +141,30 @@ export function nftCounters(lab: NetnsLab, table = 'i11_lab'): Map<string, { pac
   const json = JSON.parse(lab.run(lab.lb, 'nft', ['-j', 'list', 'counters', 'table', 'inet', table])) as { nftables: Array<{ counter?: { name: string; packets: number; bytes: number } }> };
   return new Map(json.nftables.flatMap((i) => (i.counter ? [[i.counter.name, { packets: i.counter.packets, bytes: i.counter.bytes }] as const] : [])));
 }
+
+/** Polls `check` every 100 ms until it holds; throws after `timeoutMs`. */
+export async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Packets of the counters whose names match. */
+export function sumPackets(counters: Map<string, { packets: number }>, match: RegExp): number {
+  return [...counters].filter(([n]) => match.test(n)).reduce((a, [, c]) => a + c.packets, 0);
+}
+
+/** The lab table's IPv4 client map: element key → Connector address. */
+export function elementsOf(k: KernelLab, table = 'i11_lab'): Map<string, string> {
+  const json = JSON.parse(k.lab.run(k.lab.lb, 'nft', ['-j', 'list', 'map', 'inet', table, 'client4'])) as { nftables: Array<{ map?: { elem?: Array<[string, { concat: [string, number] }]> } }> };
+  const map = json.nftables.find((i) => i.map)?.map;
+  return new Map((map?.elem ?? []).map(([key, value]) => [key, value.concat[0]]));
+}
+
+/** SIGTERM, then the exit code. */
+export async function stopLb(lb: CliProcess): Promise<number | null> {
+  lb.child.kill('SIGTERM');
+  return lb.exited;
+}

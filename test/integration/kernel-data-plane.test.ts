@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeConfig, hasMsg, type CliProcess } from '../helpers/cli-process.ts';
-import { createKernelLab, nftCounters, type KernelLab } from '../helpers/kernel-lab.ts';
+import { createKernelLab, elementsOf, nftCounters, stopLb, sumPackets, waitFor, type KernelLab } from '../helpers/kernel-lab.ts';
 import { labUnavailable, conntrackOf, rulesetOf } from '../helpers/netns.ts';
 import { parsePrometheusText } from '../helpers/prom-text.ts';
 
@@ -15,24 +15,7 @@ const unavailable = labUnavailable();
 if (unavailable) process.stdout.write(`kernel-data-plane.test.ts skipped: ${unavailable}\n`);
 const USERS = 24;
 
-const sum = (counters: Map<string, { packets: number }>, match: RegExp) => [...counters].filter(([n]) => match.test(n)).reduce((a, [, c]) => a + c.packets, 0);
-const waitFor = async (what: string, check: () => boolean, timeoutMs = 10_000) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-};
-const elementsOf = (k: KernelLab) => {
-  const text = k.lab.run(k.lab.lb, 'nft', ['-j', 'list', 'map', 'inet', 'i11_lab', 'client4']);
-  const map = (JSON.parse(text) as { nftables: Array<{ map?: { elem?: Array<[string, { concat: [string, number] }]> } }> }).nftables.find((i) => i.map)?.map;
-  return new Map((map?.elem ?? []).map(([key, value]) => [key, value.concat[0]]));
-};
 const metricsOf = (k: KernelLab, lb: CliProcess) => parsePrometheusText(k.admin(lb.adminUrl!, '/metrics').body);
-const stopLb = async (lb: CliProcess) => {
-  lb.child.kill('SIGTERM');
-  return lb.exited;
-};
 
 describe.skipIf(unavailable !== undefined)('kernel data plane (nftables + conntrack in network namespaces)', () => {
   let k: KernelLab;
@@ -67,10 +50,10 @@ describe.skipIf(unavailable !== undefined)('kernel data plane (nftables + conntr
     expect(second.failures).toEqual([]);
     expect(second.ok).toBe(USERS);
     const after = nftCounters(k.lab);
-    const forwarded = sum(after, /_udp_in$/) - sum(before, /_udp_in$/);
+    const forwarded = sumPackets(after, /_udp_in$/) - sumPackets(before, /_udp_in$/);
     expect(forwarded).toBe(second.udp.sent); // every datagram of the second round took the kernel path
-    expect(sum(after, /_udp_out$/) - sum(before, /_udp_out$/)).toBe(second.udp.received);
-    expect(sum(after, /_tcp_in$/) - sum(before, /_tcp_in$/)).toBeGreaterThan(0);
+    expect(sumPackets(after, /_udp_out$/) - sumPackets(before, /_udp_out$/)).toBe(second.udp.received);
+    expect(sumPackets(after, /_tcp_in$/) - sumPackets(before, /_tcp_in$/)).toBeGreaterThan(0);
     // Same Connector as pinned: the users' sessions only succeed on the Connector that brokered them.
     expect(second.perConnector.map((c) => c.id).sort()).toEqual(first.perConnector.map((c) => c.id).sort());
     expect(elementsOf(k)).toEqual(pinned);

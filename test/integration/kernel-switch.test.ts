@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { type CliProcess } from '../helpers/cli-process.ts';
-import { createKernelLab, nftCounters, type KernelLab } from '../helpers/kernel-lab.ts';
+import { createKernelLab, elementsOf, nftCounters, stopLb, sumPackets, waitFor, type KernelLab } from '../helpers/kernel-lab.ts';
 import { labUnavailable, VIP } from '../helpers/netns.ts';
 import { parsePrometheusText } from '../helpers/prom-text.ts';
 
@@ -18,24 +18,7 @@ const unavailable = labUnavailable();
 if (unavailable) process.stdout.write(`kernel-switch.test.ts skipped: ${unavailable}\n`);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const waitFor = async (what: string, check: () => boolean, timeoutMs = 10_000) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-};
-const sum = (counters: Map<string, { packets: number }>, match: RegExp) => [...counters].filter(([n]) => match.test(n)).reduce((a, [, c]) => a + c.packets, 0);
-const elementsOf = (k: KernelLab) => {
-  const json = JSON.parse(k.lab.run(k.lab.lb, 'nft', ['-j', 'list', 'map', 'inet', 'i11_lab', 'client4'])) as { nftables: Array<{ map?: { elem?: Array<[string, { concat: [string, number] }]> } }> };
-  const map = json.nftables.find((i) => i.map)?.map;
-  return new Map((map?.elem ?? []).map(([key, value]) => [key, value.concat[0]]));
-};
 const closedLines = (lb: CliProcess, match: (l: Record<string, unknown>) => boolean) => lb.lines.filter((l) => l.msg === 'flow closed' && match(l));
-const stopLb = async (lb: CliProcess) => {
-  lb.child.kill('SIGTERM');
-  return lb.exited;
-};
 const sysctl = (k: KernelLab, name: string, value?: string) =>
   value === undefined ? k.lab.run(k.lab.lb, 'sysctl', ['-n', name]).trim() : k.lab.run(k.lab.lb, 'sysctl', ['-q', '-w', `${name}=${value}`]);
 
@@ -65,7 +48,7 @@ describe.skipIf(unavailable !== undefined)('kernel data plane following the plac
       }));
       const sent = results.reduce((a, r) => a + r.sent, 0);
       expect(results.reduce((a, r) => a + r.received, 0)).toBe(sent); // nothing lost in the switch
-      const inKernel = sum(nftCounters(k.lab), /_udp_in$/) - sum(before, /_udp_in$/);
+      const inKernel = sumPackets(nftCounters(k.lab), /_udp_in$/) - sumPackets(before, /_udp_in$/);
       // The first datagrams of each flow went through user space, the rest through the kernel.
       expect(inKernel).toBeGreaterThan(sent * 0.5);
       expect(inKernel).toBeLessThan(sent);
