@@ -9,6 +9,7 @@ import type { ListenerAddresses } from './proxy/listen.ts';
 import type { HealthMonitor } from './health/monitor.ts';
 import type { AdminView } from './admin/view.ts';
 import type { ReloadOutcome } from './control/reload-outcome.ts';
+import { ReloadRequests } from './control/reload-requests.ts';
 import type { StateReplica } from './state/replica.ts';
 import type { ConfigDiff } from './config/diff.ts';
 import { applyReload } from './apply-reload.ts';
@@ -48,7 +49,8 @@ export class App implements AdminView {
   private readonly control: ControlPlane;
   private readonly sync: StateSync | undefined;
   private config: Config;
-  private reloadSource: (() => ReloadOutcome) | undefined;
+  /** Where reloads come from and what came of them (/metrics). */
+  readonly reloadRequests = new ReloadRequests();
   /** dataPlane kernel/auto: the nftables table that forwards placed clients' 4172 packets (docs/kernel.md). */
   private kernel: KernelDataPlane | undefined;
 
@@ -195,11 +197,11 @@ export class App implements AdminView {
    * re-read the file the process was started with. Unset (tests, embedded use): no reload.
    */
   setReloadSource(source: () => ReloadOutcome): void {
-    this.reloadSource = source;
+    this.reloadRequests.setSource(source);
   }
 
   requestReload(): ReloadOutcome | undefined {
-    return this.reloadSource?.();
+    return this.reloadRequests.request();
   }
 }
 

@@ -3,7 +3,8 @@ import type { Config } from './config/schema.ts';
 import type { Logger } from './logger.ts';
 import type { Pool } from './pool/pool.ts';
 import { HealthMonitor } from './health/monitor.ts';
-import { AdminServer } from './admin/server.ts';
+import { ADMIN_MAX_CONNECTIONS, AdminServer } from './admin/server.ts';
+import { fdsNeededAtLimits, logFdLimit, readFdLimits } from './control/fd-limit.ts';
 import { resolveAdminToken } from './admin/token.ts';
 import type { AdminView } from './admin/view.ts';
 
@@ -38,6 +39,8 @@ export class ControlPlane {
 
   async start(view: AdminView): Promise<void> {
     const token = this.checkAdmin();
+    // One line: the descriptor limit in force (each worker is forked with the same) and whether the configured limits fit in it.
+    logFdLimit(this.logger, readFdLimits(), fdsNeededAtLimits(this.config, ADMIN_MAX_CONNECTIONS));
     this.health.start();
     if (this.config.admin.enabled) {
       this.admin = new AdminServer(view, this.config.admin, token, this.logger);

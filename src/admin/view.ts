@@ -7,6 +7,7 @@ import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
 import type { KernelDescription } from '../kernel/data-plane.ts';
+import type { ReloadCounts } from '../control/reload-requests.ts';
 
 /** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
 export interface WorkerProcessView {
@@ -21,6 +22,9 @@ export interface WorkerProcessView {
   heapUsedBytes: number;
   /** Share of the last report interval the event loop was busy (0–1). */
   eventLoopUtilization: number;
+  /** Open file descriptors and the soft limit; -1 when not known (yet). */
+  openFds: number;
+  maxFds: number;
 }
 
 /**
@@ -33,12 +37,14 @@ export interface AdminView {
   readonly placer: Pick<Placer, 'keyFor' | 'pickNew' | 'decisionCounts'>;
   readonly affinity: AffinityView;
   readonly stats: FlowStats;
-  readonly health: Pick<HealthMonitor, 'snapshot' | 'onRound'>;
+  readonly health: Pick<HealthMonitor, 'snapshot' | 'onRound' | 'fdExhaustedRounds'>;
   readonly startedAt: number;
   readonly listenerAddresses: ListenerAddresses;
   readonly currentConfig: Config;
   describeSessions(now?: number): SessionsDescription;
   requestReload(): ReloadOutcome | undefined;
+  /** What came of the reload requests so far (/metrics). */
+  readonly reloadRequests: { readonly results: ReloadCounts };
   /** Multi-core: the worker processes; absent in a single process. */
   workerProcesses?(): WorkerProcessView[];
   /** dataPlane kernel: the nftables table, its elements and the flows it forwards (docs/kernel.md); undefined in user space. */

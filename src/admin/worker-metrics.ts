@@ -63,6 +63,27 @@ export function registerWorkerMetrics(registry: Registry, view: AdminView): void
       for (const w of workers()) this.set({ worker: String(w.index) }, w.heapUsedBytes);
     },
   });
+  // The data path's descriptors are the workers' (the primary's process_open_fds counts only its own).
+  new Gauge({
+    name: 'pcoip_lb_worker_open_fds',
+    help: 'Open file descriptors of each worker process (sampled every 10 s); with pcoip_lb_worker_max_fds, what the fd-usage alert watches in multi-core mode',
+    labelNames: ['worker'],
+    registers,
+    collect() {
+      this.reset();
+      for (const w of workers()) if (w.openFds >= 0) this.set({ worker: String(w.index) }, w.openFds);
+    },
+  });
+  new Gauge({
+    name: 'pcoip_lb_worker_max_fds',
+    help: 'File descriptor limit (soft RLIMIT_NOFILE) of each worker process',
+    labelNames: ['worker'],
+    registers,
+    collect() {
+      this.reset();
+      for (const w of workers()) if (w.maxFds >= 0) this.set({ worker: String(w.index) }, w.maxFds);
+    },
+  });
   new Gauge({
     name: 'pcoip_lb_worker_event_loop_utilization',
     help: 'Share of the last second each worker event loop was busy (0-1). Near 1 the worker is saturated: datagrams queue and latency grows',

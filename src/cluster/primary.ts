@@ -13,6 +13,7 @@ import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { HealthMonitor } from '../health/monitor.ts';
 import type { AdminView, WorkerProcessView } from '../admin/view.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
+import { ReloadRequests } from '../control/reload-requests.ts';
 import type { LookupQuery, StateChange } from '../state/changes.ts';
 import type { StateReplica } from '../state/replica.ts';
 import { ProcessState } from '../state/process-state.ts';
@@ -75,7 +76,8 @@ export class Supervisor implements AdminView {
   private restarts: number[] = [];
   /** The worker whose change is being applied (not sent back to it). */
   private applyingFrom: number | undefined;
-  private reloadSource: (() => ReloadOutcome) | undefined;
+  /** Where reloads come from and what came of them (/metrics). */
+  readonly reloadRequests = new ReloadRequests();
   private readonly onFatal: (err: Error) => void;
 
   constructor(config: Config, logger: Logger, workers: number, onFatal: (err: Error) => void, options: SupervisorOptions = {}) {
@@ -139,11 +141,11 @@ export class Supervisor implements AdminView {
   }
 
   setReloadSource(source: () => ReloadOutcome): void {
-    this.reloadSource = source;
+    this.reloadRequests.setSource(source);
   }
 
   requestReload(): ReloadOutcome | undefined {
-    return this.reloadSource?.();
+    return this.reloadRequests.request();
   }
 
   workerProcesses(): WorkerProcessView[] {
@@ -160,6 +162,8 @@ export class Supervisor implements AdminView {
         residentBytes: p?.residentBytes ?? 0,
         heapUsedBytes: p?.heapUsedBytes ?? 0,
         eventLoopUtilization: p?.eventLoopUtilization ?? 0,
+        openFds: p?.openFds ?? -1,
+        maxFds: p?.maxFds ?? -1,
       };
     });
   }

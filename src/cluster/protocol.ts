@@ -27,6 +27,9 @@ export interface WorkerProcessSample {
   residentBytes: number;
   heapUsedBytes: number;
   eventLoopUtilization: number;
+  /** Open file descriptors (sampled every 10 s; -1: not known yet) and the soft limit (-1: unknown). */
+  openFds: number;
+  maxFds: number;
 }
 
 /** Primary → worker. */

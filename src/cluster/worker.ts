@@ -8,6 +8,8 @@ import { StateSync } from '../state/sync.ts';
 import { DataPlane } from '../data-plane.ts';
 import { IpcReplica } from './ipc-replica.ts';
 import type { ConnectorHealthState, FromWorker, ToWorker, WorkerProcessSample } from './protocol.ts';
+import { OpenFdSampler } from '../util/open-fds.ts';
+import { readFdLimits } from '../control/fd-limit.ts';
 
 /** How often lease deltas go to the primary (its TTL accounting), and counters. */
 const LEASE_FLUSH_MS = 100;
@@ -30,6 +32,8 @@ class Worker {
   private readonly send: (msg: FromWorker) => void;
   private statsTimer: NodeJS.Timeout | undefined;
   private lastElu: EventLoopUtilization = performance.eventLoopUtilization();
+  /** The data path's descriptors (the workers hold them, not the primary): for fd-usage alerts. */
+  private readonly fds = new OpenFdSampler();
   private stopping = false;
 
   constructor(msg: Extract<ToWorker, { type: 'init' }>, send: (msg: FromWorker) => void) {
@@ -127,6 +131,7 @@ class Worker {
   private processSample(): WorkerProcessSample {
     const cpu = process.cpuUsage();
     const mem = process.memoryUsage();
+    const softFdLimit = readFdLimits()?.soft;
     const elu = performance.eventLoopUtilization(this.lastElu);
     this.lastElu = performance.eventLoopUtilization();
     return {
@@ -135,6 +140,8 @@ class Worker {
       residentBytes: mem.rss,
       heapUsedBytes: mem.heapUsed,
       eventLoopUtilization: elu.utilization,
+      openFds: this.fds.sample(),
+      maxFds: softFdLimit === undefined || !Number.isFinite(softFdLimit) ? -1 : softFdLimit,
     };
   }
 }

@@ -5,7 +5,6 @@ import { RateLimitedLog } from '../logger.ts';
 import { ErrorCodes } from '../errors.ts';
 import type { Lease, Placer } from '../balance/placer.ts';
 import type { FlowStats } from '../proxy/flow-stats.ts';
-import { formatHostPort } from '../util/address.ts';
 import type { ForwardedListener, KernelProto, KernelTarget } from './plan.ts';
 import { runTool } from './tools.ts';
 
@@ -211,13 +210,14 @@ export class KernelFlowTracker {
     this.flows.delete(id);
     const now = this.now();
     f.lease.release(now);
-    this.deps.stats.closed(LISTENER_OF[f.proto], f.connectorId);
+    this.deps.stats.closed(LISTENER_OF[f.proto], f.connectorId, now - f.startedAt);
     const e = how.entry;
     this.deps.logger.info(
       {
         listener: LISTENER_OF[f.proto],
         dataPlane: 'kernel',
-        client: formatHostPort(f.client, f.clientPort),
+        client: f.client,
+        clientPort: f.clientPort,
         connector: f.connectorId,
         ...(e?.orig.bytes !== undefined ? { bytesIn: e.orig.bytes, bytesOut: e.reply.bytes ?? 0, packetsIn: e.orig.packets ?? 0, packetsOut: e.reply.packets ?? 0 } : {}),
         durationMs: now - f.startedAt,

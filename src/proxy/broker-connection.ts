@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import type { ConnectorView } from '../pool/pool.ts';
@@ -75,6 +76,8 @@ interface Upstream {
   counters: ListenerCounters | undefined;
   /** The client's hold on its affinity record while this upstream is open (address-routed only). */
   lease: Lease | undefined;
+  /** When the upstream connected (flow-duration histogram). */
+  openedAt: number;
   closed: boolean;
 }
 
@@ -316,11 +319,13 @@ export class BrokerConnection {
       held: undefined,
       counters: undefined,
       lease: undefined,
+      openedAt: 0,
       closed: false,
     };
     this.upstream = up;
     this.waiting = 'connect';
     this.lastConnector = connector.id;
+    const connectStarted = performance.now();
     this.deps.connectUpstream(connector).then(
       (socket) => {
         if (this.closed || up.closed) {
@@ -329,6 +334,9 @@ export class BrokerConnection {
           return;
         }
         up.socket = socket;
+        // Terminate mode: TCP connect plus the TLS handshake with the Connector.
+        this.deps.stats.connected('broker', connector.id, performance.now() - connectStarted);
+        up.openedAt = this.deps.now();
         up.counters = this.deps.stats.opened('broker', connector.id);
         // The route's lease becomes the upstream's: held while this Connector connection is open.
         up.lease = route.placement?.lease;
@@ -345,9 +353,18 @@ export class BrokerConnection {
         route.placement?.lease.release(this.deps.now());
         if (this.closed) return;
         this.waiting = undefined;
+        const code = (err as { plbCode?: string }).plbCode ?? ErrorCodes.UPSTREAM_CONNECT;
+        if (code === ErrorCodes.FD_EXHAUSTED) {
+          // pcoip-lb is out of descriptors: not the Connector's failure (no passive-health count); no other Connector would fare better.
+          this.deps.stats.refused('broker', 'fd-exhausted');
+          this.log().warn({ listener: 'broker', client: this.clientAddress, connector: connector.id, code, err: err.message }, 'connect to Connector failed: pcoip-lb is out of file descriptors');
+          this.frontRoute = undefined; // its lease was released above
+          this.queue.shift();
+          this.replyAndClose(503, 'Service Unavailable', 'pcoip-lb is out of file descriptors', 'connect-failed');
+          return;
+        }
         this.deps.stats.connectFailed(connector.id);
         this.deps.onConnectFailure?.(connector.id);
-        const code = (err as { plbCode?: string }).plbCode ?? ErrorCodes.UPSTREAM_CONNECT;
         this.log().warn({ listener: 'broker', client: this.clientAddress, connector: connector.id, code, err: err.message }, 'connect to Connector failed');
         // A client placed just now has no session there yet: another Connector may serve it.
         // A session (cookie, log id, pinned address) lives on its Connector: moving it would only fail later.
@@ -374,7 +391,7 @@ export class BrokerConnection {
   }
 
   private upstreamClosed(up: Upstream): void {
-    if (up.counters) this.deps.stats.closed('broker', up.connector.id);
+    if (up.counters) this.deps.stats.closed('broker', up.connector.id, this.deps.now() - up.openedAt);
     up.lease?.release(this.deps.now());
     up.counters = undefined;
     up.lease = undefined;

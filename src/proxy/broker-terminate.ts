@@ -17,6 +17,8 @@ import { BrokerConnection } from './broker-connection.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import type { RewriteTo } from '../pcoip/rewrite-target.ts';
 import { listenTcp } from './listen.ts';
+import { RefusalLog } from './limits.ts';
+import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
 /**
  * The broker listener in `tls.mode: terminate`: a TLS server (HTTP/1.1 only: ALPN offers
@@ -71,6 +73,8 @@ export class BrokerTerminateListener {
   private readonly connections = new Set<BrokerConnection>();
   private readonly router: BrokerRouter;
   private readonly handshakeLog = new RateLimitedLog();
+  /** accept() at the fd limit (PLB_E_FD_EXHAUSTED, rate-limited). */
+  private readonly fdRefusals: RefusalLog;
   private readonly upstreamCa: string | undefined;
   private readonly options: BrokerTerminateOptions;
   private readonly deps: BrokerTerminateDeps;
@@ -116,6 +120,7 @@ export class BrokerTerminateListener {
         deps.logger.info({ listener: 'broker', client, err: err.code ?? err.message, suppressed }, 'TLS handshake with client failed'),
       );
     });
+    this.fdRefusals = new RefusalLog('broker', deps.stats, deps.logger);
     this.tcp = createTcpServer({ allowHalfOpen: true }, (socket) => this.onTcpConnection(socket));
     this.admission = new TcpAdmission('broker', this.tcp, options.admission ?? {}, {
       stats: deps.stats,
@@ -152,7 +157,11 @@ export class BrokerTerminateListener {
   async listen(): Promise<AddressInfo> {
     const address = await listenTcp(this.tcp, 'listeners.broker', this.options.bind, {
       reusePort: this.options.reusePort,
-      onLaterError: (err) => this.deps.logger.error({ listener: 'broker', err }, 'listener error'),
+      onLaterError: (err) => {
+        const errno = ownExhaustion(err);
+        if (errno) this.fdRefusals.fdExhausted(this.now(), errno, { during: 'accept' });
+        else this.deps.logger.error({ listener: 'broker', err }, 'listener error');
+      },
     });
     this.startReloadChecks();
     if (this.options.tls.upstream?.insecure) {
@@ -298,7 +307,9 @@ export class BrokerTerminateListener {
       };
       socket.once('error', (err: NodeJS.ErrnoException) => {
         const tlsProblem = err.code?.startsWith('ERR_TLS') || err.code?.includes('CERT') || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN';
-        fail(Object.assign(new Error(`${target}: ${err.code ?? ''} ${err.message}`.trim()), { plbCode: tlsProblem ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_CONNECT }));
+        // Out of descriptors: pcoip-lb's own limit, which the connection must not blame on the Connector.
+        const plbCode = ownExhaustion(err) ? ErrorCodes.FD_EXHAUSTED : tlsProblem ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_CONNECT;
+        fail(Object.assign(new Error(`${target}: ${err.code ?? ''} ${err.message}`.trim()), { plbCode }));
       });
       socket.once('secureConnect', () => {
         clearTimeout(timer);

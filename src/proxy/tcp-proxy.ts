@@ -1,4 +1,5 @@
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../logger.ts';
 import { RefusalLog } from './limits.ts';
 import type { Placer, Decision, Lease } from '../balance/placer.ts';
@@ -8,6 +9,7 @@ import { ErrorCodes, PlbError } from '../errors.ts';
 import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import { listenTcp } from './listen.ts';
+import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
 export interface TcpProxyOptions extends TcpAdmissionOptions {
   name: Extract<ListenerName, 'broker' | 'pcoipTcp'>;
@@ -144,7 +146,12 @@ export class TcpProxy {
   listen(): Promise<AddressInfo> {
     return listenTcp(this.server, `listeners.${this.options.name}`, this.options.bind, {
       reusePort: this.options.reusePort,
-      onLaterError: (err) => this.deps.logger.error({ listener: this.options.name, err }, 'listener error'),
+      onLaterError: (err) => {
+        // accept() at the fd limit (libuv accepts and closes the connection): the proxy's limit, logged rate-limited.
+        const errno = ownExhaustion(err);
+        if (errno) this.refusals.fdExhausted(this.now(), errno, { during: 'accept' });
+        else this.deps.logger.error({ listener: this.options.name, err }, 'listener error');
+      },
     });
   }
 
@@ -241,6 +248,7 @@ export class TcpProxy {
     const connector = decision.connector;
     flow.lease = decision.lease;
     const port = this.options.upstreamPort(connector);
+    const connectStarted = performance.now();
     const upstream = connect({ host: connector.address, port, allowHalfOpen: true, noDelay: true });
     flow.connecting = upstream;
     const timer = setTimeout(() => upstream.destroy(new PlbError(ErrorCodes.UPSTREAM_TIMEOUT, 'connect timeout')), this.options.connectTimeoutMs);
@@ -248,6 +256,12 @@ export class TcpProxy {
       clearTimeout(timer);
       upstream.destroy();
       flow.connecting = undefined;
+      const errno = ownExhaustion(err);
+      if (errno) {
+        // pcoip-lb could not open a socket: not the Connector's failure (no passive-health count), and no other Connector would fare better.
+        this.refusals.fdExhausted(this.now(), errno, { client: flow.clientAddress, connector: connector.id });
+        return this.finish(flow, 'connect-failed', errno);
+      }
       const timedOut = err instanceof PlbError;
       const detail = timedOut ? `no answer within ${this.options.connectTimeoutMs} ms` : ((err as NodeJS.ErrnoException).code ?? err.message);
       stats.connectFailed(connector.id);
@@ -281,6 +295,7 @@ export class TcpProxy {
       clearTimeout(timer);
       upstream.off('error', onConnectError);
       flow.connecting = undefined;
+      stats.connected(this.options.name, connector.id, performance.now() - connectStarted);
       if (flow.closed) {
         upstream.destroy();
         return;
@@ -348,7 +363,7 @@ export class TcpProxy {
     if (!flow.connector) return;
     this.connected--;
     flow.early?.closed?.();
-    this.deps.stats.closed(this.options.name, flow.connector.id);
+    this.deps.stats.closed(this.options.name, flow.connector.id, now - flow.startedAt);
     this.deps.logger.info(
       {
         listener: this.options.name,

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { RateLimitedLog } from '../logger.ts';
 import type { ConnectorView } from '../pool/pool.ts';
-import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
+import { unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes } from '../errors.ts';
 import type { ListenerCounters } from './flow-stats.ts';
 import type { ProxyDeps } from './tcp-proxy.ts';
@@ -12,9 +12,11 @@ import type { Lease, PinChange } from '../balance/placer.ts';
 import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
+import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
+  /** A flow silent both ways this long is closed; 0: never (as on the TCP listeners). */
   idleTimeoutMs: number;
   maxFlows: number;
   /** Concurrent flows per client (affinity client key): a flood of source ports from one address stops here. */
@@ -27,7 +29,7 @@ export interface UdpProxyOptions {
   sendBufferSize?: number;
 }
 
-type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'kernel-path' | 'shutdown';
+type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'kernel-path' | 'fd-exhausted' | 'shutdown';
 
 /**
  * Receive buffer asked for on the listening socket. Every client's media arrives on this one
@@ -262,7 +264,7 @@ export class UdpProxy {
       if (flow.seen) {
         flow.seen = false;
         flow.lastActivity = now;
-      } else if (now - flow.lastActivity > this.options.idleTimeoutMs) {
+      } else if (this.options.idleTimeoutMs > 0 && now - flow.lastActivity > this.options.idleTimeoutMs) {
         this.closeFlow(flow, 'idle-timeout');
         closed++;
       }
@@ -273,7 +275,8 @@ export class UdpProxy {
   private scheduleSweep(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     // Sweep a few times per timeout so a flow lives at most ~25 % past its idle timeout.
-    const every = Math.max(50, Math.min(5000, Math.floor(this.options.idleTimeoutMs / 4)));
+    // idleTimeout 0 means never (as on the TCP listeners): the sweep then only resets `seen`.
+    const every = this.options.idleTimeoutMs === 0 ? 5000 : Math.max(50, Math.min(5000, Math.floor(this.options.idleTimeoutMs / 4)));
     this.sweepTimer = setInterval(() => this.sweepIdle(), every);
     this.sweepTimer.unref();
   }
@@ -342,7 +345,7 @@ export class UdpProxy {
         now,
         'max-flows',
         ErrorCodes.FLOW_LIMIT,
-        { client: formatHostPort(clientAddress, rinfo.port), maxFlows: this.options.maxFlows },
+        { client: clientAddress, clientPort: rinfo.port, maxFlows: this.options.maxFlows },
         'UDP flow refused: listeners.pcoipUdp.maxFlows reached',
       );
       return undefined;
@@ -353,7 +356,7 @@ export class UdpProxy {
         now,
         'max-flows-per-client',
         ErrorCodes.FLOW_LIMIT,
-        { client: formatHostPort(clientAddress, rinfo.port), maxFlowsPerClient: this.perClient.limit },
+        { client: clientAddress, clientPort: rinfo.port, maxFlowsPerClient: this.perClient.limit },
         'UDP flow refused: listeners.pcoipUdp.maxFlowsPerClient reached for this client',
       );
       return undefined;
@@ -403,13 +406,20 @@ export class UdpProxy {
       this.socket.send(reply, flow.clientPort, flow.replyAddress);
     });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
+      const errno = ownExhaustion(err);
+      if (errno) {
+        // The flow's socket could not be opened: pcoip-lb's own limit, not the Connector's.
+        this.refusals.fdExhausted(this.now(), errno, { client: clientAddress, clientPort: rinfo.port, connector: connector.id });
+        return this.closeFlow(flow, 'fd-exhausted');
+      }
       // A connected UDP socket reports an ICMP port-unreachable from the Connector as ECONNREFUSED.
       const unreachable = err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH';
       this.upstreamErrorLog.maybe(this.now(), (suppressed) =>
         logger.warn(
           {
             listener: 'pcoipUdp',
-            client: formatHostPort(clientAddress, rinfo.port),
+            client: clientAddress,
+            clientPort: rinfo.port,
             connector: connector.id,
             code: ErrorCodes.UPSTREAM_UNREACHABLE,
             err: err.code ?? err.message,
@@ -444,11 +454,12 @@ export class UdpProxy {
     }
     this.perClient.release(flow.clientKey);
     flow.lease.release(now);
-    this.deps.stats.closed('pcoipUdp', flow.connector.id);
+    this.deps.stats.closed('pcoipUdp', flow.connector.id, now - flow.startedAt);
     this.deps.logger.info(
       {
         listener: 'pcoipUdp',
-        client: formatHostPort(flow.clientAddress, flow.clientPort),
+        client: flow.clientAddress,
+        clientPort: flow.clientPort,
         connector: flow.connector.id,
         bytesIn: flow.bytesIn,
         bytesOut: flow.bytesOut,

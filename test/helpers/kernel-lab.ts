@@ -1,8 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { CLI } from './cli.ts';
-import { startCli, type CliProcess } from './cli-process.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI, startCli as runningCli } from './cli.ts';
+import { startCli, writeConfig, type CliProcess } from './cli-process.ts';
 import { createLab, SNAT, VIP, type NetnsLab } from './netns.ts';
 
 /**
@@ -35,6 +38,8 @@ export interface KernelLab {
   /** pcoip-lb's raw config for the lab, with `extra` merged at the top level and `listeners` overrides. */
   config(extra?: Record<string, unknown>): Record<string, unknown>;
   startLb(raw: Record<string, unknown>, args?: string[]): Promise<CliProcess>;
+  /** Runs `pcoip-lb start` expecting it to refuse: resolves with its fatal JSON line (stdout is a pipe) and exit code. */
+  failingStart(raw: Record<string, unknown>): Promise<{ code: number | null; fatal: Record<string, unknown> | undefined; lines: Array<Record<string, unknown>> }>;
   runUsers(options: { users: number; bitrateBps?: number; durationMs?: number; firstUser?: number; udpSourcePort?: number }): Promise<UsersReport>;
   /** An admin API request from inside the lb namespace (the admin server listens on its loopback). */
   admin(url: string, path: string, method?: 'GET' | 'POST'): { status: number; body: string };
@@ -109,9 +114,22 @@ export async function createKernelLab(options: { connectors: number; users: numb
     simCommand: (line) => void sims!.stdin!.write(`${line}\n`),
     config,
     startLb: async (raw, args = []) => {
-      const lb = await startCli(raw, args, 20_000, { netns: lab.lb });
+      const lb = await startCli(raw, args, 20_000, { wrap: ['ip', 'netns', 'exec', lab.lb] });
       lbs.push(lb);
       return lb;
+    },
+    failingStart: async (raw) => {
+      const dir = mkdtempSync(join(tmpdir(), 'i11-lab-'));
+      try {
+        writeConfig(join(dir, 'pcoip-lb.yaml'), raw);
+        const proc = runningCli(['start', '--config', join(dir, 'pcoip-lb.yaml')], { wrap: ['ip', 'netns', 'exec', lab.lb] });
+        const timer = setTimeout(() => proc.child.kill('SIGKILL'), 30_000);
+        const code = await proc.exit;
+        clearTimeout(timer);
+        return { code, fatal: proc.lines.find((l) => l.level === 60), lines: proc.lines };
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
     runUsers: async ({ users, bitrateBps = 200_000, durationMs = 1500, firstUser = 0, udpSourcePort }) => {
       const opts = { users, broker: { host: VIP, port: BROKER_PORT }, bitrateBps, durationMs, firstUser, ...(udpSourcePort !== undefined ? { udpSourcePort } : {}) };

@@ -101,7 +101,9 @@ describe.skipIf(unavailable !== undefined)('kernel data plane (nftables + conntr
     const listeners = raw.listeners as Record<string, { bind: string }>;
     listeners.broker!.bind = '198.18.0.1:9443';
     listeners.pcoipTcp!.bind = listeners.pcoipUdp!.bind = '198.18.0.1:5172';
-    await expect(k.startLb(raw)).rejects.toThrow(/PLB_E_KERNEL_NFT|belongs to pcoip-lb pid/);
+    const refused = await k.failingStart(raw);
+    expect(refused.code).not.toBe(0);
+    expect(refused.fatal).toMatchObject({ code: 'PLB_E_KERNEL_NFT', msg: expect.stringContaining(`belongs to pcoip-lb pid ${next.child.pid}, which is running`) });
     expect(rulesetOf(k.lab)).toContain(`pid ${next.child.pid} `);
 
     expect(await stopLb(next)).toBe(0);
@@ -111,7 +113,9 @@ describe.skipIf(unavailable !== undefined)('kernel data plane (nftables + conntr
   it('checks its preconditions: kernel refuses to start naming the key, auto falls back to user space with one warning', async () => {
     k.lab.run(k.lab.lb, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=0']);
     try {
-      await expect(k.startLb(k.config())).rejects.toThrow(/PLB_E_KERNEL_SYSCTL: .*net\.ipv4\.ip_forward/);
+      const refused = await k.failingStart(k.config());
+      expect(refused.code).not.toBe(0);
+      expect(refused.fatal).toMatchObject({ code: 'PLB_E_KERNEL_SYSCTL', msg: expect.stringContaining('net.ipv4.ip_forward: must be 1') });
       expect(rulesetOf(k.lab)).toBe('');
 
       const raw = k.config();
@@ -131,11 +135,13 @@ describe.skipIf(unavailable !== undefined)('kernel data plane (nftables + conntr
     }
 
     const raw = k.config({ kernel: { table: 'i11_lab', snat: { ipv4: '198.19.0.99' } } });
-    await expect(k.startLb(raw)).rejects.toThrow(/PLB_E_KERNEL_SNAT: .*kernel\.snat\.ipv4: 198\.19\.0\.99 is not an address of this host/);
+    expect((await k.failingStart(raw)).fatal).toMatchObject({ code: 'PLB_E_KERNEL_SNAT', msg: expect.stringContaining('kernel.snat.ipv4: 198.19.0.99 is not an address of this host') });
 
     const big = k.config();
-    (big.listeners as Record<string, Record<string, unknown>>).pcoipUdp!.maxFlows = 1_000_000_000;
-    await expect(k.startLb(big)).rejects.toThrow(/PLB_E_KERNEL_SYSCTL: .*nf_conntrack_max/);
+    const conntrackMax = Number(k.lab.run(k.lab.lb, 'cat', ['/proc/sys/net/netfilter/nf_conntrack_max']).trim());
+    expect(conntrackMax).toBeLessThan(10_000_000); // the most maxFlows may be (262144 by default here)
+    (big.listeners as Record<string, Record<string, unknown>>).pcoipUdp!.maxFlows = conntrackMax + 1;
+    expect((await k.failingStart(big)).fatal).toMatchObject({ code: 'PLB_E_KERNEL_SYSCTL', msg: expect.stringContaining('net.netfilter.nf_conntrack_max: is ') });
     expect(rulesetOf(k.lab)).toBe('');
   }, 60_000);
 
