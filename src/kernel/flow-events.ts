@@ -156,8 +156,13 @@ export class KernelFlowTracker {
 
   private listen(): void {
     if (this.stopped) return;
-    // -b: a large receive buffer, so a burst of new flows does not overflow it (ENOBUFS).
-    const child = spawn(this.deps.conntrack, ['-E', '-e', 'NEW,UPDATE,DESTROY', '-o', 'id', '-b', String(8 * 1024 * 1024)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // -b: a large receive buffer, so a burst of new flows does not overflow it (ENOBUFS). When
+    // every listener has one address, the kernel filters the events for it (-d): the host's other
+    // connections are not read at all.
+    const addresses = new Set(this.deps.listeners().map((l) => l.address));
+    const only = addresses.size === 1 ? [...addresses][0] : undefined;
+    const args = ['-E', '-e', 'NEW,UPDATE,DESTROY', '-o', 'id', '-b', String(8 * 1024 * 1024), ...(only ? ['-d', only] : [])];
+    const child = spawn(this.deps.conntrack, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.events = child;
     createInterface({ input: child.stdout }).on('line', (line) => {
       const e = parseConntrackLine(line);
