@@ -112,6 +112,31 @@ describe.skipIf(unavailable !== undefined)('kernel data plane following the plac
     }
   }, 60_000);
 
+  it("health.closeFlowsOnDown ends a downed Connector's forwarded flows (TCP and UDP); without it they run on", async () => {
+    const toB = () => k.lab.run(k.lab.lb, 'conntrack', ['-L', '-r', '198.19.0.12']).split('\n').filter((l) => l.includes('dst=198.18.0.1 ')).length;
+    for (const closeFlowsOnDown of [false, true]) {
+      const raw = k.config();
+      (raw.health as Record<string, unknown>).closeFlowsOnDown = closeFlowsOnDown;
+      const lb = await k.startLb(raw);
+      try {
+        const users = await k.runUsers({ users: 12, firstUser: 40 });
+        expect(users.failures).toEqual([]);
+        expect(toB()).toBeGreaterThan(0); // forwarded flows to conn-b, still in conntrack
+        k.simCommand('unhealthy conn-b');
+        await lb.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('conn-b') && l.msg.includes('down'), 15_000);
+        await waitFor('conn-b elements gone', () => ![...elementsOf(k).values()].includes('198.19.0.12'), 15_000);
+        if (closeFlowsOnDown) await waitFor('conn-b flows deleted', () => toB() === 0);
+        else {
+          await sleep(1500);
+          expect(toB()).toBeGreaterThan(0);
+        }
+      } finally {
+        k.simCommand('healthy conn-b');
+        expect(await stopLb(lb)).toBe(0);
+      }
+    }
+  }, 90_000);
+
   it('enforces maxFlowsPerClient in the kernel: flows past it are dropped, counted and logged', async () => {
     const raw = k.config();
     (raw.listeners as Record<string, Record<string, unknown>>).pcoipUdp!.maxFlowsPerClient = 2;
