@@ -95,6 +95,8 @@ export class KernelDataPlane {
   private accepting = true;
   private stopped = false;
   private readonly refusalLog = new RateLimitedLog();
+  /** The refusal counters at the last poll (see countRefusals). */
+  private readonly lastRefusals = new Map<string, number>();
   private readonly conntrackErrorLog = new RateLimitedLog(10_000);
 
   private constructor(options: KernelDataPlaneOptions) {
@@ -346,7 +348,6 @@ export class KernelDataPlane {
   }
 
   /** nft's refusal counters (flows past the limits): added to the refusal counts, with one rate-limited line. */
-  private lastRefusals = new Map<string, number>();
   private countRefusals(readings: ReadonlyMap<string, { packets: number }>): void {
     for (const r of refusalCounters(this.plan)) {
       const now = readings.get(r.name)?.packets ?? 0;
