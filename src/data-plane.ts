@@ -136,6 +136,9 @@ export class DataPlane {
             connectTimeoutMs: b.connectTimeout,
             idleTimeoutMs: b.idleTimeout,
             headerTimeoutMs: b.http.headerTimeout,
+            bodyTimeoutMs: b.http.bodyTimeout,
+            responseTimeoutMs: b.http.responseTimeout,
+            ...(b.lbCookie.enabled ? { lbCookie: { name: b.lbCookie.name, maxAgeMs: b.lbCookie.maxAge, keyFile: b.lbCookie.keyFile, keyEnv: b.lbCookie.keyEnv } } : {}),
             limits: { maxHeaderBytes: b.http.maxHeaderBytes, maxHeaderCount: b.http.maxHeaderCount },
             tls: b.tls,
             admission: brokerAdmissionOptions(b),
@@ -212,6 +215,13 @@ export class DataPlane {
   /** Clients holding connections/flows in the per-client limit accounting (0 when idle: no leak). */
   trackedClients(): FlowCounts {
     return { broker: this.broker?.trackedClients ?? 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
+  }
+
+  /** Kernel data plane: these clients' UDP packets take the kernel path now (see UdpProxy.handOver). */
+  handOverUdp(clientKeys: readonly string[], quietMs: number): number {
+    let flows = 0;
+    for (const key of clientKeys) flows += this.pcoipUdp?.handOver(key, quietMs) ?? 0;
+    return flows;
   }
 
   /** Ends every established flow to one Connector on every listener (health.closeFlowsOnDown). */

@@ -90,6 +90,16 @@ function registerFlowMetrics(registry: Registry, app: AdminView): void {
     ['listener', 'connector'],
     splitKeys(app.stats.repinMoves, '|', 'listener', 'connector'),
   );
+  collected(
+    registry,
+    'counter',
+    'pcoip_lb_broker_events_total',
+    'Terminating broker: client identifiers ignored (lb-cookie-forged, lb-cookie-stale, id-too-long, log-id-limit), LB cookies issued, timeouts (body-timeout, response-timeout), upstream-limit, unsolicited-response',
+    ['event'],
+    function* () {
+      for (const [event, n] of app.stats.brokerEvents) yield [{ event }, n];
+    },
+  );
   collected(registry, 'counter', 'pcoip_lb_connect_failures_total', 'Connects to a Connector that were refused or timed out', ['connector'], function* () {
     // Every Connector from 0, so rate() and increase() see the first failure.
     const ids = new Set([...app.pool.all().map((c) => c.id), ...app.stats.connectFailures.keys()]);
@@ -248,6 +258,7 @@ function registerProcessMetrics(registry: Registry, app: AdminView, admin: Admin
   );
 
   registerWorkerMetrics(registry, app);
+  app.cluster?.registerMetrics(registry);
   collectDefaultMetrics({ register: registry });
   // promtool check metrics: a gauge must not end in _total. Each of these is the sum over `type` of
   // the gauge without the suffix (sum(nodejs_active_handles) is nodejs_active_handles_total).

@@ -8,6 +8,9 @@ import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
 import type { SessionFragment } from '../sessions/summary.ts';
 import type { MediaTotalsSnapshot } from '../sessions/media-totals.ts';
+import type { Registry } from 'prom-client';
+import type { ClusterStatus } from '../cluster-store/view.ts';
+import type { KernelDescription } from '../kernel/data-plane.ts';
 import type { ReloadCounts } from '../control/reload-requests.ts';
 
 /** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
@@ -57,4 +60,8 @@ export interface AdminView {
   readonly reloadRequests: { readonly results: ReloadCounts };
   /** Multi-core: the worker processes; absent in a single process. */
   workerProcesses?(): WorkerProcessView[];
+  /** `cluster:` configured: the cluster view (/status) and the store's metrics; absent otherwise. */
+  readonly cluster?: { status(): ClusterStatus; registerMetrics(registry: Registry): void } | undefined;
+  /** dataPlane kernel: the nftables table, its elements and the flows it forwards (docs/kernel.md); undefined in user space. */
+  describeKernel?(): KernelDescription | undefined;
 }

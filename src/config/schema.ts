@@ -63,6 +63,90 @@ const port = z.number().int().min(1).max(65535);
 export const CONNECTOR_STATES = ['active', 'drain', 'maint'] as const;
 export type ConnectorState = (typeof CONNECTOR_STATES)[number];
 
+// ---- Kernel data plane (issue 11; docs/kernel.md). Kept in one block so other config work merges cleanly.
+
+export const DATA_PLANES = ['user', 'kernel', 'auto'] as const;
+export type DataPlane = (typeof DATA_PLANES)[number];
+
+/**
+ * Who moves a 4172 listener's packets once a client is placed: `user` (default) relays them in
+ * this process; `kernel` programs nftables (DNAT to the client's Connector, SNAT towards it,
+ * conntrack carries the replies) and refuses to start when the kernel cannot do it; `auto` uses
+ * the kernel when every precondition holds, else user space with one warning line.
+ */
+const dataPlane = z.enum(DATA_PLANES, { error: `must be one of ${DATA_PLANES.join(', ')}` }).default('user');
+
+const ipLiteral = (family: 4 | 6) =>
+  z.string().refine((text) => isIP(text) === family, { message: `must be an IPv${family} address (no brackets, no port)` });
+
+/** The nftables side of `dataPlane: kernel`. */
+const kernelDataPlane = z
+  .strictObject({
+    /** The one nftables table (family inet) pcoip-lb owns: created at start, replaced if stale, deleted at stop. */
+    table: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_]{0,30}$/, 'must be 1-31 letters, digits or "_", starting with a letter')
+      .default('pcoip_lb'),
+    /**
+     * Source address of forwarded packets towards the Connectors (an address of this host on
+     * their side), so their replies come back through this host and conntrack can undo the NAT.
+     */
+    snat: z
+      .strictObject({
+        ipv4: ipLiteral(4).optional(),
+        ipv6: ipLiteral(6).optional(),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+/** Cross-key checks of the kernel data plane; called from configSchema's superRefine. */
+interface KernelCheckInput {
+  workers: 'auto' | number;
+  listeners: { pcoipTcp?: { dataPlane: DataPlane; sniRouting: boolean } | undefined; pcoipUdp?: { dataPlane: DataPlane } | undefined };
+  connectors: ReadonlyArray<{ address: string }>;
+  kernel: { snat: { ipv4?: string | undefined; ipv6?: string | undefined } };
+}
+
+function checkKernelDataPlane(cfg: KernelCheckInput, ctx: z.RefinementCtx): void {
+  const { pcoipTcp, pcoipUdp } = cfg.listeners;
+  if (pcoipTcp && pcoipTcp.dataPlane !== 'user' && pcoipTcp.sniRouting) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['listeners', 'pcoipTcp', 'dataPlane'],
+      message: `${pcoipTcp.dataPlane} cannot be combined with sniRouting: the kernel forwards a connection before any ClientHello is seen (use dataPlane: user or sniRouting: false)`,
+    });
+  }
+  const kernelAsked = [pcoipTcp, pcoipUdp].some((l) => l !== undefined && l.dataPlane !== 'user');
+  if (kernelAsked && typeof cfg.workers === 'number' && cfg.workers > 1) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['workers'],
+      message: 'with dataPlane kernel or auto the kernel forwards the media and one process places the clients: use workers: 1 or auto',
+    });
+  }
+  if (pcoipTcp?.dataPlane !== 'kernel' && pcoipUdp?.dataPlane !== 'kernel') return;
+  // `auto` falls back at start instead; `kernel` must be possible with this config.
+  const families = new Set<number>();
+  cfg.connectors.forEach((c, i) => {
+    const family = isIP(c.address);
+    if (family === 0) {
+      ctx.addIssue({ code: 'custom', path: ['connectors', i, 'address'], message: 'dataPlane: kernel needs an IP address here (nftables DNAT cannot resolve names)' });
+    } else families.add(family);
+  });
+  for (const family of [4, 6] as const) {
+    if (families.has(family) && cfg.kernel.snat[`ipv${family}`] === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kernel', 'snat', `ipv${family}`],
+        message: `dataPlane: kernel with IPv${family} Connectors needs the source address towards them (an address of this host on their side)`,
+      });
+    }
+  }
+}
+
+// ---- end of the kernel data plane block
+
 const tcpListenerFields = {
   bind: hostPort,
   /** How long to wait for the Connector to accept before giving up on the client's connection. */
@@ -121,6 +205,31 @@ const brokerTls = z
   })
   .prefault({});
 
+/**
+ * Issue 14: load-balancer cookie stickiness (HP-template style: AWS ALB lb_cookie, GCP
+ * GENERATED_COOKIE), terminate mode only, off by default. pcoip-lb adds one Set-Cookie naming the
+ * Connector (opaque, HMAC-SHA256) and routes by it ahead of JSESSIONID. Keys: one per line of
+ * keyFile, or comma/space separated in the environment variable keyEnv; the first signs, all verify.
+ */
+const lbCookie = z
+  .strictObject({
+    enabled: z.boolean().default(false),
+    name: z
+      .string()
+      .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/, 'must be a cookie name: 1-64 token characters (letters, digits, ! # $ % & \' * + - . ^ _ ` | ~)')
+      .refine((n) => n.toUpperCase() !== 'JSESSIONID', { message: "must differ from the Connectors' JSESSIONID" })
+      .default('PCOIPLB'),
+    keyFile: z.string().min(1, 'must be the path of a file with one key per line').optional(),
+    keyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+    /** Max-Age of the cookie, and how old a cookie may be to be honoured. */
+    maxAge: duration('maxAge', { min: MINUTE, max: 7 * DAY }).prefault('1h'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.keyFile !== undefined && c.keyEnv !== undefined) ctx.addIssue({ code: 'custom', path: ['keyEnv'], message: 'set one of keyFile or keyEnv, not both' });
+    else if (c.enabled && c.keyFile === undefined && c.keyEnv === undefined) ctx.addIssue({ code: 'custom', path: ['enabled'], message: 'lbCookie needs its HMAC keys: set keyFile (one key per line) or keyEnv (an environment variable)' });
+  })
+  .prefault({});
+
 const brokerListener = z.strictObject({
   ...tcpListenerFields,
   /** Idle broker connections are short HTTP keep-alives; 5 minutes is generous. */
@@ -133,6 +242,11 @@ const brokerListener = z.strictObject({
       maxHeaderCount: z.number().int().min(8).max(1000).default(100),
       /** A client must finish sending a request's headers within this (slow senders are cut). */
       headerTimeout: duration('headerTimeout', { min: 100, max: 10 * MINUTE }).prefault('10s'),
+      // --- issue 14: slow bodies and silent Connectors ---
+      /** A request body that brings no byte for this long (while pcoip-lb reads) gets 408. "0s": off. */
+      bodyTimeout: duration('bodyTimeout', { min: 100, max: 10 * MINUTE, zero: 'off' }).prefault('10s'),
+      /** A Connector that sends no byte of its answer this long after a fully sent request: 504. "0s": off. */
+      responseTimeout: duration('responseTimeout', { min: 100, max: HOUR, zero: 'off' }).prefault('30s'),
     })
     .prefault({}),
   /**
@@ -151,6 +265,7 @@ const brokerListener = z.strictObject({
       ports: z.record(z.string(), z.number().int().min(0).max(65535)).default({}),
     })
     .prefault({}),
+  lbCookie,
 });
 
 const pcoipTcpListener = z.strictObject({
@@ -162,6 +277,8 @@ const pcoipTcpListener = z.strictObject({
    * by an SNI learned from the broker exchange ahead of address affinity. Needs broker terminate.
    */
   sniRouting: z.boolean().default(false),
+  /** See DATA_PLANES (kernel data plane block). */
+  dataPlane,
 });
 
 const pcoipUdpListener = z.strictObject({
@@ -180,6 +297,8 @@ const pcoipUdpListener = z.strictObject({
   recvBufferSize: z.number().int().min(65_536).max(1_073_741_824).default(4 * 1024 * 1024),
   /** SO_SNDBUF (bytes) of the same sockets; unset: the OS default (capped by net.core.wmem_max). */
   sendBufferSize: z.number().int().min(65_536).max(1_073_741_824).optional(),
+  /** See DATA_PLANES (kernel data plane block). */
+  dataPlane,
   /** Per-flow media quality from the clear ESP header of each datagram (loss, reordering, jitter, rekeys; docs/sessions.md). */
   mediaQuality: z.boolean().default(true),
   /**
@@ -314,6 +433,76 @@ const admin = z
   })
   .prefault({});
 
+/**
+ * `cluster:` — several pcoip-lb instances as one pool through a Redis (or Valkey) store
+ * (docs/ha.md). Absent: one instance, no store, nothing changes. The password never appears in
+ * the URL (it would end up in logs and `ps`): it comes from a file or an environment variable.
+ */
+const REDIS_URL_SCHEMES = ['redis:', 'rediss:'];
+const redisUrl = z.string({ error: 'must be a redis:// or rediss:// URL' }).superRefine((text, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `"${text}" is not a URL; use redis://host:port/db or rediss://host:port/db` });
+    return;
+  }
+  if (!REDIS_URL_SCHEMES.includes(url.protocol)) ctx.addIssue({ code: 'custom', message: `scheme ${url.protocol} is not redis: or rediss: (TLS)` });
+  else if (!url.hostname) ctx.addIssue({ code: 'custom', message: 'names no host (redis://host:port)' });
+  if (url.password) ctx.addIssue({ code: 'custom', message: 'must not carry a password (it would be logged); use cluster.redis.password.file or .env' });
+  if (!/^(\/\d{0,2})?$/.test(url.pathname)) ctx.addIssue({ code: 'custom', message: `path "${url.pathname}" is not a database number (/0 … /99)` });
+  if (url.search || url.hash) ctx.addIssue({ code: 'custom', message: 'query strings and fragments are not supported; use the cluster.redis keys' });
+});
+
+const cluster = z
+  .strictObject({
+    /** This instance's name in the store (heartbeats, the cluster view). Default: the host name. */
+    instanceId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, 'must be 1-253 characters of letters, digits, ".", "_" or "-"').optional(),
+    /** Every key and channel starts with `<keyPrefix>:`, so several pools can share one Redis. */
+    keyPrefix: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/, 'must be 1-100 characters of letters, digits, ".", "_", "-" or ":"')
+      .refine((p) => !p.endsWith(':'), { message: 'must not end with ":" (it is added)' })
+      .default('pcoip-lb'),
+    redis: z.strictObject({
+      url: redisUrl,
+      /** ACL user (Redis 6+); also accepted as redis://user@host. */
+      username: z.string().min(1).optional(),
+      /** ACL or requirepass password, from a file (trimmed) or an environment variable. */
+      password: adminToken.optional(),
+      /** rediss:// only: PEM CA bundle to verify the server with (default: the system CAs), or insecure: true. */
+      tls: z
+        .strictObject({
+          ca: pemFile.optional(),
+          servername: z.string().refine(isValidHost, { message: 'must be a host name' }).optional(),
+          insecure: z.boolean().default(false),
+        })
+        .refine((t) => !(t.ca !== undefined && t.insecure), { message: 'ca verifies and insecure: true skips verification: choose one' })
+        .optional(),
+    }),
+    timeouts: z
+      .strictObject({
+        /** Give up on one connection attempt after this (then retry with back-off). */
+        connect: duration('connect', { min: 100, max: 60_000 }).prefault('2s'),
+        /** A client's first flow waits at most this long for the store, then this instance decides alone. */
+        lookup: duration('lookup', { min: 1, max: 5000 }).prefault('75ms'),
+        /** How often this instance announces itself; missing 3 heartbeats in a row, it leaves the cluster view. */
+        heartbeat: duration('heartbeat', { min: 100, max: 60_000 }).prefault('1s'),
+      })
+      .prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    let url: URL | undefined;
+    try {
+      url = new URL(c.redis.url);
+    } catch {
+      return; // reported on redis.url
+    }
+    if (c.redis.tls && url.protocol !== 'rediss:') ctx.addIssue({ code: 'custom', path: ['redis', 'tls'], message: 'only used with a rediss:// URL' });
+    if (c.redis.username !== undefined && url.username && decodeURIComponent(url.username) !== c.redis.username) {
+      ctx.addIssue({ code: 'custom', path: ['redis', 'username'], message: 'differs from the user in redis.url; name it once' });
+    }
+  });
 /** One message for every way `workers` can be wrong (zod would otherwise say "Too small" without naming auto). */
 const WORKERS_ERROR = { error: 'must be "auto" or a whole number from 1 to 64' };
 
@@ -360,6 +549,8 @@ export const configSchema = z
     workers: z.union([z.literal('auto'), z.number().int(WORKERS_ERROR).min(1, WORKERS_ERROR).max(64, WORKERS_ERROR)], WORKERS_ERROR).default('auto'),
     health,
     admin,
+    /** Several instances as one pool (docs/ha.md); absent: a single instance, no store. */
+    cluster: cluster.optional(),
     shutdown: z
       .strictObject({
         /** On SIGTERM/SIGINT: stop accepting, let TCP and UDP flows finish for this long, then close them. */
@@ -371,8 +562,11 @@ export const configSchema = z
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
       })
       .prefault({}),
+    /** The kernel data plane's nftables settings (used when a listener has dataPlane kernel or auto). */
+    kernel: kernelDataPlane,
   })
   .superRefine((cfg, ctx) => {
+    checkKernelDataPlane(cfg, ctx);
     const rewritePorts = cfg.listeners.broker?.rewriteTarget;
     if (typeof cfg.workers === 'number' && cfg.workers > 1 && rewritePorts?.enabled && Object.values(rewritePorts.ports).some((p) => p === 0)) {
       ctx.addIssue({
@@ -416,6 +610,10 @@ export const configSchema = z
         used.set(p, id);
       }
     }
+    // Issue 14: the LB cookie is added by the terminating listener only.
+    if (broker?.lbCookie.enabled && broker.tls.mode !== 'terminate') {
+      ctx.addIssue({ code: 'custom', path: ['listeners', 'broker', 'lbCookie', 'enabled'], message: 'needs listeners.broker.tls.mode: terminate (the cookie is added to HTTP responses)' });
+    }
     if (!isPrime(cfg.balance.tableSize)) {
       ctx.addIssue({ code: 'custom', path: ['balance', 'tableSize'], message: `${cfg.balance.tableSize} is not prime (try 65537)` });
     }
@@ -428,6 +626,7 @@ export type BrokerListenerConfig = NonNullable<ListenersConfig['broker']>;
 export type BrokerTlsConfig = BrokerListenerConfig['tls'];
 export type HealthConfig = Config['health'];
 export type AdminConfig = Config['admin'];
+export type ClusterConfig = NonNullable<Config['cluster']>;
 
 /**
  * Two TCP servers cannot listen on overlapping addresses (Linux refuses a wildcard and a specific

@@ -35,7 +35,7 @@ export interface UdpProxyOptions {
   perSession?: boolean;
 }
 
-type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'fd-exhausted' | 'shutdown';
+type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'kernel-path' | 'fd-exhausted' | 'shutdown';
 
 /**
  * Receive buffer asked for on the listening socket. Every client's media arrives on this one
@@ -122,6 +122,9 @@ export class UdpProxy {
   private readonly perClient: PerClientLimit;
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** Flows handed over to the kernel data plane (handOver), with their packet count when last looked at. */
+  private readonly handedOver = new Map<UdpFlow, number>();
+  private handOverTimer: NodeJS.Timeout | undefined;
   /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
   private accepting = true;
   private options: UdpProxyOptions;
@@ -187,6 +190,8 @@ export class UdpProxy {
   /** Stops receiving client packets; closes every flow. */
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.handOverTimer) clearInterval(this.handOverTimer);
+    this.handedOver.clear();
     this.awaiting.clear();
     this.probe?.close();
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
@@ -230,6 +235,36 @@ export class UdpProxy {
       closed++;
     }
     return closed;
+  }
+
+  /**
+   * The kernel data plane now forwards this client's packets (docs/kernel.md): its flows here
+   * get no more datagrams from it, but stay open to relay what was already in flight (a
+   * Connector's late replies to this process's socket), and close once no datagram passed either
+   * way for `quietMs`. A flow that keeps moving (the switch did not take) stays. Returns how many.
+   */
+  handOver(clientKey: string, quietMs: number): number {
+    const flows = this.byClient.get(clientKey);
+    if (!flows) return 0;
+    for (const f of flows) this.handedOver.set(f, -1);
+    if (!this.handOverTimer) {
+      this.handOverTimer = setInterval(() => {
+        for (const [f, seen] of this.handedOver) {
+          const now = f.packetsIn + f.packetsOut;
+          if (f.closed) this.handedOver.delete(f);
+          else if (now === seen) {
+            this.handedOver.delete(f);
+            this.closeFlow(f, 'kernel-path');
+          } else this.handedOver.set(f, now);
+        }
+        if (this.handedOver.size === 0) {
+          clearInterval(this.handOverTimer);
+          this.handOverTimer = undefined;
+        }
+      }, quietMs);
+      this.handOverTimer.unref();
+    }
+    return flows.size;
   }
 
   /**

@@ -3,12 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
 
-/** Debian's Chromium (installed by .ci/run), for the live-page tests in a real browser. */
+/**
+ * Debian's Chromium, headless, for the live-page tests (.ci/run installs it). The only tests
+ * allowed to skip: where /usr/bin/chromium is missing, they say so and skip.
+ */
 export const CHROMIUM = '/usr/bin/chromium';
 export const hasChromium = existsSync(CHROMIUM);
 
-/** A headless Chromium with a throwaway profile; `close` ends it and removes the profile. */
-export async function launchChromium(profilePrefix: string, viewport: { width: number; height: number }): Promise<{ context: BrowserContext; profile: string; close(): Promise<void> }> {
+export function warnIfNoChromium(test: string): void {
+  if (!hasChromium) console.warn(`${test} test skipped: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+}
+
+/** A headless browser with a throw-away profile directory (screenshots may go there); `close` removes both. */
+export async function launchChromium(viewport: { width: number; height: number }, profilePrefix: string): Promise<{ context: BrowserContext; profile: string; close: () => Promise<void> }> {
   const profile = mkdtempSync(join(tmpdir(), profilePrefix));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,

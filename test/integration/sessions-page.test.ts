@@ -1,7 +1,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, hasChromium, launchChromium } from '../helpers/chromium.ts';
+import { hasChromium, launchChromium, warnIfNoChromium } from '../helpers/chromium.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { sendStream, startEspConnector, startLossyRelay, type EspConnector, type LossyRelay } from '../helpers/esp-peers.ts';
 
@@ -10,7 +10,7 @@ import { sendStream, startEspConnector, startLossyRelay, type EspConnector, type
  * where /usr/bin/chromium is missing): two UDP sessions, one behind a relay that drops every 10th
  * client datagram, shown worst first; a click on a header sorts by that column.
  */
-if (!hasChromium) console.warn(`sessions-page test skipped: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+warnIfNoChromium('sessions-page');
 
 describe.skipIf(!hasChromium)('sessions table on the live page, in headless Chromium', () => {
   let esp: EspConnector;
@@ -27,7 +27,7 @@ describe.skipIf(!hasChromium)('sessions table on the live page, in headless Chro
     const clean = await sendStream('127.15.1.7', { host: '127.0.0.1', port: proxy.addresses.pcoipUdp.port }, numbered(0xc11e0011));
     const lossy = await sendStream('127.15.1.8', relay, numbered(0xc11e0012));
     closers.push(clean.close, lossy.close, relay.close, esp.close);
-    browser = await launchChromium('plb15-chromium-', { width: 1400, height: 800 });
+    browser = await launchChromium({ width: 1400, height: 800 }, 'plb15-chromium-');
   }, 60_000);
 
   afterAll(async () => {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
-import { CHROMIUM, hasChromium, launchChromium } from '../helpers/chromium.ts';
+import { hasChromium, launchChromium, warnIfNoChromium } from '../helpers/chromium.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { tcpGreeting } from '../helpers/clients.ts';
 import { startCheckedConnector, clientPlacedOn, type CheckedConnector } from '../helpers/checked-connector.ts';
@@ -11,6 +11,7 @@ import { startCheckedConnector, clientPlacedOn, type CheckedConnector } from '..
  * promtool test, it may skip only where its tool cannot be installed: /usr/bin/chromium missing,
  * it says so and skips.
  */
+
 // The page.evaluate / waitForFunction callbacks run in the browser; these types (the project has no DOM lib) describe what they use there.
 interface BrowserElement {
   textContent: string | null;
@@ -25,24 +26,24 @@ declare const document: {
   body: BrowserElement;
 };
 declare const window: { plbFormat: { duration(seconds: number): string } };
-if (!hasChromium) console.warn(`status-page test skipped: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+warnIfNoChromium('status-page');
 
 describe.skipIf(!hasChromium)('live status page in headless Chromium', () => {
   let connectors: CheckedConnector[];
   let proxy: TestProxy;
   let context: BrowserContext;
-  let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
+  let closeBrowser: (() => Promise<void>) | undefined;
+  let profile: string;
 
   beforeAll(async () => {
     connectors = await Promise.all([startCheckedConnector('conn-a', '127.0.1.71'), startCheckedConnector('conn-b', '127.0.1.72')]);
     proxy = await startTestProxy(testConfig(connectors.map((c) => c.config()), { health: { interval: '300ms', timeout: '300ms', rise: 2, fall: 2, jitter: '0%' } }));
     // Narrower than a desktop screen, so a table widened by a long reason would show.
-    browser = await launchChromium('plb13b-chromium-', { width: 1024, height: 700 });
-    context = browser.context;
+    ({ context, profile, close: closeBrowser } = await launchChromium({ width: 1024, height: 700 }, 'plb13b-chromium-'));
   }, 60_000);
 
   afterAll(async () => {
-    await browser?.close();
+    await closeBrowser?.();
     await proxy?.stop();
     await Promise.all((connectors ?? []).map((c) => c.close()));
   });
@@ -87,7 +88,7 @@ describe.skipIf(!hasChromium)('live status page in headless Chromium', () => {
     }));
     expect(widths.page).toBeLessThanOrEqual(widths.viewport);
     expect(widths.reason).toBeLessThanOrEqual(360);
-    await page.screenshot({ path: join(browser!.profile, 'status-page-down.png'), fullPage: true });
+    await page.screenshot({ path: join(profile, 'status-page-down.png'), fullPage: true });
 
     connectors[0]!.broker.setHealth({ kind: 'ok' });
     await page.waitForSelector(healthOf('conn-a', 'up'), { timeout: 10_000 });
