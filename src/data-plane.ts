@@ -144,7 +144,7 @@ export class DataPlane {
             admission: brokerAdmissionOptions(b),
             ...(direct ? { rewriteTarget: (c: ConnectorView) => direct.targetFor(c) } : {}),
           },
-          { ...deps, pool, sessions, ...(this.options.beforeSessionRoute ? { beforeSessionRoute: this.options.beforeSessionRoute } : {}) },
+          { ...deps, pool, sessions, perSession: this.config.affinity.perSession, ...(this.options.beforeSessionRoute ? { beforeSessionRoute: this.options.beforeSessionRoute } : {}) },
         );
         addresses.broker = await this.broker.listen();
       } else if (listeners.broker) {
@@ -155,7 +155,7 @@ export class DataPlane {
         const lookupAllocation = this.options.beforeSessionRoute;
         const sniRouter = listeners.pcoipTcp.sniRouting
           ? new SniRouter(
-              { placer, sessions, logger: this.logger, now: Date.now, ...(lookupAllocation ? { lookupAllocation: (sni: string) => lookupAllocation({ kind: 'allocation', sni }) } : {}) },
+              { placer, sessions, registry, logger: this.logger, now: Date.now, ...(lookupAllocation ? { lookupAllocation: (sni: string) => lookupAllocation({ kind: 'allocation', sni }) } : {}) },
               SNI_PEEK_TIMEOUT_MS,
             )
           : undefined;

@@ -513,7 +513,7 @@ export class BrokerConnection {
         this.log().warn({ listener: 'broker', client: this.clientAddress, connector: connector.id, code, err: err.message }, 'connect to Connector failed');
         // A client placed just now has no session there yet: another Connector may serve it.
         // A session (cookie, log id, pinned address) lives on its Connector: moving it would only fail later.
-        const movable = route.via === 'address' && route.placement?.reason !== 'pinned';
+        const movable = (route.via === 'address' || route.via === 'session') && route.placement?.reason !== 'pinned';
         this.frontRoute = undefined; // its lease was released above
         if (movable) {
           this.failedConnectors.add(connector.id);

@@ -26,7 +26,7 @@ export const LOG_ID_HEADER = 'CLIENT-LOG-ID';
 /** The broker's XML endpoint: only responses to POSTs there can carry an allocation. */
 export const BROKER_XML_PATH = '/pcoip-broker/xml';
 
-export type RouteVia = 'lb-cookie' | 'cookie' | 'log-id' | 'address';
+export type RouteVia = 'lb-cookie' | 'cookie' | 'log-id' | 'session' | 'address';
 
 export type Route =
   | {
@@ -66,6 +66,8 @@ export interface BrokerRoutingDeps {
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
   /** The per-session view (observability): told of every routed request (docs/sessions.md). */
   registry?: SessionRegistry;
+  /** affinity.perSession: a new login is placed by its CLIENT-LOG-ID, not by its address (bySession). */
+  perSession?: boolean;
 }
 
 export class BrokerRouter {
@@ -121,6 +123,7 @@ export class BrokerRouter {
     }
     if (!route && cookie !== undefined) route = this.byKey('cookie', cookie, sessions.connectorForCookie(cookie, now), clientAddress, avoid);
     if (!route && logId) route = this.byKey('log-id', logId, sessions.connectorForLogId(logId, now), clientAddress, avoid);
+    if (!route && logId && this.deps.perSession) route = this.bySession(logId, clientAddress, now, avoid);
     if (!route) {
       const decision = placer.decide(clientAddress, now, avoid);
       if (!decision.ok) return { ok: false };
@@ -129,6 +132,21 @@ export class BrokerRouter {
     if (!route.ok) return route;
     this.deps.registry?.brokerRequest(clientAddress, route.connector.id, logId, now);
     return { ...route, ...(logId ? { logId } : {}), ...(lbCookieFor === route.connector.id ? { lbCookieCurrent: true } : {}) };
+  }
+
+  /**
+   * affinity.perSession: the first request of a login (no LB cookie, cookie or log id that leads
+   * anywhere yet) is placed by consistent hashing of its CLIENT-LOG-ID instead of its address, so
+   * the logins of users behind one address spread as if each had an address of its own; the
+   * login's later requests follow its cookie and log id as usual. The address's pin is not touched
+   * (another user's session may hold it); the request's connection holds a lease on it.
+   */
+  private bySession(logId: string, clientAddress: string, now: number, avoid?: ReadonlySet<string>): Route | undefined {
+    const { placer } = this.deps;
+    const connectorId = placer.pickNew(`login:${logId}`, avoid);
+    const decision = connectorId === undefined ? undefined : placer.decideOn(clientAddress, connectorId, now);
+    if (!decision?.ok) return undefined;
+    return { ok: true, connector: decision.connector, via: 'session', placement: { clientKey: decision.clientKey, reason: decision.reason, lease: decision.lease } };
   }
 
   /** A value longer than any real one is no identifier: ignored, counted, logged (rate-limited). */

@@ -69,6 +69,8 @@ export interface BrokerTerminateDeps {
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
   /** The per-session view (docs/sessions.md). */
   registry?: SessionRegistry;
+  /** affinity.perSession: new logins placed by their session (BrokerRouter.bySession). */
+  perSession?: boolean;
 }
 
 export class BrokerTerminateListener {
@@ -113,6 +115,7 @@ export class BrokerTerminateListener {
       ...(deps.beforeSessionRoute ? { beforeSessionRoute: deps.beforeSessionRoute } : {}),
       ...(deps.beforeDecide ? { beforeDecide: deps.beforeDecide } : {}),
       ...(deps.registry ? { registry: deps.registry } : {}),
+      ...(deps.perSession ? { perSession: true } : {}),
     });
     this.server = createTlsServer(
       {
