@@ -33,12 +33,14 @@ export interface SharedLabOptions {
   ids: string[];
   /** listeners.pcoipUdp settings (probe, idleTimeout …). */
   udp?: Record<string, unknown>;
-  /** Other top-level config (affinity.perSession in phase B, health …). */
+  /** Other top-level config (affinity.perSession, health …). */
   extra?: Record<string, unknown>;
+  /** Options for every simulated Connector (constantSni …). */
+  sim?: { constantSni?: string };
 }
 
 export async function startSharedLab(options: SharedLabOptions): Promise<SharedLab> {
-  const sims = await Promise.all(options.ids.map((id, i) => SimConnector.start({ id, host: `${options.hostBase}${i + 1}` })));
+  const sims = await Promise.all(options.ids.map((id, i) => SimConnector.start({ id, host: `${options.hostBase}${i + 1}`, ...options.sim })));
   const { dir, cleanup } = await certDir();
   const cert = await makeCert(dir, 'proxy', ['broker.example'], ['127.0.0.1']);
   const config = configSchema.parse({
