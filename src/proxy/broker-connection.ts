@@ -681,7 +681,7 @@ export class BrokerConnection {
       if (result.status === 'allocation' && result.target.resultId === ALLOC_SUCCESSFUL) up.held.success = true;
       else this.releaseHeld(up, false);
     }
-    if (result.status === 'allocation') this.deps.router.learnAllocation(result.target, up.connector, this.clientAddress);
+    if (result.status === 'allocation') this.deps.router.learnAllocation(result.target, up.connector, this.clientAddress, up.pending[0]?.exchange.logId);
     else if (result.status === 'error')
       this.log().info({ listener: 'broker', client: this.clientAddress, connector: up.connector.id, reason: result.reason, err: result.message }, 'broker XML response not understood; forwarded as is, nothing learned');
     if (result.status !== 'need-more') up.allocation = undefined;

@@ -225,9 +225,10 @@ export class BrokerRouter {
 
   /**
    * An allocate-resource-resp from `connector` to `clientAddress`: record the allocation and pin
-   * the client address to that Connector so its 4172 TCP and UDP flows follow.
+   * the client address to that Connector so its 4172 TCP and UDP flows follow. `logId`: the
+   * CLIENT-LOG-ID of the request it answers (tells the session view which login it belongs to).
    */
-  learnAllocation(target: AllocationTarget, connector: ConnectorView, clientAddress: string): void {
+  learnAllocation(target: AllocationTarget, connector: ConnectorView, clientAddress: string, logId?: string): void {
     const { sessions, placer, logger } = this.deps;
     const now = this.deps.now();
     const fields = {
@@ -243,6 +244,7 @@ export class BrokerRouter {
       logger.info({ ...fields, resultId: target.resultId.slice(0, 64) }, 'allocation refused by the Connector; nothing learned');
       return;
     }
+    this.deps.registry?.allocationAnswered(logId);
     const learned = sessions.learnAllocation({ connectorId: connector.id, clientAddress, ...target }, now);
     if (!learned.ok) {
       const why = { 'reused-tag': 'its connect tag was already used', 'no-connect-tag': 'no connect tag', oversized: 'a field is longer than any real one' }[learned.reason];

@@ -24,12 +24,13 @@ import type { BrokerPart, SessionFragment, TcpPart, UdpPart } from './summary.ts
  * first, within one client address and Connector:
  *  - broker requests of one login share its CLIENT-LOG-ID (digest); without one, the newest
  *    login of that address and Connector seen within the login timeout;
- *  - an allocation joins the newest login of its address and Connector not yet allocated;
+ *  - an allocation joins the login whose allocate request it answers (allocationAnswered), else
+ *    the newest login of its address and Connector not yet allocated;
  *  - 4172/TCP joins the allocation its SNI names (sniRouting), else the newest allocation without
  *    a 4172 connection, else the newest login (passthrough);
  *  - a UDP flow joins the newest session holding a live 4172 connection and no live UDP flow,
  *    else the newest claimed allocation (its 4172 connection may be in another worker).
- * Behind one NAT address on one Connector this can swap two users' parts; routing is unaffected.
+ * Behind one NAT address on one Connector this can swap two users' flows; routing is unaffected.
  *
  * Bounded: at most `maxSessions` sessions (ended ones go first), `MAX_PARTS` flows listed per
  * session, ended sessions listed for `keepEndedMs`. Pure apart from the clock the meters sample
@@ -68,7 +69,10 @@ interface TcpLink {
 
 interface Session {
   id: string;
+  /** Where its 4172 flows come from (else its login): shown, and what the UDP candidates are looked up by. */
   clientAddress: string;
+  /** Every address a part came from (a NAT pool spreads one login over several): all index it. */
+  addresses: Set<string>;
   connectorId: string;
   loginKey: string | undefined;
   allocationKey: string | undefined;
@@ -151,6 +155,8 @@ export class SessionRegistry {
   private readonly retired: MediaTotalsSnapshot = emptyMediaTotals();
   private readonly liveUdp = new Set<UdpTap>();
   private sequence = 0;
+  /** Set by allocationAnswered for the allocation learned next (the same call stack). */
+  private answeredLogin: Session | undefined;
 
   constructor(options: SessionRegistryOptions) {
     this.options = options;
@@ -188,12 +194,24 @@ export class SessionRegistry {
     this.touch(s, now);
   }
 
+  /**
+   * The next allocation learned here answers the allocate-resource request of the login with this
+   * CLIENT-LOG-ID (the broker relay knows which request a response answers): it joins that login
+   * rather than the newest one of the address, which behind one NAT may be another user's.
+   */
+  allocationAnswered(logId: string | undefined): void {
+    this.answeredLogin = logId ? this.byLoginKey.get(digest(logId)) : undefined;
+  }
+
   /** A learned session record (SessionTable.onLearn), learned here or replicated. */
   learned(record: SessionRecord, origin: 'local' | 'remote', now: number): void {
     if (record.kind === 'allocation') {
       const key = digest(record.tagFingerprint);
+      const answered = origin === 'local' ? this.answeredLogin : undefined;
+      this.answeredLogin = undefined;
       if (this.byAllocation.has(key)) return;
-      let s = this.newest(record.clientAddress, (x) => x.connectorId === record.connectorId && x.allocationKey === undefined && isLogin(x));
+      const fits = (x: Session) => x.connectorId === record.connectorId && x.allocationKey === undefined && isLogin(x);
+      let s = answered && fits(answered) ? answered : this.newest(record.clientAddress, fits);
       if (!s) s = this.create(`a${key}`, record.clientAddress, record.connectorId, record.learnedAt);
       else {
         // The allocation's id is the one every process agrees on: the session takes it.
@@ -201,6 +219,7 @@ export class SessionRegistry {
         s.id = `a${key}`;
         this.sessions.set(s.id, s);
       }
+      this.seenFrom(s, record.clientAddress);
       s.allocationKey = key;
       s.allocatedAt = record.learnedAt;
       s.sessionIdHint = record.sessionIdHint || undefined;
@@ -228,6 +247,7 @@ export class SessionRegistry {
       this.newest(clientAddress, (x) => here(x) && isLogin(x) && x.allocationKey === undefined && now - x.lastAt <= this.options.loginTimeoutMs) ??
       this.create(undefined, clientAddress, connectorId, now);
     const link: TcpLink = { part: { clientPort: info.clientPort, startedAt: now, endedAt: undefined, bytesIn: 0, bytesOut: 0 }, bytes: info.bytes };
+    this.seenFrom(s, clientAddress);
     s.claimedAt ??= now;
     pushBounded(s.tcp, link);
     this.touch(s, now);
@@ -254,6 +274,7 @@ export class SessionRegistry {
     const part: UdpPart = { clientPort: info.clientPort, startedAt: now, endedAt: undefined, bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0, probe: info.probe, quality: undefined };
     const tap = new UdpTap(part, info.counters, this.options.metering, (t, at) => this.udpClosed(t, at));
     tap.session = s;
+    this.seenFrom(s, clientAddress);
     pushBounded(s.udp, tap);
     this.liveUdp.add(tap);
     this.touch(s, now);
@@ -381,6 +402,7 @@ export class SessionRegistry {
     const s: Session = {
       id: id ?? `s${digest(`${clientAddress}|${connectorId}|${now}|${++this.sequence}|${process.pid}`)}`,
       clientAddress,
+      addresses: new Set([clientAddress]),
       connectorId,
       loginKey: undefined,
       allocationKey: undefined,
@@ -404,6 +426,16 @@ export class SessionRegistry {
     return s;
   }
 
+  /** A part of `s` came from `address` (its 4172 flows, or its allocate request): it is found and shown by it. */
+  private seenFrom(s: Session, address: string): void {
+    s.clientAddress = address;
+    if (s.addresses.has(address)) return;
+    s.addresses.add(address);
+    let set = this.byClient.get(address);
+    if (!set) this.byClient.set(address, (set = new Set()));
+    set.add(s);
+  }
+
   /** Activity on `s`; `local`: seen in this process (not only replicated), so it is listed. */
   private touch(s: Session, now: number, local = true): void {
     s.lastAt = Math.max(s.lastAt, now);
@@ -419,9 +451,11 @@ export class SessionRegistry {
 
   private remove(s: Session): void {
     this.sessions.delete(s.id);
-    const set = this.byClient.get(s.clientAddress);
-    set?.delete(s);
-    if (set?.size === 0) this.byClient.delete(s.clientAddress);
+    for (const address of s.addresses) {
+      const set = this.byClient.get(address);
+      set?.delete(s);
+      if (set?.size === 0) this.byClient.delete(address);
+    }
     if (s.loginKey && this.byLoginKey.get(s.loginKey) === s) this.byLoginKey.delete(s.loginKey);
     if (s.allocationKey && this.byAllocation.get(s.allocationKey) === s) this.byAllocation.delete(s.allocationKey);
     if (s.sni && this.bySni.get(s.sni) === s) this.bySni.delete(s.sni);

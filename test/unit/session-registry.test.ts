@@ -74,6 +74,25 @@ describe('SessionRegistry: one session per login, through every flow', () => {
     expect(r.hasLiveSession(nat, 'conn-d')).toBe(false);
   });
 
+  it('an allocation joins the login whose allocate request it answers, not just the newest of the address', () => {
+    const r = new SessionRegistry({ ...options });
+    const nat = '203.0.113.20';
+    r.brokerRequest('198.51.100.1', 'conn-a', 'older', 1); // hello from another address of the NAT pool
+    r.brokerRequest(nat, 'conn-a', 'older', 2);
+    r.brokerRequest(nat, 'conn-a', 'newer', 3);
+    r.allocationAnswered('older');
+    r.learned(allocation(nat, 'conn-a', 'sni-older', 4), 'local', 4);
+    const byLogin = Object.fromEntries(r.fragments(5).map((f) => [f.loginKey, f]));
+    expect(byLogin[digest('older')]).toMatchObject({ sni: 'sni-older', client: nat, broker: { requests: 2 } });
+    expect(byLogin[digest('newer')]!.allocationKey).toBeUndefined();
+    // Found by the address its 4172 flows come from, not only the one its login began at.
+    r.tcpOpened('pcoipTcp', { clientAddress: nat, clientPort: 7, connectorId: 'conn-a', sni: 'sni-older', now: 6 });
+    expect(r.udpCandidates(nat, 3)).toEqual(['conn-a']);
+    // Without the hint the newest login of the address takes it (the heuristic).
+    r.learned(allocation(nat, 'conn-a', 'sni-2', 7), 'local', 7);
+    expect(r.fragments(8).find((f) => f.loginKey === digest('newer'))!.sni).toBe('sni-2');
+  });
+
   it('passthrough: 443 connections, then 4172/TCP and UDP of one address and Connector form a session', () => {
     const r = new SessionRegistry({ ...options });
     r.tcpOpened('broker', { clientAddress: '10.1.1.1', clientPort: 5000, connectorId: 'conn-c', now: 10 });
