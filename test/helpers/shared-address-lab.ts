@@ -72,6 +72,23 @@ export async function startSharedLab(options: SharedLabOptions): Promise<SharedL
   };
 }
 
+/** What a test opened (sockets, the lab), closed after each test: `afterEach(() => held.release())`. */
+export class Held {
+  lab: SharedLab | undefined;
+  private readonly open: Array<{ close(): void } | { destroy(): void }> = [];
+
+  keep<T extends { close(): void } | { destroy(): void }>(...items: T[]): T {
+    this.open.push(...items);
+    return items[0]!;
+  }
+
+  async release(): Promise<void> {
+    for (const o of this.open.splice(0)) 'close' in o ? o.close() : o.destroy();
+    await this.lab?.close();
+    this.lab = undefined;
+  }
+}
+
 export interface UserSession {
   name: string;
   /** The Connector that answered the login (and allocated the session). */

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Media, login, startSharedLab, type SharedLab, type UserSession } from '../helpers/shared-address-lab.ts';
+import { Held, Media, login, startSharedLab, type SharedLab, type UserSession } from '../helpers/shared-address-lab.ts';
 import { parsePrometheusText } from '../helpers/prom-text.ts';
 
 /**
@@ -13,14 +13,8 @@ const NAT = '127.15.7.9';
 const USERS = 6;
 const IDS = ['conn-a', 'conn-b', 'conn-c'];
 
-let lab: SharedLab | undefined;
-const open: Array<{ close(): void } | { destroy(): void }> = [];
-
-afterEach(async () => {
-  for (const o of open.splice(0)) 'close' in o ? o.close() : o.destroy();
-  await lab?.close();
-  lab = undefined;
-});
+const held = new Held();
+afterEach(() => held.release());
 
 const perSession = { affinity: { perSession: true } };
 const probe = { probe: { enabled: true, candidates: 3, datagrams: 2, deadline: '1s' } };
@@ -29,7 +23,7 @@ async function users(l: SharedLab, count: number): Promise<UserSession[]> {
   const out: UserSession[] = [];
   for (let i = 1; i <= count; i++) {
     const u = await login(l, `user${i}`, NAT);
-    open.push(u.control);
+    held.keep(u.control);
     out.push(u);
   }
   return out;
@@ -37,7 +31,7 @@ async function users(l: SharedLab, count: number): Promise<UserSession[]> {
 
 async function media(l: SharedLab, u: UserSession): Promise<number> {
   const m = await Media.open(NAT);
-  open.push(m);
+  held.keep(m);
   return m.send(l.proxy.addresses.pcoipUdp.port, u.spi, 5);
 }
 
@@ -47,7 +41,7 @@ async function metric(l: SharedLab, name: string, labels: Record<string, string>
 
 describe('users behind one shared address', () => {
   it('option off: every user of the address lands on the one Connector it is pinned to', async () => {
-    lab = await startSharedLab({ hostBase: '127.15.8.', ids: IDS, udp: probe });
+    const lab = held.lab = await startSharedLab({ hostBase: '127.15.8.', ids: IDS, udp: probe });
     const all = await users(lab, USERS);
     expect(new Set(all.map((u) => u.home)).size).toBe(1);
     for (const u of all) {
@@ -57,7 +51,7 @@ describe('users behind one shared address', () => {
   });
 
   it('option on: the logins spread by their session and each user\'s 443, 4172/TCP and UDP reach that user\'s Connector', async () => {
-    lab = await startSharedLab({ hostBase: '127.15.8.', ids: IDS, udp: probe, extra: perSession });
+    const lab = held.lab = await startSharedLab({ hostBase: '127.15.8.', ids: IDS, udp: probe, extra: perSession });
     const l = lab;
     // Each user starts its media right after its login, while the next users log in (each login
     // re-pins the address to its session's Connector).
@@ -65,7 +59,8 @@ describe('users behind one shared address', () => {
     for (let i = 1; i <= USERS; i++) {
       const u = await login(l, `user${i}`, NAT);
       const m = await Media.open(NAT);
-      open.push(u.control, m);
+      held.keep(u.control);
+      held.keep(m);
       expect(await m.send(l.proxy.addresses.pcoipUdp.port, u.spi, 5), `user${i}'s first media (session on ${u.home})`).toBe(5);
       all.push({ ...u, media: m });
     }
@@ -85,14 +80,14 @@ describe('users behind one shared address', () => {
   });
 
   it('an SNI seen in more than one live session is ambiguous: 4172/TCP falls back to address affinity, logged and counted', async () => {
-    lab = await startSharedLab({ hostBase: '127.15.8.', ids: IDS, udp: probe, extra: perSession, sim: { constantSni: 'desktop.sim.invalid' } });
+    const lab = held.lab = await startSharedLab({ hostBase: '127.15.8.', ids: IDS, udp: probe, extra: perSession, sim: { constantSni: 'desktop.sim.invalid' } });
     const l = lab;
     const first = await login(l, 'user1', NAT);
-    open.push(first.control);
+    held.keep(first.control);
     // The first allocation of that SNI still names one session: routed by it.
     expect(first.tcpConnector).toBe(first.home);
     const second = await login(l, 'user2', NAT);
-    open.push(second.control);
+    held.keep(second.control);
     await l.proxy.logs.waitFor((x) => x.msg === 'SNI was seen in more than one live session (a constant default?): it names no one session; routing by address affinity');
     expect(await metric(l, 'pcoip_lb_sni_ambiguous_total')).toBe(1);
     // By address affinity: the Connector the address is pinned to (the allocation learned last, the second user's).

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Media, login, startSharedLab, type SharedLab, type UserSession } from '../helpers/shared-address-lab.ts';
+import { Held, Media, login, startSharedLab, type SharedLab, type UserSession } from '../helpers/shared-address-lab.ts';
 import { parsePrometheusText } from '../helpers/prom-text.ts';
 import type { SessionsPageJson } from '../../src/admin/sessions-api.ts';
 
@@ -13,20 +13,14 @@ import type { SessionsPageJson } from '../../src/admin/sessions-api.ts';
  */
 const NAT = '127.15.4.9';
 
-let lab: SharedLab | undefined;
-const open: Array<{ close(): void } | { destroy(): void }> = [];
-
-afterEach(async () => {
-  for (const o of open.splice(0)) 'close' in o ? o.close() : o.destroy();
-  await lab?.close();
-  lab = undefined;
-});
+const held = new Held();
+afterEach(() => held.release());
 
 async function twoUsersBehindNat(probe: Record<string, unknown>): Promise<{ lab: SharedLab; u1: UserSession; u2: UserSession }> {
-  lab = await startSharedLab({ hostBase: '127.15.6.', ids: ['conn-a', 'conn-b'], udp: { probe, idleTimeout: '2s' } });
+  const lab = held.lab = await startSharedLab({ hostBase: '127.15.6.', ids: ['conn-a', 'conn-b'], udp: { probe, idleTimeout: '2s' } });
   const u1 = await login(lab, 'u1', NAT, lab.addressPlacedOn('conn-a', 5));
   const u2 = await login(lab, 'u2', NAT, lab.addressPlacedOn('conn-b', 5));
-  open.push(u1.control, u2.control);
+  held.keep(u1.control, u2.control);
   expect([u1.home, u1.tcpConnector, u2.home, u2.tcpConnector]).toEqual(['conn-a', 'conn-a', 'conn-b', 'conn-b']);
   // The address is pinned to the session learned last.
   expect(lab.proxy.app.affinity.get(lab.proxy.app.placer.keyFor(NAT), Date.now())?.connectorId).toBe('conn-b');
@@ -35,7 +29,7 @@ async function twoUsersBehindNat(probe: Record<string, unknown>): Promise<{ lab:
 
 async function media(): Promise<Media> {
   const m = await Media.open(NAT);
-  open.push(m);
+  held.keep(m);
   return m;
 }
 
@@ -103,9 +97,9 @@ describe('UDP probe fan-out for a shared address', () => {
   });
 
   it('with one candidate nothing changes: no probe, address affinity as before', async () => {
-    lab = await startSharedLab({ hostBase: '127.15.6.', ids: ['conn-a', 'conn-b'], udp: { probe: { enabled: true } } });
+    const lab = held.lab = await startSharedLab({ hostBase: '127.15.6.', ids: ['conn-a', 'conn-b'], udp: { probe: { enabled: true } } });
     const u1 = await login(lab, 'solo', NAT, lab.addressPlacedOn('conn-a', 5));
-    open.push(u1.control);
+    held.keep(u1.control);
     const m = await media();
     expect(await m.send(lab.proxy.addresses.pcoipUdp.port, u1.spi, 5)).toBe(5);
     expect(await metricValue(lab, 'pcoip_lb_udp_probes_total', { outcome: 'single-candidate' })).toBe(1);

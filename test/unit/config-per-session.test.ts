@@ -1,17 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.ts';
-import { PlbError } from '../../src/errors.ts';
+import { configErrors as errors } from '../helpers/config-errors.ts';
 
 /** affinity.perSession (experimental, off by default) and what it needs. */
-function errors(yaml: string): string[] {
-  try {
-    parseConfigText(yaml, 'test.yaml');
-  } catch (err) {
-    if (err instanceof PlbError) return [...err.details];
-    throw err;
-  }
-  return [];
-}
 
 const config = (broker: string, sniRouting: boolean, probe: boolean) => `
 listeners:
