@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { CONNECTOR_STATES } from '../config/schema.ts';
 import { LISTENER_NAMES, type ListenerCounters } from '../proxy/flow-stats.ts';
 import type { App } from '../app.ts';
+import { registerRuntimeMetrics } from './runtime-metrics.ts';
 
 /**
  * Prometheus metrics for one App, in a registry of its own (not prom-client's global one), so
@@ -113,6 +114,7 @@ export function createMetrics(app: App): Registry {
     }
   });
 
+  registerRuntimeMetrics(registry, app);
   collectDefaultMetrics({ register: registry });
   return registry;
 }

@@ -7,6 +7,7 @@ import { ErrorCodes, PlbError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { FlowStatsSnapshot } from '../proxy/flow-stats.ts';
 import type { ConnectorHealthState, Flows, FromWorker, ToWorker } from './protocol.ts';
+import { workerRuntime } from '../admin/runtime-metrics.ts';
 
 /** The compiled build runs worker-main.js, the sources worker-main.ts (Node runs TypeScript). */
 const WORKER_ENTRY = new URL(`./worker-main${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
@@ -47,6 +48,7 @@ export class Supervisor {
     this.count = workers;
     this.onFatal = onFatal;
     this.app = new App(config, logger, { role: 'control' });
+    workerRuntime(this.app); // /metrics: the event-loop series are the workers', not this process's
     this.app.pool.onChange((change) => this.broadcast({ type: 'pool', connectors: [this.poolState(change.id)].filter((c) => c !== undefined) }));
   }
 
@@ -69,6 +71,7 @@ export class Supervisor {
     try {
       addresses = await this.spawn(0);
       this.bindPorts = Object.fromEntries(Object.entries(addresses).map(([name, a]) => [name, (a as AddressInfo).port]));
+      workerRuntime(this.app).udpPort = addresses.pcoipUdp?.port;
       await Promise.all(Array.from({ length: this.count - 1 }, (_, i) => this.spawn(i + 1)));
     } catch (err) {
       await this.stop(0);
@@ -154,6 +157,7 @@ export class Supervisor {
         break;
       case 'stats': {
         w.stats = { stats: msg.stats, flows: msg.flows, tracked: msg.tracked };
+        if (msg.loop) workerRuntime(this.app).loops.set(w.index, msg.loop);
         this.aggregate();
         break;
       }
@@ -175,6 +179,7 @@ export class Supervisor {
 
   private onExit(w: WorkerHandle, code: number | null): void {
     if (this.workers.get(w.index) === w) this.workers.delete(w.index);
+    workerRuntime(this.app).loops.delete(w.index);
     if (this.stopping || !this.started) return;
     // Its flows are gone with it; its counters leave the sums until the replacement reports.
     this.aggregate();

@@ -4,6 +4,7 @@ import type { PlacementReason } from '../balance/affinity.ts';
 import type { HealthStatus } from '../pool/pool.ts';
 import type { FlowStatsSnapshot } from '../proxy/flow-stats.ts';
 import type { ListenerAddresses } from '../app.ts';
+import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
 
 /**
  * Messages between the primary and its workers (child_process IPC, one ordered channel per
@@ -42,4 +43,5 @@ export type FromWorker =
   /** Net flow opens (+) and closes (−) per client key since the last batch. */
   | { type: 'flows'; deltas: Array<[string, number]> }
   | { type: 'connect-failure'; connectorId: string }
-  | { type: 'stats'; stats: FlowStatsSnapshot; flows: Flows; tracked: Flows };
+  /** `loop`: this worker's event-loop delay (optional: an older worker may not send it). */
+  | { type: 'stats'; stats: FlowStatsSnapshot; flows: Flows; tracked: Flows; loop?: LoopSnapshot };

@@ -3,6 +3,7 @@ import { App } from '../app.ts';
 import { createLogger } from '../logger.ts';
 import type { Logger } from '../logger.ts';
 import { SyncedAffinityTable } from './synced-affinity.ts';
+import { processLoopMonitor } from '../util/event-loop-monitor.ts';
 import type { FromWorker, PinMessage, ToWorker } from './protocol.ts';
 
 /** How often flow opens/closes are sent to the primary (its TTL accounting), and counters. */
@@ -61,7 +62,13 @@ export function runWorker(): void {
     const deltas = affinity.takeDeltas();
     if (deltas.length > 0) send({ type: 'flows', deltas });
   };
-  const statsMessage = (): FromWorker => ({ type: 'stats', stats: app!.stats.snapshot(), flows: app!.activeFlows(), tracked: app!.trackedClients() });
+  const statsMessage = (): FromWorker => ({
+    type: 'stats',
+    stats: app!.stats.snapshot(),
+    flows: app!.activeFlows(),
+    tracked: app!.trackedClients(),
+    loop: processLoopMonitor().snapshot(),
+  });
   const sendStats = () => {
     if (app) send(statsMessage());
   };
@@ -83,6 +90,7 @@ export function runWorker(): void {
     switch (msg.type) {
       case 'init': {
         const { config, index, bindPorts } = msg;
+        processLoopMonitor(); // measure the event loop from the start; snapshots go with the stats
         logger = createLogger(config.logging.level).child({ worker: index });
         affinity = new SyncedAffinityTable(config.affinity.ttl, (pin) => send({ type: 'pin', pin }));
         app = new App(config, logger, {
