@@ -16,7 +16,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freeTcpUdpPort } from './lib/ports.ts';
-import { childPids, loadAverage, socketInodes } from './lib/proc.ts';
+import { childPids, loadAverage, runQueueWaitNs, socketInodes } from './lib/proc.ts';
 import { CONNECTOR_HOST, ensurePeerPackages, startNginx, startPcoipLbCli, type Peer } from './lib/peers.ts';
 import { fmt, markdownTable } from './lib/table.ts';
 import { parseProcNetUdp } from '../src/util/proc-net-udp.ts';
@@ -33,7 +33,9 @@ const { values } = parseArgs({
     'bg-flows': { type: 'string', default: '4' },
     workers: { type: 'string', default: String(availableParallelism()) },
     'peer-workers': { type: 'string', default: '1' },
-    /** pcoip-lb variants, "name:key=value;key=value" with keys workers, node (flags), udp (YAML keys), root (checkout). */
+    /** Connector entries in pcoip-lb's config (each health-checked), all pointing at the one echo Connector. */
+    connectors: { type: 'string', default: '4' },
+    /** pcoip-lb variants, "name:key=value;key=value" with keys workers, node (flags), udp (pcoipUdp YAML keys), yaml (a top-level YAML line), root (checkout). */
     lb: { type: 'string', multiple: true },
     only: { type: 'string' },
     'trace-gc': { type: 'boolean', default: false },
@@ -59,18 +61,20 @@ interface LbVariant {
   nodeFlags: string[];
   udpKeys: string | undefined;
   root: string | undefined;
+  yaml: string | undefined;
 }
 
 function parseVariant(spec: string): LbVariant {
   const [name, rest = ''] = spec.split(/:(.*)/s) as [string, string?];
   const kv = new Map(rest.split(';').filter(Boolean).map((p) => p.split(/=(.*)/s) as [string, string]));
-  for (const key of kv.keys()) if (!['workers', 'node', 'udp', 'root'].includes(key)) throw new Error(`--lb ${spec}: unknown key "${key}" (workers, node, udp, root)`);
+  for (const key of kv.keys()) if (!['workers', 'node', 'udp', 'root', 'yaml'].includes(key)) throw new Error(`--lb ${spec}: unknown key "${key}" (workers, node, udp, root, yaml)`);
   return {
     name,
     workers: Number(kv.get('workers') ?? 1),
     nodeFlags: (kv.get('node') ?? '').split(' ').filter(Boolean),
     udpKeys: kv.get('udp'),
     root: kv.get('root'),
+    yaml: kv.get('yaml'),
   };
 }
 
@@ -168,6 +172,8 @@ interface Measurement {
   queues: QueueStats;
   /** pcoip-lb's own view, from its /metrics (when it exports these). */
   eventLoopP99Ms: number | undefined;
+  /** Time the path's processes (main threads, summed) waited for a CPU, ms per second of measurement. */
+  runQueueWaitMsPerS: number;
 }
 
 let nextStreamId = 1;
@@ -175,6 +181,9 @@ let nextStreamId = 1;
 async function measure(path: PathUnderTest, rate: number, direction: 'up' | 'down' | 'none', round: number, kids: Kids): Promise<Measurement> {
   const loadBefore = loadAverage();
   const cpuBefore = path.cpuSeconds();
+  const waited = () => path.pids().reduce((n, pid) => n + runQueueWaitNs(pid), 0);
+  const waitBefore = waited();
+  const startedAt = performance.now();
   const stopSampling = sampleQueues(path);
   const firstId = nextStreamId;
   nextStreamId += bgFlows;
@@ -207,6 +216,7 @@ async function measure(path: PathUnderTest, rate: number, direction: 'up' | 'dow
   }
   const queues = stopSampling();
   const cpuSeconds = path.cpuSeconds() - cpuBefore;
+  const runQueueWaitMsPerS = (waited() - waitBefore) / 1e6 / ((performance.now() - startedAt) / 1000);
   const eventLoopP99Ms = path.adminUrl ? await scrapeEventLoopP99(path.adminUrl) : undefined;
   return {
     path: path.name,
@@ -226,6 +236,7 @@ async function measure(path: PathUnderTest, rate: number, direction: 'up' | 'dow
     packets: probe.sent + probe.rtt.length + bgReceived,
     queues,
     eventLoopP99Ms,
+    runQueueWaitMsPerS,
   };
 }
 
@@ -264,6 +275,7 @@ interface PathSummary {
   cpuPerMpkt: number | undefined;
   loads: string[];
   eventLoopP99Ms: number[];
+  runQueueWaitMsPerS: number;
 }
 
 function summarise(ms: Measurement[]): PathSummary {
@@ -291,6 +303,7 @@ function summarise(ms: Measurement[]): PathSummary {
     cpuPerMpkt: packets > 0 && cpu > 0 ? cpu / (packets / 1e6) : undefined,
     loads: ms.map((m) => m.loadBefore.split(' ')[0]!),
     eventLoopP99Ms: ms.map((m) => m.eventLoopP99Ms).filter((v) => v !== undefined),
+    runQueueWaitMsPerS: ms.reduce((n, m) => n + m.runQueueWaitMsPerS, 0) / ms.length,
   };
 }
 
@@ -301,7 +314,7 @@ function cellTitle(rate: number, direction: string): string {
 
 function table(summaries: PathSummary[]): string {
   return markdownTable(
-    ['path', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p99 per round', 'one-way p99 up / down', 'probe loss %', 'bg loss %', 'max rx queue KiB listener / flows', 'kernel drops', 'CPU s/Mpkt', 'loop p99 ms', 'load'],
+    ['path', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p99 per round', 'one-way p99 up / down', 'probe loss %', 'bg loss %', 'max rx queue KiB listener / flows', 'kernel drops', 'CPU s/Mpkt', 'CPU wait ms/s', 'loop p99 ms', 'load'],
     summaries.map((s) => [
       s.path,
       fmt(s.p50),
@@ -315,6 +328,7 @@ function table(summaries: PathSummary[]): string {
       `${fmt(s.listenerQueueKiB, 0)} / ${fmt(s.flowQueueKiB, 0)}`,
       s.drops,
       fmt(s.cpuPerMpkt, 1),
+      fmt(s.runQueueWaitMsPerS, 1),
       s.eventLoopP99Ms.length ? fmt(Math.max(...s.eventLoopP99Ms), 1) : '–',
       s.loads.join(' '),
     ]),
@@ -363,8 +377,9 @@ try {
       name: v.name,
       workers: v.workers,
       connector: { address: CONNECTOR_HOST, pcoipPort: connectorPort, brokerPort },
+      connectorCount: Number(values.connectors),
       // The defaults operators run (health checks on, logging info), plus an admin server to read /metrics.
-      extraYaml: ['admin: { bind: "127.0.0.1:0" }'],
+      extraYaml: ['admin: { bind: "127.0.0.1:0" }', ...(v.yaml ? [v.yaml] : [])],
       udpKeys: v.udpKeys,
       nodeFlags: [...v.nodeFlags, ...(values['trace-gc'] ? ['--trace-gc'] : [])],
       root: v.root,
@@ -388,7 +403,7 @@ try {
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
   console.log(
     `bench:latency ${started.toISOString()} — Node ${process.version}, ${availableParallelism()} × ${cpu}, load average ${loadAverage()}\n` +
-      `probe ${probeRate}/s × 1200 B for ${seconds} s per measurement (after ${warmupMs / 1000} s of background), background on ${bgFlows} flows; ` +
+      `probe ${probeRate}/s × 1200 B for ${seconds} s per measurement (after ${warmupMs / 1000} s of background), background on ${bgFlows} flows; pcoip-lb with ${values.connectors} Connector entries (health-checked); ` +
       `${rounds} interleaved rounds × ${cells.length} load cells × ${paths.length} paths (${paths.map((p) => p.name).join(', ')}); ~${Math.round(estimate)} s`,
   );
 

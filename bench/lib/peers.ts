@@ -320,6 +320,11 @@ export interface PcoipLbCliOptions {
   /** Port number of pcoipTcp and pcoipUdp (picked free when omitted). */
   port?: number;
   connector: { address: string; pcoipPort: number; brokerPort?: number };
+  /**
+   * Connector entries (conn-1 … conn-N), all at `connector`: a pool of N as far as pcoip-lb's
+   * health checks and placement go, one echo server as far as the traffic goes. Default 1 (conn-a).
+   */
+  connectorCount?: number;
   /** More YAML lines at the top level (health, admin, logging...); defaults apply to what is left out. */
   extraYaml?: string[];
   /** Extra keys inside listeners.pcoipUdp, as YAML flow-map text ("recvBufferSize: 262144"). */
@@ -355,7 +360,11 @@ export async function startPcoipLbCli(dir: string, opts: PcoipLbCliOptions): Pro
       `  pcoipTcp: { bind: "${PROXY_HOST}:${port}" }`,
       `  pcoipUdp: { bind: "${PROXY_HOST}:${port}"${opts.udpKeys ? `, ${opts.udpKeys}` : ''} }`,
       'connectors:',
-      `  - { id: conn-a, address: ${connector.address}, ports: { broker: ${connector.brokerPort ?? connector.pcoipPort}, pcoip: ${connector.pcoipPort} } }`,
+      ...Array.from(
+        { length: opts.connectorCount ?? 1 },
+        (_, i) =>
+          `  - { id: ${opts.connectorCount ? `conn-${i + 1}` : 'conn-a'}, address: ${connector.address}, ports: { broker: ${connector.brokerPort ?? connector.pcoipPort}, pcoip: ${connector.pcoipPort} } }`,
+      ),
       `workers: ${opts.workers}`,
       ...(opts.extraYaml ?? []),
       '',

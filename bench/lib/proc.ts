@@ -99,3 +99,16 @@ export function socketInodes(pid: number): number[] {
   }
   return out;
 }
+
+/**
+ * Nanoseconds the main thread of `pid` has spent runnable but waiting for a CPU (the second
+ * field of /proc/<pid>/schedstat): on a shared machine, the delay the scheduler adds on top of
+ * whatever the process does itself.
+ */
+export function runQueueWaitNs(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]);
+  } catch {
+    return 0;
+  }
+}
