@@ -149,6 +149,12 @@ const pcoipUdpListener = z.strictObject({
   recvBufferSize: z.number().int().min(65_536).max(1_073_741_824).default(4 * 1024 * 1024),
   /** SO_SNDBUF (bytes) of the same sockets; unset: the OS default (capped by net.core.wmem_max). */
   sendBufferSize: z.number().int().min(65_536).max(1_073_741_824).optional(),
+  /**
+   * Latency budget of each receive queue: every second each buffer is resized to what its
+   * socket receives in this long (within 256 KiB..recvBufferSize), so a stall turns into at most
+   * about this much delay, and loss beyond it, instead of up to recvBufferSize of delay. 0s: off.
+   */
+  maxQueueDelay: duration('maxQueueDelay').prefault('50ms'),
 });
 
 const connector = z.strictObject({

@@ -11,6 +11,7 @@ import type { ProxyDeps } from './tcp-proxy.ts';
 import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
+import { budgetedBufferSize, MIN_BUDGET_BUFFER_BYTES, resizeTo } from './queue-budget.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
@@ -24,6 +25,8 @@ export interface UdpProxyOptions {
   recvBufferSize?: number;
   /** SO_SNDBUF of the same sockets (default: the OS's). */
   sendBufferSize?: number;
+  /** Latency budget of each receive queue, ms: buffers are resized to rate × budget every second (queue-budget.ts). 0 or unset: fixed recvBufferSize. */
+  maxQueueDelayMs?: number;
 }
 
 type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'shutdown';
@@ -45,6 +48,16 @@ const LISTENER_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
  * cap, not an allocation: the kernel charges only what is queued, within net.ipv4.udp_mem.
  */
 const FLOW_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/** How often receive buffers follow their socket's rate (listeners.pcoipUdp.maxQueueDelay). */
+const QUEUE_BUDGET_INTERVAL_MS = 1000;
+
+/** A socket's receive buffer under the latency budget: the size asked for, and the counters at the last resize check. */
+interface BufferState {
+  asked: number;
+  packets: number;
+  bytes: number;
+}
 
 /** Packets held while a new flow's upstream socket connects; PCoIP sends a few at most by then. */
 const MAX_PENDING_PACKETS = 64;
@@ -84,6 +97,8 @@ interface UdpFlow {
   bytesIn: number;
   bytesOut: number;
   closed: boolean;
+  /** The upstream socket's receive buffer (Connector → client queue) under maxQueueDelay; `in` is this flow's share of the listener's. */
+  recvBuffer: { out: BufferState; in: BufferState };
 }
 
 /**
@@ -105,6 +120,9 @@ export class UdpProxy {
   private readonly perClient: PerClientLimit;
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private budgetTimer: NodeJS.Timeout | undefined;
+  /** The listening socket's receive buffer under maxQueueDelay. */
+  private listenerBuffer: BufferState;
   /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
   private accepting = true;
   private options: UdpProxyOptions;
@@ -116,6 +134,7 @@ export class UdpProxy {
     this.now = deps.now ?? Date.now;
     this.refusals = new RefusalLog('pcoipUdp', deps.stats, deps.logger);
     this.perClient = new PerClientLimit(options.maxFlowsPerClient ?? Infinity);
+    this.listenerBuffer = { asked: options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES, packets: 0, bytes: 0 };
     const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
     this.socket = createSocket({
       type,
@@ -140,6 +159,7 @@ export class UdpProxy {
     this.options = { ...this.options, ...options };
     this.perClient.setMax(this.options.maxFlowsPerClient ?? Infinity);
     this.scheduleSweep();
+    this.scheduleQueueBudget();
   }
 
   async listen(): Promise<AddressInfo> {
@@ -150,6 +170,7 @@ export class UdpProxy {
         errorLog.maybe(this.now(), (suppressed) => this.deps.logger.error({ listener: 'pcoipUdp', err, suppressed }, 'UDP listener error')),
     });
     this.scheduleSweep();
+    this.scheduleQueueBudget();
     return address;
   }
 
@@ -168,6 +189,7 @@ export class UdpProxy {
   /** Stops receiving client packets; closes every flow. */
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.budgetTimer) clearInterval(this.budgetTimer);
     this.awaiting.clear();
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
     try {
@@ -213,6 +235,48 @@ export class UdpProxy {
     const every = Math.max(50, Math.min(5000, Math.floor(this.options.idleTimeoutMs / 4)));
     this.sweepTimer = setInterval(() => this.sweepIdle(), every);
     this.sweepTimer.unref();
+  }
+
+  private scheduleQueueBudget(): void {
+    if (this.budgetTimer) clearInterval(this.budgetTimer);
+    this.budgetTimer = setInterval(() => this.applyQueueBudget(QUEUE_BUDGET_INTERVAL_MS), QUEUE_BUDGET_INTERVAL_MS);
+    this.budgetTimer.unref();
+  }
+
+  /**
+   * listeners.pcoipUdp.maxQueueDelay: sizes the listener's and every flow's receive buffer to
+   * its rate over the last `intervalMs` × the budget (queue-budget.ts); with no budget, back to
+   * recvBufferSize. A setsockopt only when a size moves past the hysteresis band.
+   */
+  applyQueueBudget(intervalMs: number): void {
+    const cap = this.options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES;
+    const delay = this.options.maxQueueDelayMs ?? 0;
+    const budget = { maxQueueDelayMs: delay, maxBytes: cap, minBytes: MIN_BUDGET_BUFFER_BYTES };
+    const target = (packets: number, bytes: number) => (delay > 0 ? budgetedBufferSize(packets, bytes, intervalMs, budget) : cap);
+    const resize = (socket: UdpSocket, state: BufferState, packets: number, bytes: number) => {
+      const size = resizeTo(state.asked, target(packets - state.packets, bytes - state.bytes));
+      state.packets = packets;
+      state.bytes = bytes;
+      if (size === undefined) return;
+      try {
+        socket.setRecvBufferSize(size);
+        state.asked = size;
+      } catch {
+        // closing, or not connected yet: the next round tries again
+      }
+    };
+    let packetsIn = 0;
+    let bytesIn = 0;
+    for (const flow of this.flows.values()) {
+      // The listener's rate is the sum of what every flow received from its client.
+      packetsIn += flow.packetsIn - flow.recvBuffer.in.packets;
+      bytesIn += flow.bytesIn - flow.recvBuffer.in.bytes;
+      flow.recvBuffer.in.packets = flow.packetsIn;
+      flow.recvBuffer.in.bytes = flow.bytesIn;
+      if (flow.pending === undefined) resize(flow.upstream, flow.recvBuffer.out, flow.packetsOut, flow.bytesOut);
+    }
+    const listener = this.listenerBuffer;
+    resize(this.socket, listener, listener.packets + packetsIn, listener.bytes + bytesIn);
   }
 
   /** The per-datagram path: one table lookup, counters, one send. No string building, no clock. */
@@ -324,6 +388,7 @@ export class UdpProxy {
       bytesIn: 0,
       bytesOut: 0,
       closed: false,
+      recvBuffer: { out: { asked: recvBufferSize ?? FLOW_RECV_BUFFER_BYTES, packets: 0, bytes: 0 }, in: { asked: 0, packets: 0, bytes: 0 } },
     };
     this.flows.set(rinfo.address, rinfo.port, flow);
     this.perClient.tryAcquire(decision.clientKey);
