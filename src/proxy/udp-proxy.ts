@@ -49,6 +49,9 @@ const LISTENER_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
  */
 const FLOW_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 
+/** Idle flows closed per event-loop turn by the sweep (~2-5 ms of work). */
+const SWEEP_SLICE = 100;
+
 /** How often receive buffers follow their socket's rate (listeners.pcoipUdp.maxQueueDelay). */
 const QUEUE_BUDGET_INTERVAL_MS = 1000;
 
@@ -211,22 +214,38 @@ export class UdpProxy {
   }
 
   /**
-   * Closes flows idle for longer than the idle timeout; returns how many. A datagram only sets
-   * `seen`; the sweep turns that into a time. So a flow closes between idleTimeout and
-   * idleTimeout + 2 sweep intervals (≤ 1.5 × idleTimeout) after its last datagram.
+   * Closes flows idle for longer than the idle timeout; returns how many it found. A datagram
+   * only sets `seen`; the sweep turns that into a time. So a flow closes between idleTimeout and
+   * idleTimeout + 2 sweep intervals (≤ 1.5 × idleTimeout) after its last datagram. The idle ones
+   * close SWEEP_SLICE at a time, one slice per event-loop turn (see closeIdle).
    */
   sweepIdle(now = this.now()): number {
-    let closed = 0;
+    const idle: UdpFlow[] = [];
     for (const flow of this.flows.values()) {
       if (flow.seen) {
         flow.seen = false;
         flow.lastActivity = now;
       } else if (now - flow.lastActivity > this.options.idleTimeoutMs) {
-        this.closeFlow(flow, 'idle-timeout');
-        closed++;
+        idle.push(flow);
       }
     }
-    return closed;
+    this.closeIdle(idle, 0);
+    return idle.length;
+  }
+
+  /**
+   * Many flows go idle together (a shift ends, a logon storm's probes time out): closing 3000 in
+   * one go (socket close, accounting, a log line each) held the event loop for 70-180 ms, and
+   * every live session's datagrams waited behind it (bench/README.md, "bench:latency"). Between
+   * slices the loop forwards what queued; a flow that saw a datagram meanwhile stays open.
+   */
+  private closeIdle(idle: UdpFlow[], from: number): void {
+    const end = Math.min(idle.length, from + SWEEP_SLICE);
+    for (let i = from; i < end; i++) {
+      const flow = idle[i]!;
+      if (!flow.seen) this.closeFlow(flow, 'idle-timeout');
+    }
+    if (end < idle.length) setImmediate(() => this.closeIdle(idle, end));
   }
 
   private scheduleSweep(): void {
