@@ -12,6 +12,7 @@ import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
 import { budgetedBufferSize, MIN_BUDGET_BUFFER_BYTES, resizeTo } from './queue-budget.ts';
+import { inSlices } from '../util/slices.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
@@ -51,6 +52,9 @@ const FLOW_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /** Idle flows closed per event-loop turn by the sweep (~2-5 ms of work). */
 const SWEEP_SLICE = 100;
+
+/** Flows visited per event-loop turn when sizing buffers. */
+const BUDGET_SLICE = 2000;
 
 /** How often receive buffers follow their socket's rate (listeners.pcoipUdp.maxQueueDelay). */
 const QUEUE_BUDGET_INTERVAL_MS = 1000;
@@ -217,7 +221,7 @@ export class UdpProxy {
    * Closes flows idle for longer than the idle timeout; returns how many it found. A datagram
    * only sets `seen`; the sweep turns that into a time. So a flow closes between idleTimeout and
    * idleTimeout + 2 sweep intervals (≤ 1.5 × idleTimeout) after its last datagram. The idle ones
-   * close SWEEP_SLICE at a time, one slice per event-loop turn (see closeIdle).
+   * close SWEEP_SLICE at a time, one slice per event-loop turn.
    */
   sweepIdle(now = this.now()): number {
     const idle: UdpFlow[] = [];
@@ -229,23 +233,14 @@ export class UdpProxy {
         idle.push(flow);
       }
     }
-    this.closeIdle(idle, 0);
-    return idle.length;
-  }
-
-  /**
-   * Many flows go idle together (a shift ends, a logon storm's probes time out): closing 3000 in
-   * one go (socket close, accounting, a log line each) held the event loop for 70-180 ms, and
-   * every live session's datagrams waited behind it (bench/README.md, "bench:latency"). Between
-   * slices the loop forwards what queued; a flow that saw a datagram meanwhile stays open.
-   */
-  private closeIdle(idle: UdpFlow[], from: number): void {
-    const end = Math.min(idle.length, from + SWEEP_SLICE);
-    for (let i = from; i < end; i++) {
-      const flow = idle[i]!;
+    // Many flows go idle together (a shift ends, a logon storm's probes time out): closing 3000
+    // in one go (socket close, accounting, a log line each) held the event loop for 70-180 ms,
+    // and every live session's datagrams waited behind it (bench/README.md, "bench:latency").
+    // Between slices the loop forwards what queued; a flow that saw a datagram meanwhile stays.
+    inSlices(idle, SWEEP_SLICE, (flow) => {
       if (!flow.seen) this.closeFlow(flow, 'idle-timeout');
-    }
-    if (end < idle.length) setImmediate(() => this.closeIdle(idle, end));
+    });
+    return idle.length;
   }
 
   private scheduleSweep(): void {
@@ -265,7 +260,8 @@ export class UdpProxy {
   /**
    * listeners.pcoipUdp.maxQueueDelay: sizes the listener's and every flow's receive buffer to
    * its rate over the last `intervalMs` × the budget (queue-budget.ts); with no budget, back to
-   * recvBufferSize. A setsockopt only when a size moves past the hysteresis band.
+   * recvBufferSize. A setsockopt only when a size moves past the hysteresis band. Flows are
+   * visited BUDGET_SLICE per event-loop turn (3000 flows took 0.37 ms; maxFlows is 100 000).
    */
   applyQueueBudget(intervalMs: number): void {
     const cap = this.options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES;
@@ -286,16 +282,16 @@ export class UdpProxy {
     };
     let packetsIn = 0;
     let bytesIn = 0;
-    for (const flow of this.flows.values()) {
+    const visit = (flow: UdpFlow) => {
       // The listener's rate is the sum of what every flow received from its client.
       packetsIn += flow.packetsIn - flow.recvBuffer.in.packets;
       bytesIn += flow.bytesIn - flow.recvBuffer.in.bytes;
       flow.recvBuffer.in.packets = flow.packetsIn;
       flow.recvBuffer.in.bytes = flow.bytesIn;
-      if (flow.pending === undefined) resize(flow.upstream, flow.recvBuffer.out, flow.packetsOut, flow.bytesOut);
-    }
+      if (flow.pending === undefined && !flow.closed) resize(flow.upstream, flow.recvBuffer.out, flow.packetsOut, flow.bytesOut);
+    };
     const listener = this.listenerBuffer;
-    resize(this.socket, listener, listener.packets + packetsIn, listener.bytes + bytesIn);
+    inSlices([...this.flows.values()], BUDGET_SLICE, visit, () => resize(this.socket, listener, listener.packets + packetsIn, listener.bytes + bytesIn));
   }
 
   /** The per-datagram path: one table lookup, counters, one send. No string building, no clock. */
