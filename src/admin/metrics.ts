@@ -114,7 +114,7 @@ export function createMetrics(app: App): Registry {
     }
   });
 
-  registerRuntimeMetrics(registry, app);
   collectDefaultMetrics({ register: registry });
+  registerRuntimeMetrics(registry, app);
   return registry;
 }

@@ -13,10 +13,19 @@
  *   the pcoipUdp listener's address (every worker's, with SO_REUSEPORT) and the sockets connected
  *   to a Connector's pcoip port (one per flow). These are matched by address, so they include any
  *   other process of this host with sockets to the same Connector ports — normally none.
+ *
+ * It also takes the blocking parts out of prom-client's default metrics (so it must be
+ * registered after collectDefaultMetrics): in single-process mode a scrape runs on the data
+ * path's event loop, and with 3000 UDP flows `process_open_fds` (a synchronous readdir of
+ * /proc/self/fd) and the four `nodejs_active_handles*`/`nodejs_active_resources*` (a list of
+ * every handle, grouped by type) held it 8.5 ms per scrape (best of 10), ~28 ms at 10 k flows.
+ * process_open_fds is read asynchronously instead; the handle lists are dropped
+ * (pcoip_lb_flows_active and pcoip_lb_udp_sockets count what they would show).
  */
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { readFileSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { Registry } from 'prom-client';
 import type { App } from '../app.ts';
 import { LOOP_DELAY_BUCKETS_S, processLoopMonitor, type LoopSnapshot } from '../util/event-loop-monitor.ts';
@@ -62,7 +71,22 @@ function queueLimitBytes(asked: number): number {
   return 2 * Math.min(asked, max);
 }
 
+/** prom-client default metrics that list every handle on the event loop at each scrape. */
+const HANDLE_LISTS = ['nodejs_active_handles', 'nodejs_active_handles_total', 'nodejs_active_resources', 'nodejs_active_resources_total'];
+
+function keepDefaultMetricsOffTheLoop(registry: Registry): void {
+  for (const name of HANDLE_LISTS) registry.removeSingleMetric(name);
+  if (!registry.getSingleMetric('process_open_fds')) return; // not Linux
+  registry.removeSingleMetric('process_open_fds');
+  custom(registry, 'process_open_fds', 'gauge', 'Number of open file descriptors.', async () => {
+    const fds = await readdir('/proc/self/fd').catch(() => undefined);
+    // Minus the descriptor readdir itself held open.
+    return fds ? [{ labels: {}, value: fds.length - 1 }] : [];
+  });
+}
+
 export function registerRuntimeMetrics(registry: Registry, app: App): void {
+  keepDefaultMetricsOffTheLoop(registry);
   const board = () => workerRuntimes.get(app);
   // Single-process mode: this process is the data plane; start measuring now, not at the first scrape.
   if (!board()) processLoopMonitor();
