@@ -3,6 +3,7 @@
  *
  *   npm run bench:sessions -- --users 200 [--bitrate 500k] [--duration 10s] [--connectors 3]
  *   npm run bench:sessions -- --target demo --users 50          (against a running `npm start`)
+ *   npm run bench:sessions -- --workers 2 --tls terminate        (multi-core, terminating broker)
  *
  * By default it starts simulated Connectors on 127.0.1.x (in this process) and pcoip-lb (the
  * App, all listeners on 127.0.0.1 port 0, in a child process), runs the load generator, prints
@@ -10,7 +11,10 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { cpus } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateCertificate } from '../src/sim/certs.ts';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseDuration } from '../src/util/duration.ts';
@@ -54,6 +58,8 @@ const args = await yargs(hideBin(process.argv))
   .option('pcoip-udp', { type: 'string', describe: 'with --target: 4172 UDP address when it differs from --pcoip' })
   .option('direct', { type: 'boolean', default: false, describe: 'no proxy: user i talks straight to Connector i mod N (a baseline for the generator itself)' })
   .option('proxy-log-level', { type: 'string', default: 'warn', describe: 'log level of the pcoip-lb child' })
+  .option('workers', { type: 'string', default: '1', describe: 'pcoip-lb workers (self-hosted mode): a number or "auto"' })
+  .option('tls', { type: 'string', choices: ['passthrough', 'terminate'], default: 'passthrough', describe: 'broker listener TLS mode (self-hosted mode); terminate uses a throwaway self-signed certificate' })
   .strict()
   .help()
   .parseAsync();
@@ -63,6 +69,7 @@ const durationMs = parseDuration(args.duration);
 if (durationMs === undefined) throw new Error(`--duration: "${args.duration}" is not a duration (e.g. 10s, 500ms)`);
 
 let sims: SimConnector[] = [];
+let certDir: string | undefined;
 let proxy: ChildProcess | undefined;
 let target: SessionTarget | ((userIndex: number) => SessionTarget);
 
@@ -78,11 +85,21 @@ if (args.target !== undefined) {
 } else {
   sims = await startSimPool(simSpecs(args.connectors));
   proxy = fork(new URL('./lib/sessions-proxy-process.ts', import.meta.url), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const workers = args.workers === 'auto' ? 'auto' : Number(args.workers);
+  let brokerTls: Record<string, unknown> = {};
+  if (args.tls === 'terminate') {
+    certDir = mkdtempSync(join(tmpdir(), 'bench-sessions-'));
+    const cert = await generateCertificate('bench.pcoip-lb.invalid', ['127.0.0.1']);
+    writeFileSync(join(certDir, 'proxy.crt'), cert.cert);
+    writeFileSync(join(certDir, 'proxy.key'), cert.key);
+    brokerTls = { tls: { mode: 'terminate', certificates: [{ cert: join(certDir, 'proxy.crt'), key: join(certDir, 'proxy.key') }], upstream: { insecure: true } } };
+  }
   proxy.send({
     type: 'start',
     logLevel: args.proxyLogLevel,
     config: {
-      listeners: { broker: { bind: '127.0.0.1:0' }, pcoipTcp: { bind: '127.0.0.1:0' }, pcoipUdp: { bind: '127.0.0.1:0' } },
+      workers,
+      listeners: { broker: { bind: '127.0.0.1:0', ...brokerTls }, pcoipTcp: { bind: '127.0.0.1:0' }, pcoipUdp: { bind: '127.0.0.1:0' } },
       connectors: sims.map((s) => s.connectorConfig()),
       // Health checks run against the simulators as in production; no admin server (its default
       // port could clash with a running demo).
@@ -96,7 +113,7 @@ if (args.target !== undefined) {
 }
 
 const where = proxy
-  ? `pcoip-lb (child process) in front of ${sims.length} simulated Connectors`
+  ? `pcoip-lb (child process, workers: ${args.workers}, broker TLS ${args.tls}) in front of ${sims.length} simulated Connectors`
   : args.direct
     ? `no proxy, straight to ${sims.length} simulated Connectors`
     : `the pcoip-lb at ${args.target === 'demo' ? `${DEMO_BROKER.host}:${DEMO_BROKER.port} (the demo)` : args.target}`;
@@ -119,9 +136,12 @@ const report = await runLoad({
 let proxyUsage = '';
 if (proxy) {
   proxy.send({ type: 'stop' });
-  const [stopped] = (await once(proxy, 'message')) as [{ cpuUserUs: number; cpuSystemUs: number; maxRssBytes: number }];
-  proxyUsage = `pcoip-lb process: CPU ${((stopped.cpuUserUs + stopped.cpuSystemUs) / 1e6).toFixed(2)} s (user ${(stopped.cpuUserUs / 1e6).toFixed(2)}, system ${(stopped.cpuSystemUs / 1e6).toFixed(2)}), max RSS ${(stopped.maxRssBytes / 2 ** 20).toFixed(0)} MiB`;
+  const [stopped] = (await once(proxy, 'message')) as [{ cpuUserUs: number; cpuSystemUs: number; treeCpuSeconds: number; maxRssBytes: number }];
+  proxyUsage =
+    `pcoip-lb process: CPU ${((stopped.cpuUserUs + stopped.cpuSystemUs) / 1e6).toFixed(2)} s (user ${(stopped.cpuUserUs / 1e6).toFixed(2)}, system ${(stopped.cpuSystemUs / 1e6).toFixed(2)}), max RSS ${(stopped.maxRssBytes / 2 ** 20).toFixed(0)} MiB` +
+    (args.workers === '1' ? '' : `; with its workers: CPU ${stopped.treeCpuSeconds.toFixed(2)} s`);
 }
+if (certDir) rmSync(certDir, { recursive: true, force: true });
 await Promise.all(sims.map((s) => s.stop()));
 
 const cpu = cpus();

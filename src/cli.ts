@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { loadConfigFile } from './config/load.ts';
+import type { Config } from './config/schema.ts';
 import { ErrorCodes, PlbError, isPlbError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { App } from './app.ts';
@@ -23,7 +24,22 @@ import { startSimulation } from './sim/simulate.ts';
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/**
+ * `start` logs JSON lines on stdout. When stdout is not a terminal (a service manager, a
+ * container runtime, a log collector), an error that ends it is one more such line there —
+ * pino's shape, level fatal — and nothing goes to stderr, so the stream stays parseable.
+ * Everything else (other commands, a terminal) gets the human line on stderr.
+ */
 function printError(err: unknown): void {
+  const args = hideBin(process.argv);
+  const command = args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--log-level');
+  if (command === 'start' && !process.stdout.isTTY) {
+    const fields = isPlbError(err)
+      ? { code: err.code, ...(err.details.length > 0 ? { details: err.details } : {}), msg: err.message }
+      : { err: err instanceof Error ? { type: err.name, message: err.message, stack: err.stack } : { message: String(err) }, msg: err instanceof Error ? err.message : String(err) };
+    process.stdout.write(`${JSON.stringify({ level: 60, time: new Date().toISOString(), app: 'pcoip-lb', ...fields })}\n`);
+    return;
+  }
   if (isPlbError(err)) {
     process.stderr.write(`error ${err.code}: ${err.message}\n`);
     for (const line of err.details) process.stderr.write(`  ${line}\n`);
@@ -61,25 +77,24 @@ function stateCommand(action: 'enable' | 'maint', describe: string) {
 
 async function runStart(configPath: string, logLevel: string | undefined): Promise<void> {
   const config = loadConfigFile(configPath);
-  const level = (logLevel ?? config.logging.level) as (typeof LOG_LEVELS)[number];
-  const logger = createLogger(level);
+  // --log-level outranks the file everywhere: in this process, in every worker, on reload.
+  if (logLevel) config.logging.level = logLevel as Config['logging']['level'];
+  const logger = createLogger(config.logging.level);
   const workers = resolveWorkers(config);
   // workers: 1 is the single-process path; more runs a primary (this process) and N workers.
-  const supervisor = workers.count > 1 ? new Supervisor(config, logger, workers.count, (err) => fatal(err)) : undefined;
-  const app = supervisor?.app ?? new App(config, logger);
-  const running: Running = supervisor ?? app;
+  const running: Running = workers.count > 1 ? new Supervisor(config, logger, workers.count, (err) => fatal(err)) : new App(config, logger);
   const fatal = (err: Error) => {
     logger.fatal({ err }, 'fatal: shutting down');
     void running.stop(0).finally(() => exitAfterFlush(logger, 1));
   };
-  if (supervisor) logger.info({ workers: workers.count, why: workers.why }, `starting ${workers.count} worker processes`);
+  if (workers.count > 1) logger.info({ workers: workers.count, why: workers.why }, `starting ${workers.count} worker processes`);
   // Installed before binding: SIGHUP's default action would kill a process still starting.
   let ready = false;
-  app.setReloadSource(() => reloadFromFile(running, configPath, logger, logLevel));
+  running.setReloadSource(() => reloadFromFile(running, configPath, logger, logLevel));
   process.on('SIGHUP', () => {
     if (!ready) return void logger.warn({ signal: 'SIGHUP' }, 'reload ignored: still starting');
     logger.info({ signal: 'SIGHUP', file: configPath }, 'reloading config');
-    app.requestReload();
+    running.requestReload();
   });
   if (config.pidFile) {
     // Written before binding (a reload that comes early is ignored, see above) and removed on any exit.
@@ -93,7 +108,7 @@ async function runStart(configPath: string, logLevel: string | undefined): Promi
 }
 
 /** What the signal handlers and reload need of the single-process App or the multi-core Supervisor. */
-type Running = Pick<App, 'currentConfig' | 'activeFlows' | 'stop' | 'stats' | 'start' | 'reload'>;
+type Running = Pick<App, 'currentConfig' | 'activeFlows' | 'stop' | 'stats' | 'start' | 'reload' | 'setReloadSource' | 'requestReload'>;
 
 /** pino writes asynchronously; flush so the last lines (the flows closed at shutdown) are not lost. */
 function exitAfterFlush(logger: Logger, code: number): void {

@@ -34,6 +34,8 @@ export const ErrorCodes = {
   UNKNOWN_CONNECTOR: 'PLB_E_UNKNOWN_CONNECTOR',
   DRAIN_TIMEOUT: 'PLB_E_DRAIN_TIMEOUT',
   HEALTH_TLS_CA: 'PLB_E_HEALTH_TLS_CA',
+  /** pcoip-lb itself ran out of file descriptors (EMFILE/ENFILE) or socket buffers (ENOBUFS): its own limit, never a Connector's fault. */
+  FD_EXHAUSTED: 'PLB_E_FD_EXHAUSTED',
   /** A command-line argument that parsed but makes no sense (an unknown id, a count out of range, a bad duration). */
   USAGE: 'PLB_E_USAGE',
 } as const;

@@ -1,7 +1,7 @@
 import type { AdminConfig } from '../config/schema.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import { formatHostPort } from '../util/address.ts';
-import { formatDuration } from '../util/duration.ts';
+import { formatDuration, humanDuration } from '../util/duration.ts';
 import { AdminClient } from './client.ts';
 import type { ConnectorStatus, PoolStatus } from './status.ts';
 import { resolveAdminToken } from './token.ts';
@@ -83,20 +83,35 @@ export async function waitForDrain(client: AdminClient, out: NodeJS.WritableStre
 }
 
 export function formatStatus(s: PoolStatus): string {
-  const header = `pcoip-lb ${s.version} · up ${s.uptimeSeconds} s · ${s.clients} client(s) · ${s.activeFlows} flow(s) · ${s.connectorsTakingNewClients}/${s.connectors.length} Connector(s) take new clients\n`;
+  const header =
+    `pcoip-lb ${s.version} · up ${humanDuration(s.uptimeSeconds * 1000)} · ${s.liveClients} live session(s), ${s.clients} pinned client(s) · ${s.activeFlows} flow(s) · ` +
+    `${s.connectorsTakingNewClients}/${s.connectors.length} Connector(s) take new clients${s.connectorsTakingNewClients === 0 ? ' — OUTAGE: new clients are refused' : ''}\n`;
   const rows = [
-    ['CONNECTOR', 'ADDRESS', 'HEALTH', 'STATE', 'CLIENTS', 'FLOWS 443/TCP/UDP', 'IN', 'OUT', 'CHECK', 'REASON'],
+    ['CONNECTOR', 'ADDRESS', 'HEALTH', 'STATE', 'LIVE/PINNED', 'FLOWS 443/TCP/UDP', 'IN', 'OUT', 'CHECK', 'REASON'],
     ...s.connectors.map((c) => [
       c.id,
       c.address,
       c.health,
       c.state === 'drain' ? (c.drained ? 'drain (drained)' : 'drain') : c.state,
-      String(c.pinnedClients),
+      `${c.liveClients}/${c.pinnedClients}`,
       `${c.activeFlows} (${c.flows.broker.active}/${c.flows.pcoipTcp.active}/${c.flows.pcoipUdp.active})`,
       formatBytes(c.bytesIn),
       formatBytes(c.bytesOut),
       c.lastCheck ? `${c.lastCheck.ok ? 'pass' : 'fail'} ${Math.max(0, ...Object.values(c.lastCheck.latencyMs)).toFixed(0)} ms` : '-',
       c.healthReason,
+    ]),
+    // Removed by a reload, flows still open (they run until they end).
+    ...s.removedConnectors.map((c) => [
+      c.id,
+      '-',
+      '-',
+      'removed',
+      '-',
+      `${c.activeFlows} (${c.flows.broker.active}/${c.flows.pcoipTcp.active}/${c.flows.pcoipUdp.active})`,
+      formatBytes(c.bytesIn),
+      formatBytes(c.bytesOut),
+      '-',
+      'removed from the config; flows run until they end',
     ]),
   ];
   const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));

@@ -5,20 +5,21 @@
  * measurements that chose these). Registered from metrics.ts by registerRuntimeMetrics().
  *
  * Where the numbers come from:
- * - event loop: the process's own EventLoopMonitor in single-process mode (series worker="0");
- *   in multi-core mode each worker's, sent with its stats over IPC (workerRuntime(app), filled
- *   by the primary), one series per worker index. The primary's own loop is not the data path
- *   (Node's nodejs_eventloop_lag_* describe it).
+ * - event loop: this process's EventLoopMonitor in single-process mode (series worker="0");
+ *   in multi-core mode each worker's, sent with its stats over IPC (WorkerProcessView.eventLoop),
+ *   one series per worker. The primary's own loop is not the data path (Node's
+ *   nodejs_eventloop_lag_* describe it).
  * - UDP queues: /proc/net/udp and /proc/net/udp6 (Linux), read when scraped: the sockets bound to
  *   the pcoipUdp listener's address (every worker's, with SO_REUSEPORT) and the sockets connected
  *   to a Connector's pcoip port (one per flow). These are matched by address, so they include any
- *   other process of this host with sockets to the same Connector ports — normally none.
+ *   other process of this host with sockets to the same Connector ports — normally none. (The
+ *   experimental rewriteTarget listeners are not included.)
  *
- * It also takes the blocking parts out of prom-client's default metrics (so it must be
- * registered after collectDefaultMetrics): in single-process mode a scrape runs on the data
- * path's event loop, and with 3000 UDP flows `process_open_fds` (a synchronous readdir of
- * /proc/self/fd) and the four `nodejs_active_handles*`/`nodejs_active_resources*` (a list of
- * every handle, grouped by type) held it 8.5 ms per scrape (best of 10), ~28 ms at 10 k flows.
+ * It also takes the blocking parts out of prom-client's default metrics (so it is registered
+ * after collectDefaultMetrics): in single-process mode a scrape runs on the data path's event
+ * loop, and with 3000 UDP flows `process_open_fds` (a synchronous readdir of /proc/self/fd) and
+ * `nodejs_active_handles`/`nodejs_active_resources` (a list of every handle, grouped by type)
+ * held it for most of the 10.4 ms a scrape took (best of 10), ~3× that at 10 k flows.
  * process_open_fds is read asynchronously instead; the handle lists are dropped
  * (pcoip_lb_flows_active and pcoip_lb_udp_sockets count what they would show).
  */
@@ -26,30 +27,10 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
-import { Registry } from 'prom-client';
-import type { App } from '../app.ts';
+import type { Registry } from 'prom-client';
+import type { AdminView } from './view.ts';
 import { LOOP_DELAY_BUCKETS_S, processLoopMonitor, type LoopSnapshot } from '../util/event-loop-monitor.ts';
 import { canonicalAddress, readUdpSockets, type UdpSocketRow } from '../util/proc-net-udp.ts';
-
-/** Multi-core: what the primary knows of its workers' runtime (the Supervisor fills it). */
-export interface WorkerRuntime {
-  /** Latest event-loop snapshot per worker index. */
-  loops: Map<number, LoopSnapshot>;
-  /** The UDP port the workers bound (the config may say 0). */
-  udpPort: number | undefined;
-}
-
-const workerRuntimes = new WeakMap<App, WorkerRuntime>();
-
-/** The board of a multi-core primary's App; creating it marks the App as not being the data plane itself. */
-export function workerRuntime(app: App): WorkerRuntime {
-  let board = workerRuntimes.get(app);
-  if (!board) {
-    board = { loops: new Map(), udpPort: undefined };
-    workerRuntimes.set(app, board);
-  }
-  return board;
-}
 
 type SocketKind = 'listener' | 'flows';
 type Sample = { labels: Record<string, string | number>; value: number; metricName?: string };
@@ -85,15 +66,14 @@ function keepDefaultMetricsOffTheLoop(registry: Registry): void {
   });
 }
 
-export function registerRuntimeMetrics(registry: Registry, app: App): void {
+export function registerRuntimeMetrics(registry: Registry, app: AdminView): void {
   keepDefaultMetricsOffTheLoop(registry);
-  const board = () => workerRuntimes.get(app);
+  const workers = app.workerProcesses?.bind(app);
   // Single-process mode: this process is the data plane; start measuring now, not at the first scrape.
-  if (!board()) processLoopMonitor();
+  if (!workers) processLoopMonitor();
   const loops = (): Array<[string, LoopSnapshot]> => {
-    const b = board();
-    if (b) return [...b.loops].sort(([a], [z]) => a - z).map(([i, s]) => [String(i), s]);
-    return [['0', processLoopMonitor().snapshot()]];
+    if (!workers) return [['0', processLoopMonitor().snapshot()]];
+    return workers().flatMap((w): Array<[string, LoopSnapshot]> => (w.up && w.eventLoop ? [[String(w.index), w.eventLoop]] : []));
   };
   // Several loop metrics are read per scrape: take one snapshot per scrape, not one per metric.
   let cached: { at: number; value: Array<[string, LoopSnapshot]> } | undefined;
@@ -136,14 +116,6 @@ export function registerRuntimeMetrics(registry: Registry, app: App): void {
     'Longest event-loop stall over the last ~10 s, by worker: datagrams queued behind it were delayed this much (or dropped if the receive queue filled)',
     () => loopsNow().map(([worker, s]) => ({ labels: { worker }, value: s.maxSeconds })),
   );
-  custom(
-    registry,
-    'pcoip_lb_event_loop_utilization',
-    'gauge',
-    'Share of the time each data-plane event loop was busy (since its previous report), by worker. Near 1 the worker cannot keep up: receive queues grow, then drop',
-    () => loopsNow().map(([worker, s]) => ({ labels: { worker }, value: s.utilization })),
-  );
-
   // ------------------------------------------------------------ UDP receive queues
   /** Drops of sockets that closed since, so the counter never goes down when a flow ends. */
   const retiredDrops: Record<SocketKind, number> = { listener: 0, flows: 0 };
@@ -153,10 +125,8 @@ export function registerRuntimeMetrics(registry: Registry, app: App): void {
   const listenerEndpoints = (): Array<{ address: string; port: number }> => {
     const udp = app.currentConfig.listeners.pcoipUdp;
     const out: Array<{ address: string; port: number }> = [];
-    const port = board()?.udpPort ?? app.listenerAddresses.pcoipUdp?.port ?? udp?.bind.port;
+    const port = app.listenerAddresses.pcoipUdp?.port ?? udp?.bind.port;
     if (udp && port) out.push({ address: canonicalAddress(udp.bind.host), port });
-    const rewrite = app.currentConfig.listeners.broker?.rewriteTarget;
-    if (rewrite?.enabled) for (const p of Object.values(app.directPorts)) out.push({ address: canonicalAddress(rewrite.bindAddress), port: p });
     return out;
   };
   const connectorEndpoints = async (): Promise<Array<{ address: string; port: number }>> => {

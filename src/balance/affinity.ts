@@ -4,6 +4,8 @@
  * 4172/TCP and 4172/UDP flows together. Pure: time comes in as an argument.
  *
  * A record lives while its client has flows, and for `ttlMs` after the last one ends.
+ * Only the Placer writes this table (pins through decide/learn/applyRemote, flow counts through
+ * leases); everything else reads it through the Placer.
  */
 export type PlacementReason = 'placed' | 'repinned' | 'learned';
 
@@ -60,18 +62,20 @@ export class AffinityTable {
     return entry;
   }
 
-  flowOpened(clientKey: string, now: number): void {
+  /** `n` more (or, negative, fewer) open flows for a client; never below 0. Refreshes lastSeen. */
+  addFlows(clientKey: string, n: number, now: number): void {
     const entry = this.entries.get(clientKey);
     if (!entry) return;
-    entry.flows++;
+    entry.flows = Math.max(0, entry.flows + n);
     entry.lastSeen = now;
   }
 
+  flowOpened(clientKey: string, now: number): void {
+    this.addFlows(clientKey, 1, now);
+  }
+
   flowClosed(clientKey: string, now: number): void {
-    const entry = this.entries.get(clientKey);
-    if (!entry) return;
-    entry.flows = Math.max(0, entry.flows - 1);
-    entry.lastSeen = now;
+    this.addFlows(clientKey, -1, now);
   }
 
   /** Removes a client's entry whatever its flows (used when its Connector leaves the config). */
@@ -79,13 +83,13 @@ export class AffinityTable {
     return this.entries.delete(clientKey);
   }
 
-  /** Removes every entry pinned to a Connector (it left the config); returns how many. */
-  deleteConnector(connectorId: string): number {
-    let removed = 0;
+  /** Removes every entry pinned to a Connector (it left the config); returns their keys. */
+  deleteConnector(connectorId: string): string[] {
+    const removed: string[] = [];
     for (const [key, entry] of this.entries) {
       if (entry.connectorId === connectorId) {
         this.entries.delete(key);
-        removed++;
+        removed.push(key);
       }
     }
     return removed;

@@ -1,4 +1,5 @@
 import { hash32 } from './hash.ts';
+import type { AllocationRecord, LookupQuery, SessionRecord } from '../state/changes.ts';
 
 /**
  * What the terminating broker listener learns from the broker exchange, for routing:
@@ -39,6 +40,7 @@ export interface Allocation {
   readonly port: number | undefined;
   readonly learnedAt: number;
   readonly tagExpiresAt: number;
+  readonly tagFingerprint: string;
   /** A 4172 flow matched this allocation: the tag has been used. */
   claimed: boolean;
   flows: number;
@@ -73,6 +75,7 @@ export class SessionTable {
   /** Fingerprints of connect tags seen, with when they stop mattering (a tag is single-use). */
   private readonly tagsSeen = new Map<string, number>();
   private options: Required<SessionTableOptions>;
+  private readonly learnListeners: Array<(record: SessionRecord, origin: 'local' | 'remote') => void> = [];
 
   constructor(options: SessionTableOptions) {
     this.options = { tagLifetimeMs: CONNECT_TAG_LIFETIME_MS, ...options };
@@ -83,11 +86,11 @@ export class SessionTable {
   }
 
   learnCookie(value: string, connectorId: string, now: number): void {
-    this.learnKeyed(this.cookies, value, connectorId, now);
+    if (this.learnKeyed(this.cookies, value, connectorId, now)) this.emit({ kind: 'cookie', key: value, connectorId, at: now });
   }
 
   learnLogId(value: string, connectorId: string, now: number): void {
-    this.learnKeyed(this.logIds, value, connectorId, now);
+    if (this.learnKeyed(this.logIds, value, connectorId, now)) this.emit({ kind: 'log-id', key: value, connectorId, at: now });
   }
 
   /** The Connector that issued this session cookie, refreshing its lifetime; undefined if unknown or expired. */
@@ -108,28 +111,48 @@ export class SessionTable {
     const fingerprint = tagFingerprint(input.connectTag);
     const seenUntil = this.tagsSeen.get(fingerprint);
     if (seenUntil !== undefined && seenUntil > now) return { ok: false, reason: 'reused-tag' };
-    this.tagsSeen.set(fingerprint, now + this.options.tagLifetimeMs);
-    this.bound(this.tagsSeen);
-    const allocation: Allocation = {
-      sni: input.sni,
+    const record: AllocationRecord = {
+      kind: 'allocation',
+      sni: input.sni ?? '',
       connectorId: input.connectorId,
       clientAddress: input.clientAddress,
       sessionIdHint: input.sessionId ? redact(input.sessionId) : '',
       ipAddress: input.ipAddress,
       port: input.port,
+      tagFingerprint: fingerprint,
       learnedAt: now,
       tagExpiresAt: now + this.options.tagLifetimeMs,
+    };
+    const { allocation, replaced } = this.storeAllocation(record);
+    this.emit(record);
+    return { ok: true, allocation, replaced };
+  }
+
+  /** Records an allocation (learned here or replicated) and its tag; returns it and whether it replaced one. */
+  private storeAllocation(record: AllocationRecord): { allocation: Allocation; replaced: boolean } {
+    this.tagsSeen.set(record.tagFingerprint, record.tagExpiresAt);
+    this.bound(this.tagsSeen);
+    const allocation: Allocation = {
+      sni: record.sni === '' ? undefined : record.sni,
+      connectorId: record.connectorId,
+      clientAddress: record.clientAddress,
+      sessionIdHint: record.sessionIdHint,
+      ipAddress: record.ipAddress,
+      port: record.port,
+      learnedAt: record.learnedAt,
+      tagExpiresAt: record.tagExpiresAt,
+      tagFingerprint: record.tagFingerprint,
       claimed: false,
       flows: 0,
-      lastSeen: now,
+      lastSeen: record.learnedAt,
     };
     let replaced = false;
-    if (input.sni) {
-      replaced = this.allocations.delete(input.sni);
-      this.allocations.set(input.sni, allocation);
+    if (allocation.sni) {
+      replaced = this.allocations.delete(allocation.sni);
+      this.allocations.set(allocation.sni, allocation);
       this.bound(this.allocations);
     }
-    return { ok: true, allocation, replaced };
+    return { allocation, replaced };
   }
 
   /**
@@ -147,9 +170,11 @@ export class SessionTable {
   }
 
   flowOpened(allocation: Allocation, now: number): void {
+    const first = !allocation.claimed;
     allocation.claimed = true;
     allocation.flows++;
     allocation.lastSeen = now;
+    if (first && allocation.sni) this.emit({ kind: 'allocation-claimed', sni: allocation.sni, at: now });
   }
 
   flowClosed(allocation: Allocation, now: number): void {
@@ -209,15 +234,87 @@ export class SessionTable {
     return a.flows === 0 && now - a.lastSeen > this.options.ttlMs;
   }
 
-  private learnKeyed(map: Map<string, KeyedEntry>, key: string, connectorId: string, now: number): void {
+  /** Returns true when the key is new or now points elsewhere (a change worth replicating). */
+  private learnKeyed(map: Map<string, KeyedEntry>, key: string, connectorId: string, now: number): boolean {
     const existing = map.get(key);
     if (existing && existing.connectorId === connectorId) {
       existing.lastSeen = now;
-      return;
+      return false;
     }
     map.delete(key);
     map.set(key, { connectorId, learnedAt: now, lastSeen: now });
     this.bound(map);
+    return true;
+  }
+
+  // ---- replication (docs/state.md): this table is the one owner of learned sessions -------------
+
+  /**
+   * Calls `listener` with every record stored: learned here (`local`), or applied from another
+   * process (`apply`'s origin). A record that changed nothing (already known) is not announced.
+   */
+  onLearn(listener: (record: SessionRecord, origin: 'local' | 'remote') => void): void {
+    this.learnListeners.push(listener);
+  }
+
+  /**
+   * A session learned in another process. `origin` 'local': this process owns it for its
+   * instance (the primary applying what its workers learned: its own replica must hear of it);
+   * 'remote': it came from a replica and is not published again.
+   */
+  apply(record: SessionRecord, now: number, origin: 'local' | 'remote'): void {
+    if (this.store(record, now)) this.emit(record, origin);
+  }
+
+  /** Stores a replicated record; false when it changed nothing (already known, or too late to use). */
+  private store(record: SessionRecord, now: number): boolean {
+    switch (record.kind) {
+      case 'cookie':
+      case 'log-id':
+        return this.learnKeyed(record.kind === 'cookie' ? this.cookies : this.logIds, record.key, record.connectorId, now);
+      case 'allocation':
+        // A record that arrives after its tag expired can no longer be used.
+        if (record.tagExpiresAt <= now || this.tagsSeen.get(record.tagFingerprint) === record.tagExpiresAt) return false;
+        this.storeAllocation(record);
+        return true;
+      case 'allocation-claimed': {
+        const a = this.allocations.get(record.sni);
+        if (!a || a.claimed) return false;
+        a.claimed = true;
+        a.lastSeen = now;
+        return true;
+      }
+    }
+  }
+
+  /** Everything live, as records: what a new replica (a worker forked later) starts from. */
+  records(now: number): SessionRecord[] {
+    const out: SessionRecord[] = [];
+    const live = (e: KeyedEntry) => now - e.lastSeen <= this.options.ttlMs;
+    for (const [key, e] of this.cookies) if (live(e)) out.push({ kind: 'cookie', key, connectorId: e.connectorId, at: e.learnedAt });
+    for (const [key, e] of this.logIds) if (live(e)) out.push({ kind: 'log-id', key, connectorId: e.connectorId, at: e.learnedAt });
+    for (const a of this.allocations.values()) {
+      if (this.isExpired(a, now) || !a.sni) continue;
+      out.push(allocationRecord(a));
+      if (a.claimed) out.push({ kind: 'allocation-claimed', sni: a.sni, at: a.lastSeen });
+    }
+    return out;
+  }
+
+  /** What this table knows for a replica's look-up (undefined: nothing live). */
+  lookup(query: Exclude<LookupQuery, { kind: 'pin' }>, now: number): SessionRecord | undefined {
+    if (query.kind === 'allocation') {
+      const a = this.allocations.get(query.sni);
+      return a && !this.isExpired(a, now) ? allocationRecord(a) : undefined;
+    }
+    const map = query.kind === 'cookie' ? this.cookies : this.logIds;
+    const e = map.get(query.key);
+    if (!e || now - e.lastSeen > this.options.ttlMs) return undefined;
+    return { kind: query.kind, key: query.key, connectorId: e.connectorId, at: e.learnedAt };
+  }
+
+  private emit(record: SessionRecord, origin: 'local' | 'remote' = 'local'): void {
+    for (const l of this.learnListeners) l(record, origin);
   }
 
   private lookupKeyed(map: Map<string, KeyedEntry>, key: string, now: number): string | undefined {
@@ -256,6 +353,21 @@ export interface SessionsDescription {
   counts: { cookies: number; logIds: number; allocations: number };
   perConnector: Record<string, { cookies: number; logIds: number; allocations: number }>;
   allocations: AllocationDescription[];
+}
+
+function allocationRecord(a: Allocation): AllocationRecord {
+  return {
+    kind: 'allocation',
+    sni: a.sni ?? '',
+    connectorId: a.connectorId,
+    clientAddress: a.clientAddress,
+    sessionIdHint: a.sessionIdHint,
+    ipAddress: a.ipAddress,
+    port: a.port,
+    tagFingerprint: a.tagFingerprint,
+    learnedAt: a.learnedAt,
+    tagExpiresAt: a.tagExpiresAt,
+  };
 }
 
 /** Two independent 32-bit hashes: enough to tell tags apart without keeping the tag itself. */

@@ -1,144 +1,173 @@
 import type { AddressInfo } from 'node:net';
-import { App } from '../app.ts';
-import { createLogger } from '../logger.ts';
-import type { Logger } from '../logger.ts';
-import { SyncedAffinityTable } from './synced-affinity.ts';
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import { createLogger, type Logger } from '../logger.ts';
+import type { Config } from '../config/schema.ts';
+import { applyReload } from '../apply-reload.ts';
+import { ProcessState } from '../state/process-state.ts';
+import { StateSync } from '../state/sync.ts';
+import { DataPlane } from '../data-plane.ts';
+import { IpcReplica } from './ipc-replica.ts';
+import type { ConnectorHealthState, FromWorker, ToWorker, WorkerProcessSample } from './protocol.ts';
+import { OpenFdSampler } from '../util/open-fds.ts';
+import { readFdLimits } from '../control/fd-limit.ts';
 import { processLoopMonitor } from '../util/event-loop-monitor.ts';
-import type { FromWorker, PinMessage, ToWorker } from './protocol.ts';
 
-/** How often flow opens/closes are sent to the primary (its TTL accounting), and counters. */
-const FLOW_BATCH_MS = 100;
+/** How often lease deltas go to the primary (its TTL accounting), and counters. */
+const LEASE_FLUSH_MS = 100;
 const STATS_EVERY_MS = 1000;
-/** A worker never waits longer than this for the primary's affinity answer; it then decides alone. */
-const LOOKUP_TIMEOUT_MS = 1000;
 
 /**
- * A multi-core worker process: the data listeners (SO_REUSEPORT) of an App in 'worker' role,
- * kept in step with the primary over IPC. Signals are ignored here: the primary coordinates
- * shutdown and reload (a SIGINT from a terminal reaches the whole process group).
+ * A multi-core worker process: a data plane (the listeners, SO_REUSEPORT) over state owners
+ * that mirror the primary's: the pool (health and operator state, pushed by the primary), and
+ * pins and learned sessions (a StateSync whose replica is the primary, over IPC). Signals are
+ * ignored: the primary coordinates shutdown and reload (a terminal's Ctrl-C reaches the whole
+ * process group).
  */
+class Worker {
+  private readonly logger: Logger;
+  private config: Config;
+  private readonly state: ProcessState;
+  private readonly replica: IpcReplica;
+  private readonly sync: StateSync;
+  private readonly data: DataPlane;
+  private readonly send: (msg: FromWorker) => void;
+  private statsTimer: NodeJS.Timeout | undefined;
+  private lastElu: EventLoopUtilization = performance.eventLoopUtilization();
+  /** The data path's descriptors (the workers hold them, not the primary): for fd-usage alerts. */
+  private readonly fds = new OpenFdSampler();
+  private stopping = false;
+
+  constructor(msg: Extract<ToWorker, { type: 'init' }>, send: (msg: FromWorker) => void) {
+    this.config = msg.config;
+    this.send = send;
+    this.logger = createLogger(msg.config.logging.level).child({ worker: msg.index });
+    this.state = new ProcessState(msg.config);
+    this.applyPool(msg.pool);
+    this.replica = new IpcReplica(send, this.logger);
+    this.sync = new StateSync(this.state, this.replica, this.logger, { leaseFlushMs: LEASE_FLUSH_MS, operatorState: false });
+    // The snapshot first (applied as remote: nothing to publish back), then follow.
+    for (const change of msg.state) this.sync.apply(change);
+    this.data = new DataPlane(msg.config, this.state, this.logger, {
+      shared: { ports: msg.bindPorts },
+      beforeDecide: this.sync.beforeDecide,
+      beforeSessionRoute: (q) => this.sync.beforeSessionRoute(q),
+      onConnectFailure: (connectorId) => send({ type: 'connect-failure', connectorId }),
+    });
+  }
+
+  async start(): Promise<void> {
+    processLoopMonitor(); // measure the event loop from the start; snapshots go with the stats
+    this.sync.start();
+    const addresses = await this.data.start();
+    this.state.startSweeps();
+    this.send({ type: 'listening', addresses: addresses as Record<string, AddressInfo> });
+    this.statsTimer = setInterval(() => this.send(this.statsMessage()), STATS_EVERY_MS);
+    this.statsTimer.unref();
+  }
+
+  handle(msg: ToWorker): void {
+    switch (msg.type) {
+      case 'lookup-result':
+        this.replica.answer(msg.id, msg.change);
+        break;
+      case 'remote':
+        this.replica.deliver(msg.change);
+        break;
+      case 'pool':
+        this.applyPool(msg.connectors);
+        break;
+      case 'reload':
+        this.reload(msg.config);
+        break;
+      case 'stop':
+        void this.stop(msg.graceMs);
+        break;
+      case 'init':
+        break;
+    }
+  }
+
+  /** The primary applied (and may have rejected) the file; this applies what it sent. */
+  private reload(next: Config): void {
+    try {
+      this.config = applyReload(this.config, next, { logger: this.logger, state: this.state, data: this.data, flows: () => this.data.activeFlows() }).running;
+    } catch (err) {
+      this.logger.error({ err }, 'worker could not apply the reloaded config');
+    }
+  }
+
+  private applyPool(connectors: ConnectorHealthState[]): void {
+    for (const c of connectors) {
+      this.state.pool.setState(c.id, c.state);
+      this.state.pool.setHealth(c.id, c.health, c.healthReason);
+    }
+  }
+
+  async stop(graceMs: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.statsTimer) clearInterval(this.statsTimer);
+    await this.data.stop(graceMs);
+    this.state.stopSweeps();
+    // Flows closed at shutdown give their leases back before the worker goes.
+    await this.sync.stop();
+    await this.replica.close();
+    // IPC sends and pino writes are asynchronous: exit only once the last stats reached the
+    // primary and the last log lines (the flows closed at shutdown) are written.
+    const exit = () => this.logger.flush(() => process.exit(0));
+    if (process.connected) process.send!(this.statsMessage(), exit);
+    else exit();
+  }
+
+  private statsMessage(): FromWorker {
+    return {
+      type: 'stats',
+      stats: this.state.stats.snapshot(),
+      flows: this.data.activeFlows(),
+      tracked: this.data.trackedClients(),
+      decisions: [...this.state.placer.decisionCounts],
+      process: this.processSample(),
+    };
+  }
+
+  private processSample(): WorkerProcessSample {
+    const cpu = process.cpuUsage();
+    const mem = process.memoryUsage();
+    const softFdLimit = readFdLimits()?.soft;
+    const elu = performance.eventLoopUtilization(this.lastElu);
+    this.lastElu = performance.eventLoopUtilization();
+    return {
+      cpuUserSeconds: cpu.user / 1e6,
+      cpuSystemSeconds: cpu.system / 1e6,
+      residentBytes: mem.rss,
+      heapUsedBytes: mem.heapUsed,
+      eventLoopUtilization: elu.utilization,
+      openFds: this.fds.sample(),
+      maxFds: softFdLimit === undefined || !Number.isFinite(softFdLimit) ? -1 : softFdLimit,
+      eventLoop: processLoopMonitor().snapshot(),
+    };
+  }
+}
+
 export function runWorker(): void {
   if (!process.send) throw new Error('the worker runs as a child process with an IPC channel');
   const send = (msg: FromWorker) => {
     if (process.connected) process.send!(msg);
   };
-  let app: App | undefined;
-  let affinity: SyncedAffinityTable | undefined;
-  let logger: Logger | undefined;
-  let nextLookup = 1;
-  const lookups = new Map<number, (pin: PinMessage | undefined) => void>();
-  const inflight = new Map<string, Promise<void>>();
-  const timers: NodeJS.Timeout[] = [];
-
+  let worker: Worker | undefined;
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => undefined);
-
-  /** Before placing a client this worker has no entry for, ask the primary (once per client at a time). */
-  const beforeDecide = (clientAddress: string): Promise<void> | undefined => {
-    const key = app!.placer.keyFor(clientAddress);
-    if (affinity!.get(key, Date.now())) return undefined;
-    const pending = inflight.get(key);
-    if (pending) return pending;
-    const id = nextLookup++;
-    const answer = new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        lookups.delete(id);
-        logger?.warn({ client: clientAddress }, 'no affinity answer from the primary in time; deciding locally');
-        resolve();
-      }, LOOKUP_TIMEOUT_MS);
-      lookups.set(id, (pin) => {
-        clearTimeout(timer);
-        if (pin) affinity!.applyRemote(pin, Date.now());
-        resolve();
-      });
-    });
-    inflight.set(key, answer);
-    void answer.finally(() => inflight.delete(key));
-    send({ type: 'lookup', id, key });
-    return answer;
-  };
-
-  const flush = () => {
-    if (!affinity || !app) return;
-    const deltas = affinity.takeDeltas();
-    if (deltas.length > 0) send({ type: 'flows', deltas });
-  };
-  const statsMessage = (): FromWorker => ({
-    type: 'stats',
-    stats: app!.stats.snapshot(),
-    flows: app!.activeFlows(),
-    tracked: app!.trackedClients(),
-    loop: processLoopMonitor().snapshot(),
-  });
-  const sendStats = () => {
-    if (app) send(statsMessage());
-  };
-
-  const stop = async (graceMs: number) => {
-    for (const t of timers) clearInterval(t);
-    await app?.stop(graceMs);
-    flush();
-    // IPC sends and pino writes are asynchronous: exit only once the last stats reached the
-    // primary and the last log lines (the flows closed at shutdown) are written.
-    const exit = () => (logger ? logger.flush(() => process.exit(0)) : process.exit(0));
-    if (app && process.connected) {
-      process.send!(statsMessage(), exit);
-    } else exit();
-  };
-
   process.on('message', (raw) => {
     const msg = raw as ToWorker;
-    switch (msg.type) {
-      case 'init': {
-        const { config, index, bindPorts } = msg;
-        processLoopMonitor(); // measure the event loop from the start; snapshots go with the stats
-        logger = createLogger(config.logging.level).child({ worker: index });
-        affinity = new SyncedAffinityTable(config.affinity.ttl, (pin) => send({ type: 'pin', pin }));
-        app = new App(config, logger, {
-          role: 'worker',
-          affinity,
-          bindPorts,
-          beforeDecide,
-          onConnectFailure: (connectorId) => send({ type: 'connect-failure', connectorId }),
-        });
-        app.start().then(
-          (addresses) => {
-            send({ type: 'listening', addresses: addresses as Record<string, AddressInfo> });
-            timers.push(setInterval(flush, FLOW_BATCH_MS), setInterval(sendStats, STATS_EVERY_MS));
-            for (const t of timers) t.unref();
-          },
-          (err: unknown) => {
-            const e = err as { message?: string; code?: string };
-            const failed: FromWorker = { type: 'failed', message: e.message ?? String(err), code: e.code };
-            process.send!(failed, () => process.exit(1));
-          },
-        );
-        break;
-      }
-      case 'lookup-result':
-        lookups.get(msg.id)?.(msg.pin);
-        lookups.delete(msg.id);
-        break;
-      case 'pin':
-        affinity?.applyRemote(msg.pin, Date.now());
-        break;
-      case 'pool':
-        for (const c of msg.connectors) {
-          app?.pool.setState(c.id, c.state);
-          app?.pool.setHealth(c.id, c.health, c.healthReason);
-        }
-        break;
-      case 'reload':
-        try {
-          app?.reload(msg.config);
-        } catch (err) {
-          logger?.error({ err }, 'worker could not apply the reloaded config');
-        }
-        break;
-      case 'stop':
-        void stop(msg.graceMs);
-        break;
-    }
+    if (msg.type !== 'init') return worker?.handle(msg);
+    if (worker) return;
+    const w = new Worker(msg, send);
+    worker = w;
+    w.start().catch((err: unknown) => {
+      const e = err as { message?: string; code?: string };
+      const failed: FromWorker = { type: 'failed', message: e.message ?? String(err), code: e.code };
+      process.send!(failed, () => process.exit(1));
+    });
   });
-  // The primary is gone (crashed or killed): nobody can keep the affinity in step; stop now.
-  process.on('disconnect', () => void stop(0));
+  // The primary is gone (crashed or killed): nobody keeps the state in step any more; stop now.
+  process.on('disconnect', () => void (worker ? worker.stop(0) : process.exit(0)));
 }

@@ -300,11 +300,12 @@ export const configSchema = z
       .prefault({}),
   })
   .superRefine((cfg, ctx) => {
-    if (typeof cfg.workers === 'number' && cfg.workers > 1 && (cfg.listeners.broker?.tls.mode === 'terminate' || cfg.listeners.pcoipTcp?.sniRouting)) {
+    const rewritePorts = cfg.listeners.broker?.rewriteTarget;
+    if (typeof cfg.workers === 'number' && cfg.workers > 1 && rewritePorts?.enabled && Object.values(rewritePorts.ports).some((p) => p === 0)) {
       ctx.addIssue({
         code: 'custom',
         path: ['workers'],
-        message: 'more than one worker needs listeners.broker.tls.mode: passthrough and no sniRouting (learned broker sessions live in one process); use workers: 1',
+        message: 'more than one worker needs fixed listeners.broker.rewriteTarget.ports (a port 0 would differ in every worker); set the ports or use workers: 1',
       });
     }
     const seen = new Map<string, number>();

@@ -1,17 +1,14 @@
 import type { Config } from '../config/schema.ts';
 import { loadConfigFile } from '../config/load.ts';
 import type { ConfigDiff } from '../config/diff.ts';
-import { ErrorCodes, PlbError, isPlbError, type ErrorCode } from '../errors.ts';
-import type { App } from '../app.ts';
+import { ErrorCodes, PlbError, isPlbError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import type { ReloadOutcome } from './reload-outcome.ts';
 import { AdminClient } from '../admin/client.ts';
 import { adminTarget } from '../admin/commands.ts';
 import { readPidFile } from './pid-file.ts';
 
-/** What a reload did, as the admin API and `pcoip-lb reload` report it. */
-export type ReloadOutcome =
-  | { ok: true; connectors: ConfigDiff['connectors']; listeners: ConfigDiff['listeners']; applied: string[]; restartRequired: string[]; pinsDropped: number }
-  | { ok: false; code: ErrorCode; message: string; errors: readonly string[] };
+export type { ReloadOutcome } from './reload-outcome.ts';
 
 /**
  * Reload, process side (SIGHUP and POST /reload): re-read the config file the process was
@@ -19,7 +16,9 @@ export type ReloadOutcome =
  * (file:line:col key.path) and the running config stays.
  */
 /** The single-process App, or the multi-core Supervisor (which passes the result to its workers). */
-export type Reloadable = Pick<App, 'reload'>;
+export interface Reloadable {
+  reload(next: Config): { diff: ConfigDiff; pinsDropped: number };
+}
 
 export function reloadFromFile(app: Reloadable, configPath: string, logger: Logger, logLevelOverride?: string): ReloadOutcome {
   let next: Config;

@@ -3,6 +3,7 @@ import { connect, isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { HealthCheckName } from '../config/schema.ts';
 import { formatHostPort } from '../util/address.ts';
+import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
 /**
  * The two active checks. Each resolves (never rejects) with a result, and always within its
@@ -14,6 +15,11 @@ export interface CheckResult {
   /** Why it failed ("HTTP 500: Cannot communicate with broker", "ECONNREFUSED", …); empty when ok. */
   readonly reason: string;
   readonly latencyMs: number;
+  /**
+   * Set (EMFILE, ENFILE, ENOBUFS) when the check could not even open its socket because
+   * pcoip-lb ran out of descriptors or buffers: says nothing about the Connector.
+   */
+  readonly exhausted?: string;
 }
 
 export interface CheckTarget {
@@ -60,7 +66,12 @@ function describeError(err: NodeJS.ErrnoException): string {
   return err.code ?? oneLine(err.message);
 }
 
-type Settle = (ok: boolean, reason: string) => void;
+type Settle = (ok: boolean, reason: string, exhausted?: string) => void;
+
+/** Settles a check that failed with a socket error: the errno as the reason, and whether the proxy itself was out of fds. */
+function settleError(settle: Settle, err: NodeJS.ErrnoException): void {
+  settle(false, describeError(err), ownExhaustion(err));
+}
 
 /**
  * Runs one check: the first verdict wins, no verdict within `timeoutMs` is a failure, and the
@@ -71,12 +82,12 @@ function bounded(check: HealthCheckName, timeoutMs: number, start: (settle: Sett
   return new Promise((resolve) => {
     let settled = false;
     let connection: { destroy(): void } | undefined;
-    const settle: Settle = (ok, reason) => {
+    const settle: Settle = (ok, reason, exhausted) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       connection?.destroy();
-      resolve({ check, ok, reason, latencyMs: performance.now() - started });
+      resolve({ check, ok, reason, latencyMs: performance.now() - started, ...(exhausted ? { exhausted } : {}) });
     };
     const timer = setTimeout(() => settle(false, `no answer within ${timeoutMs} ms`), timeoutMs);
     connection = start(settle);
@@ -112,10 +123,10 @@ export function checkBroker(target: CheckTarget, options: Pick<CheckOptions, 'ti
           const verdict = judgeHealthResponse(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8'));
           settle(verdict.ok, verdict.reason);
         });
-        res.on('error', (err: NodeJS.ErrnoException) => settle(false, describeError(err)));
+        res.on('error', (err: NodeJS.ErrnoException) => settleError(settle, err));
       },
     );
-    req.on('error', (err: NodeJS.ErrnoException) => settle(false, describeError(err)));
+    req.on('error', (err: NodeJS.ErrnoException) => settleError(settle, err));
     req.end();
     return req;
   });
@@ -126,13 +137,18 @@ export function checkPcoipTcp(target: CheckTarget, timeoutMs: number): Promise<C
   return bounded('pcoip', timeoutMs, (settle) => {
     const socket = connect({ host: target.address, port: target.ports.pcoip });
     socket.once('connect', () => settle(true, ''));
-    socket.once('error', (err: NodeJS.ErrnoException) => settle(false, describeError(err)));
+    socket.once('error', (err: NodeJS.ErrnoException) => settleError(settle, err));
     return socket;
   });
 }
 
 export interface RoundResult {
   readonly ok: boolean;
+  /**
+   * Set (the errno) when no check failed on the Connector's account but at least one could not
+   * run because pcoip-lb was out of descriptors: the round says nothing and must not count.
+   */
+  readonly inconclusive?: string;
   /** The failing checks, each named: `broker /health: HTTP 500: …; pcoip 10.0.1.11:4172: ECONNREFUSED`. */
   readonly reason: string;
   readonly results: readonly CheckResult[];
@@ -143,13 +159,20 @@ export async function runRound(target: CheckTarget, options: CheckOptions): Prom
   const results = await Promise.all(
     options.checks.map((check) => (check === 'broker' ? checkBroker(target, options) : checkPcoipTcp(target, options.timeoutMs))),
   );
-  const failed = results.filter((r) => !r.ok);
-  const reason = failed
-    .map((r) =>
-      r.check === 'broker'
-        ? `broker ${options.brokerPath}: ${r.reason}`
-        : `pcoip ${formatHostPort(target.address, target.ports.pcoip)}/tcp: ${r.reason}`,
-    )
-    .join('; ');
+  return judgeRound(results, (r) =>
+    r.check === 'broker' ? `broker ${options.brokerPath}: ${r.reason}` : `pcoip ${formatHostPort(target.address, target.ports.pcoip)}/tcp: ${r.reason}`,
+  );
+}
+
+/**
+ * One round's verdict from its checks: passes when all pass; fails when any check failed on the
+ * Connector's account; otherwise, when a check could not run because pcoip-lb was out of
+ * descriptors, it is inconclusive (it proves nothing either way). Pure.
+ */
+export function judgeRound(results: readonly CheckResult[], describe: (r: CheckResult) => string): RoundResult {
+  const failed = results.filter((r) => !r.ok && r.exhausted === undefined);
+  const exhausted = results.find((r) => r.exhausted !== undefined)?.exhausted;
+  const reason = (failed.length > 0 ? failed : results.filter((r) => !r.ok)).map(describe).join('; ');
+  if (failed.length === 0 && exhausted !== undefined) return { ok: false, inconclusive: exhausted, reason, results };
   return { ok: failed.length === 0, reason, results };
 }

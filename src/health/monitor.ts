@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import type { HealthConfig } from '../config/schema.ts';
-import type { Logger } from '../logger.ts';
+import { RateLimitedLog, type Logger } from '../logger.ts';
 import type { HealthStatus, Pool } from '../pool/pool.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import { formatDuration } from '../util/duration.ts';
+import { fdExhaustedMessage } from '../util/fd-exhaustion.ts';
 import type { CheckOptions, CheckResult, RoundResult } from './checks.ts';
 import { CheckThread } from './check-thread.ts';
 import { HealthScheduler } from './scheduler.ts';
@@ -48,8 +49,13 @@ interface Tracker {
   failures: FailureWindow;
 }
 
+/** While the proxy is out of descriptors every round of every Connector hits it: one line per this interval is enough. */
+const FD_EXHAUSTED_LOG_INTERVAL_MS = 10_000;
+
 export class HealthMonitor {
   private readonly trackers = new Map<string, Tracker>();
+  private readonly fdExhaustedLog = new RateLimitedLog(FD_EXHAUSTED_LOG_INTERVAL_MS);
+  private skippedRounds = 0;
   private readonly roundListeners: Array<(id: string, round: RoundResult) => void> = [];
   private readonly pool: Pool;
   private config: HealthConfig;
@@ -123,6 +129,11 @@ export class HealthMonitor {
     };
   }
 
+  /** Rounds not counted because pcoip-lb itself was out of file descriptors (PLB_E_FD_EXHAUSTED). */
+  get fdExhaustedRounds(): number {
+    return this.skippedRounds;
+  }
+
   snapshot(id: string): HealthSnapshot | undefined {
     const t = this.tracker(id);
     if (!t) return undefined;
@@ -168,6 +179,7 @@ export class HealthMonitor {
     const t = this.tracker(id);
     // Removed, or moved to another address while the round ran: this result is about a machine we no longer use.
     if (!t || t.target !== targetOf(view)) return;
+    if (round.inconclusive !== undefined) return this.skipRound(id, round.inconclusive);
     t.lastRound = { at: this.now(), ok: round.ok, reason: round.reason, checks: round.results };
     for (const listener of [...this.roundListeners]) listener(id, round);
     const outcome = applyRound(t.counters, round.ok, this.riseFall);
@@ -178,6 +190,20 @@ export class HealthMonitor {
       t.reason = round.reason;
       this.pool.setHealth(id, 'down', round.reason);
     }
+  }
+
+  /**
+   * A round whose checks could not open their sockets (EMFILE, ENFILE, ENOBUFS) measured the
+   * proxy, not the Connector: it changes no counter and no state, and is logged (rate-limited).
+   */
+  private skipRound(id: string, errno: string): void {
+    this.skippedRounds++;
+    this.fdExhaustedLog.maybe(this.now(), (suppressed) =>
+      this.logger.error(
+        { code: ErrorCodes.FD_EXHAUSTED, errno, connector: id, source: 'health-check', suppressed },
+        fdExhaustedMessage(errno, 'health check rounds are skipped (Connectors keep their state) until descriptors are free'),
+      ),
+    );
   }
 
   private flip(id: string, t: Tracker, status: HealthStatus, reason: string, source: FlipSource): void {

@@ -1,7 +1,8 @@
+import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import type { ConnectorView } from '../pool/pool.ts';
-import type { AffinityTable } from '../balance/affinity.ts';
+import type { Lease } from '../balance/placer.ts';
 import { ALLOC_SUCCESSFUL, AllocateResponseParser } from '../pcoip/allocate-response.ts';
 import { reframeResponse, rewriteAllocationBody, type RewriteTo } from '../pcoip/rewrite-target.ts';
 import { ErrorCodes } from '../errors.ts';
@@ -25,7 +26,6 @@ export interface UpstreamConnector {
 
 export interface BrokerConnectionDeps {
   router: BrokerRouter;
-  affinity: AffinityTable;
   stats: FlowStats;
   logger: Logger;
   connectUpstream: UpstreamConnector;
@@ -74,8 +74,10 @@ interface Upstream {
   /** rewriteTarget: a broker XML response held back whole until we know whether to rewrite it. */
   held: HeldResponse | undefined;
   counters: ListenerCounters | undefined;
-  /** Affinity key this upstream holds a flow reference on (address-routed only). */
-  affinityKey: string | undefined;
+  /** The client's hold on its affinity record while this upstream is open (address-routed only). */
+  lease: Lease | undefined;
+  /** When the upstream connected (flow-duration histogram). */
+  openedAt: number;
   closed: boolean;
 }
 
@@ -101,7 +103,13 @@ export class BrokerConnection {
   private queue: FramerEvent[] = [];
   private queuedBytes = 0;
   private upstream: Upstream | undefined;
-  private waiting: 'connect' | 'drain' | undefined;
+  /**
+   * Why the queue is held: a replica look-up for the front request's session keys, the current
+   * Connector still answering earlier requests, or a new Connector connection.
+   */
+  private waiting: 'lookup' | 'connect' | 'drain' | undefined;
+  /** The head whose replica look-up is done (so it is not asked twice). */
+  private preparedHead: MessageHead | undefined;
   /** The route chosen for the request at the front of the queue, kept across connect retries. */
   private frontRoute: Extract<Route, { ok: true }> | undefined;
   private failedConnectors = new Set<string>();
@@ -235,6 +243,20 @@ export class BrokerConnection {
         this.replyAndClose(501, 'Not Implemented', 'protocol upgrades are not supported here', 'bad-request');
         return false;
       }
+      if (this.preparedHead !== head) {
+        const lookup = this.deps.router.prepare(head, this.clientAddress);
+        if (lookup) {
+          this.waiting = 'lookup';
+          void lookup.then(() => {
+            if (this.closed || this.waiting !== 'lookup') return;
+            this.preparedHead = head;
+            this.waiting = undefined;
+            this.pump();
+          });
+          return false;
+        }
+      }
+      this.preparedHead = undefined;
       const route = this.deps.router.route(head, this.clientAddress, this.failedConnectors);
       if (!route.ok) {
         this.queue.shift();
@@ -258,9 +280,19 @@ export class BrokerConnection {
     return false;
   }
 
+  /**
+   * Forgets the front request's route. Its lease (address routing takes one per decision) goes
+   * back unless the upstream carrying this request holds it.
+   */
+  private dropFrontRoute(): void {
+    const lease = this.frontRoute?.placement?.lease;
+    if (lease && lease !== this.upstream?.lease) lease.release(this.deps.now());
+    this.frontRoute = undefined;
+  }
+
   private sendHead(head: MessageHead, bytes: Buffer): void {
     const up = this.upstream!;
-    this.frontRoute = undefined;
+    this.dropFrontRoute();
     this.failedConnectors.clear();
     this.requestCount++;
     up.pending.push({ method: head.method!, brokerXml: head.method === 'POST' && head.target?.split('?')[0] === BROKER_XML_PATH, closeAfter: head.closeAfter });
@@ -286,24 +318,28 @@ export class BrokerConnection {
       interim: false,
       held: undefined,
       counters: undefined,
-      affinityKey: undefined,
+      lease: undefined,
+      openedAt: 0,
       closed: false,
     };
     this.upstream = up;
     this.waiting = 'connect';
     this.lastConnector = connector.id;
+    const connectStarted = performance.now();
     this.deps.connectUpstream(connector).then(
       (socket) => {
         if (this.closed || up.closed) {
           socket.destroy();
+          route.placement?.lease.release(this.deps.now());
           return;
         }
         up.socket = socket;
+        // Terminate mode: TCP connect plus the TLS handshake with the Connector.
+        this.deps.stats.connected('broker', connector.id, performance.now() - connectStarted);
+        up.openedAt = this.deps.now();
         up.counters = this.deps.stats.opened('broker', connector.id);
-        if (route.placement) {
-          up.affinityKey = route.placement.clientKey;
-          this.deps.affinity.flowOpened(up.affinityKey, this.deps.now());
-        }
+        // The route's lease becomes the upstream's: held while this Connector connection is open.
+        up.lease = route.placement?.lease;
         socket.on('data', (chunk: Buffer) => this.onUpstreamData(up, chunk));
         socket.on('drain', () => this.resumeClientIfClear());
         socket.on('end', () => this.onUpstreamEnd(up));
@@ -314,16 +350,26 @@ export class BrokerConnection {
       },
       (err: Error) => {
         up.closed = true;
+        route.placement?.lease.release(this.deps.now());
         if (this.closed) return;
         this.waiting = undefined;
+        const code = (err as { plbCode?: string }).plbCode ?? ErrorCodes.UPSTREAM_CONNECT;
+        if (code === ErrorCodes.FD_EXHAUSTED) {
+          // pcoip-lb is out of descriptors: not the Connector's failure (no passive-health count); no other Connector would fare better.
+          this.deps.stats.refused('broker', 'fd-exhausted');
+          this.log().warn({ listener: 'broker', client: this.clientAddress, connector: connector.id, code, err: err.message }, 'connect to Connector failed: pcoip-lb is out of file descriptors');
+          this.frontRoute = undefined; // its lease was released above
+          this.queue.shift();
+          this.replyAndClose(503, 'Service Unavailable', 'pcoip-lb is out of file descriptors', 'connect-failed');
+          return;
+        }
         this.deps.stats.connectFailed(connector.id);
         this.deps.onConnectFailure?.(connector.id);
-        const code = (err as { plbCode?: string }).plbCode ?? ErrorCodes.UPSTREAM_CONNECT;
         this.log().warn({ listener: 'broker', client: this.clientAddress, connector: connector.id, code, err: err.message }, 'connect to Connector failed');
         // A client placed just now has no session there yet: another Connector may serve it.
         // A session (cookie, log id, pinned address) lives on its Connector: moving it would only fail later.
         const movable = route.via === 'address' && route.placement?.reason !== 'pinned';
-        this.frontRoute = undefined;
+        this.frontRoute = undefined; // its lease was released above
         if (movable) {
           this.failedConnectors.add(connector.id);
           this.pump();
@@ -345,10 +391,10 @@ export class BrokerConnection {
   }
 
   private upstreamClosed(up: Upstream): void {
-    if (up.counters) this.deps.stats.closed('broker', up.connector.id);
-    if (up.affinityKey) this.deps.affinity.flowClosed(up.affinityKey, this.deps.now());
+    if (up.counters) this.deps.stats.closed('broker', up.connector.id, this.deps.now() - up.openedAt);
+    up.lease?.release(this.deps.now());
     up.counters = undefined;
-    up.affinityKey = undefined;
+    up.lease = undefined;
   }
 
   // ---- Connector → client -------------------------------------------------------------------
@@ -546,6 +592,8 @@ export class BrokerConnection {
     this.closed = true;
     this.reason ??= reason;
     if (this.headerTimer) clearTimeout(this.headerTimer);
+    // A route chosen for a request that never went out (waiting for a connect or a drain).
+    if (this.waiting !== 'connect') this.dropFrontRoute();
     this.client.destroy();
     const up = this.upstream;
     if (up && !up.closed) {

@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.ts';
 import { RateLimitedLog } from '../logger.ts';
-import type { Placer } from '../balance/placer.ts';
+import type { Lease, Placer } from '../balance/placer.ts';
 import { redact, type SessionTable } from '../balance/sessions.ts';
 import { admitsPinnedClients, type ConnectorView, type Pool } from '../pool/pool.ts';
 import { ALLOC_SUCCESSFUL, type AllocationTarget } from '../pcoip/allocate-response.ts';
@@ -21,7 +21,13 @@ export const BROKER_XML_PATH = '/pcoip-broker/xml';
 export type RouteVia = 'cookie' | 'log-id' | 'address';
 
 export type Route =
-  | { ok: true; connector: ConnectorView; via: RouteVia; /** Set when the placer chose: its affinity key and reason. */ placement?: { clientKey: string; reason: string } }
+  | {
+      ok: true;
+      connector: ConnectorView;
+      via: RouteVia;
+      /** Set when the placer chose: its affinity key, reason, and the lease the request's connection holds (released once). */
+      placement?: { clientKey: string; reason: string; lease: Lease };
+    }
   | { ok: false };
 
 export interface BrokerRoutingDeps {
@@ -30,6 +36,10 @@ export interface BrokerRoutingDeps {
   sessions: SessionTable;
   logger: Logger;
   now: () => number;
+  /** Multi-core / cluster: ask the replica about a cookie or log id this process does not know. */
+  beforeSessionRoute?: (query: { kind: 'cookie' | 'log-id'; key: string }) => Promise<void> | undefined;
+  /** Multi-core / cluster: ask the replica about a client address with no local pin. */
+  beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
 }
 
 export class BrokerRouter {
@@ -38,6 +48,24 @@ export class BrokerRouter {
 
   constructor(deps: BrokerRoutingDeps) {
     this.deps = deps;
+  }
+
+  /**
+   * Before `route`: what this process must first learn from its replica to route the request as
+   * any other process would (its cookie, its log id, its client's pin). undefined: route now.
+   * The look-ups are bounded by the replica; whatever they bring, `route` then decides locally.
+   */
+  prepare(head: MessageHead, clientAddress: string): Promise<void> | undefined {
+    const { beforeSessionRoute, beforeDecide } = this.deps;
+    if (!beforeSessionRoute && !beforeDecide) return undefined;
+    const cookie = requestCookie(head, SESSION_COOKIE);
+    const logId = headerValues(head, LOG_ID_HEADER)[0];
+    const waits = [
+      cookie ? beforeSessionRoute?.({ kind: 'cookie', key: cookie }) : undefined,
+      logId ? beforeSessionRoute?.({ kind: 'log-id', key: logId }) : undefined,
+      beforeDecide?.(clientAddress),
+    ].filter((w) => w !== undefined);
+    return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
   }
 
   /** Picks the Connector for one request. `avoid`: Connectors that just failed to connect. */
@@ -52,7 +80,7 @@ export class BrokerRouter {
     if (!route) {
       const decision = placer.decide(clientAddress, now, avoid);
       if (!decision.ok) return { ok: false };
-      route = { ok: true, connector: decision.connector, via: 'address', placement: { clientKey: decision.clientKey, reason: decision.reason } };
+      route = { ok: true, connector: decision.connector, via: 'address', placement: { clientKey: decision.clientKey, reason: decision.reason, lease: decision.lease } };
     }
     // The log id travels with every request of a login; remember where its session lives so a
     // request from another address without the cookie still finds it.
@@ -118,7 +146,7 @@ export class BrokerRouter {
       );
       return;
     }
-    placer.affinity.pin(placer.keyFor(clientAddress), connector.id, now, 'learned');
+    placer.learn(clientAddress, connector.id, now);
     logger.info({ ...fields, replaced: learned.replaced }, 'allocation learned: client pinned for 4172');
   }
 }

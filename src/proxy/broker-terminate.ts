@@ -17,6 +17,8 @@ import { BrokerConnection } from './broker-connection.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import type { RewriteTo } from '../pcoip/rewrite-target.ts';
 import { listenTcp } from './listen.ts';
+import { RefusalLog } from './limits.ts';
+import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
 /**
  * The broker listener in `tls.mode: terminate`: a TLS server (HTTP/1.1 only: ALPN offers
@@ -31,6 +33,8 @@ import { listenTcp } from './listen.ts';
  */
 export interface BrokerTerminateOptions {
   bind: HostPort;
+  /** Bind with SO_REUSEPORT (multi-core workers share the port). */
+  reusePort?: boolean;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   headerTimeoutMs: number;
@@ -51,6 +55,10 @@ export interface BrokerTerminateDeps {
   now?: () => number;
   /** Told of every failed connect to a Connector: feeds passive health detection. */
   onConnectFailure?: (connectorId: string) => void;
+  /** Multi-core / cluster: look up a session key (cookie, log id) this process does not know before routing by it. */
+  beforeSessionRoute?: (query: { kind: 'cookie' | 'log-id'; key: string } | { kind: 'allocation'; sni: string }) => Promise<void> | undefined;
+  /** Multi-core / cluster: look up a client address with no local pin before placing it. */
+  beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
 }
 
 export class BrokerTerminateListener {
@@ -65,6 +73,8 @@ export class BrokerTerminateListener {
   private readonly connections = new Set<BrokerConnection>();
   private readonly router: BrokerRouter;
   private readonly handshakeLog = new RateLimitedLog();
+  /** accept() at the fd limit (PLB_E_FD_EXHAUSTED, rate-limited). */
+  private readonly fdRefusals: RefusalLog;
   private readonly upstreamCa: string | undefined;
   private readonly options: BrokerTerminateOptions;
   private readonly deps: BrokerTerminateDeps;
@@ -79,7 +89,15 @@ export class BrokerTerminateListener {
     const tls = options.tls;
     this.certificates = new CertificateStore(tls.certificates ?? [], tls.minVersion);
     this.upstreamCa = tls.upstream?.ca === undefined ? undefined : readCa(tls.upstream.ca);
-    this.router = new BrokerRouter({ pool: deps.pool, placer: deps.placer, sessions: deps.sessions, logger: deps.logger, now: this.now });
+    this.router = new BrokerRouter({
+      pool: deps.pool,
+      placer: deps.placer,
+      sessions: deps.sessions,
+      logger: deps.logger,
+      now: this.now,
+      ...(deps.beforeSessionRoute ? { beforeSessionRoute: deps.beforeSessionRoute } : {}),
+      ...(deps.beforeDecide ? { beforeDecide: deps.beforeDecide } : {}),
+    });
     this.server = createTlsServer(
       {
         SNICallback: (servername, cb) => cb(null, this.certificates.contextFor(servername)),
@@ -102,6 +120,7 @@ export class BrokerTerminateListener {
         deps.logger.info({ listener: 'broker', client, err: err.code ?? err.message, suppressed }, 'TLS handshake with client failed'),
       );
     });
+    this.fdRefusals = new RefusalLog('broker', deps.stats, deps.logger);
     this.tcp = createTcpServer({ allowHalfOpen: true }, (socket) => this.onTcpConnection(socket));
     this.admission = new TcpAdmission('broker', this.tcp, options.admission ?? {}, {
       stats: deps.stats,
@@ -113,6 +132,11 @@ export class BrokerTerminateListener {
 
   get activeFlows(): number {
     return this.connections.size;
+  }
+
+  /** Every accepted connection not yet ended (waiting for its first byte, handshaking, relaying). */
+  get openConnections(): number {
+    return this.sockets.size;
   }
 
   /** Clients holding at least one connection in the per-client accounting (0 when idle). */
@@ -132,7 +156,12 @@ export class BrokerTerminateListener {
 
   async listen(): Promise<AddressInfo> {
     const address = await listenTcp(this.tcp, 'listeners.broker', this.options.bind, {
-      onLaterError: (err) => this.deps.logger.error({ listener: 'broker', err }, 'listener error'),
+      reusePort: this.options.reusePort,
+      onLaterError: (err) => {
+        const errno = ownExhaustion(err);
+        if (errno) this.fdRefusals.fdExhausted(this.now(), errno, { during: 'accept' });
+        else this.deps.logger.error({ listener: 'broker', err }, 'listener error');
+      },
     });
     this.startReloadChecks();
     if (this.options.tls.upstream?.insecure) {
@@ -240,7 +269,6 @@ export class BrokerTerminateListener {
     socket.on('error', () => undefined); // the connection's own handler reports errors
     const conn = new BrokerConnection(socket, clientAddress, {
       router: this.router,
-      affinity: this.deps.placer.affinity,
       stats: this.deps.stats,
       logger: this.deps.logger,
       connectUpstream: (c) => this.connectUpstream(c),
@@ -279,7 +307,9 @@ export class BrokerTerminateListener {
       };
       socket.once('error', (err: NodeJS.ErrnoException) => {
         const tlsProblem = err.code?.startsWith('ERR_TLS') || err.code?.includes('CERT') || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN';
-        fail(Object.assign(new Error(`${target}: ${err.code ?? ''} ${err.message}`.trim()), { plbCode: tlsProblem ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_CONNECT }));
+        // Out of descriptors: pcoip-lb's own limit, which the connection must not blame on the Connector.
+        const plbCode = ownExhaustion(err) ? ErrorCodes.FD_EXHAUSTED : tlsProblem ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_CONNECT;
+        fail(Object.assign(new Error(`${target}: ${err.code ?? ''} ${err.message}`.trim()), { plbCode }));
       });
       socket.once('secureConnect', () => {
         clearTimeout(timer);

@@ -2,7 +2,6 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from '../logger.ts';
 import type { ConnectorConfig } from '../config/schema.ts';
 import { Pool, type ConnectorView } from '../pool/pool.ts';
-import { AffinityTable } from '../balance/affinity.ts';
 import { Placer } from '../balance/placer.ts';
 import type { RewriteTo } from '../pcoip/rewrite-target.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
@@ -24,6 +23,8 @@ export interface DirectListenerOptions {
   udpIdleTimeoutMs: number;
   connectTimeoutMs: number;
   maxFlows: number;
+  /** Multi-core workers share each per-Connector port (SO_REUSEPORT; the ports must then be fixed). */
+  reusePort?: boolean;
 }
 
 interface Pair {
@@ -75,6 +76,13 @@ export class DirectConnectorListeners {
     return n;
   }
 
+  /** Accepted TCP connections in any phase plus UDP flows (what shutdown waits for). */
+  get openConnections(): number {
+    let n = 0;
+    for (const p of this.pairs.values()) n += p.tcp.openConnections + p.udp.activeFlows;
+    return n;
+  }
+
   async stopAccepting(): Promise<void> {
     await Promise.all([...this.pairs.values()].map((p) => p.tcp.stopAccepting()));
   }
@@ -88,13 +96,13 @@ export class DirectConnectorListeners {
 
   private async bindPair(connector: ConnectorConfig, wanted: number): Promise<Pair> {
     const pool = new Pool([{ ...connector, state: 'active' }]);
-    const placer = new Placer(pool, new AffinityTable(this.options.udpIdleTimeoutMs), { algorithm: 'rendezvous', tableSize: 101, ipv4Prefix: 32, ipv6Prefix: 128 });
+    const placer = new Placer(pool, this.options.udpIdleTimeoutMs, { algorithm: 'rendezvous', tableSize: 101, ipv4Prefix: 32, ipv6Prefix: 128 });
     const deps = { placer, stats: this.stats, logger: this.logger.child({ direct: connector.id }) };
     const host = this.options.bindAddress;
     let lastError: unknown;
     for (let attempt = 0; attempt < (wanted === 0 ? PORT_ATTEMPTS : 1); attempt++) {
       const tcp = new TcpProxy(
-        { name: 'pcoipTcp', bind: { host, port: wanted }, connectTimeoutMs: this.options.connectTimeoutMs, idleTimeoutMs: this.options.tcpIdleTimeoutMs, upstreamPort: (c) => c.ports.pcoip },
+        { name: 'pcoipTcp', bind: { host, port: wanted }, reusePort: this.options.reusePort, connectTimeoutMs: this.options.connectTimeoutMs, idleTimeoutMs: this.options.tcpIdleTimeoutMs, upstreamPort: (c) => c.ports.pcoip },
         deps,
       );
       let tcpAddress: AddressInfo;
@@ -103,7 +111,7 @@ export class DirectConnectorListeners {
       } catch (err) {
         throw rename(err, connector.id, wanted);
       }
-      const udp = new UdpProxy({ bind: { host, port: tcpAddress.port }, idleTimeoutMs: this.options.udpIdleTimeoutMs, maxFlows: this.options.maxFlows }, deps);
+      const udp = new UdpProxy({ bind: { host, port: tcpAddress.port }, reusePort: this.options.reusePort, idleTimeoutMs: this.options.udpIdleTimeoutMs, maxFlows: this.options.maxFlows }, deps);
       try {
         await udp.listen();
         return { tcp, udp, port: tcpAddress.port };

@@ -1,6 +1,7 @@
 import type { Logger } from '../logger.ts';
 import { RateLimitedLog } from '../logger.ts';
-import type { ErrorCode } from '../errors.ts';
+import { ErrorCodes, type ErrorCode } from '../errors.ts';
+import { fdExhaustedMessage } from '../util/fd-exhaustion.ts';
 import type { FlowStats, ListenerName } from './flow-stats.ts';
 
 /**
@@ -78,5 +79,12 @@ export class RefusalLog {
     }
     log.maybe(now, (suppressed) => this.logger.warn({ listener: this.listener, reason, code, ...fields, suppressed }, message));
   }
-}
 
+  /**
+   * pcoip-lb itself is out of descriptors (EMFILE/ENFILE/ENOBUFS): the flow is refused as
+   * `fd-exhausted`, logged as PLB_E_FD_EXHAUSTED, and never counted against a Connector.
+   */
+  fdExhausted(now: number, errno: string, fields: Record<string, unknown>): void {
+    this.refuse(now, 'fd-exhausted', ErrorCodes.FD_EXHAUSTED, { errno, ...fields }, fdExhaustedMessage(errno, 'new connections and flows are refused until descriptors are free'));
+  }
+}

@@ -1,5 +1,12 @@
 import type { Server } from 'node:net';
 import type { AddressInfo } from 'node:net';
+
+/** Where each data listener is bound (after start). */
+export interface ListenerAddresses {
+  broker?: AddressInfo;
+  pcoipTcp?: AddressInfo;
+  pcoipUdp?: AddressInfo;
+}
 import type { Socket as UdpSocket } from 'node:dgram';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import { formatHostPort, type HostPort } from '../util/address.ts';

@@ -57,6 +57,8 @@ export interface SniRouterDeps {
   sessions: SessionTable;
   logger: Logger;
   now: () => number;
+  /** Multi-core / cluster: ask the replica about an SNI this process has no allocation for (bounded). */
+  lookupAllocation?: (sni: string) => Promise<void> | undefined;
 }
 
 export class SniRouter {
@@ -84,7 +86,15 @@ export class SniRouter {
       if (outcome.status === 'timeout') logger.debug({ listener: 'pcoipTcp', client: clientAddress }, 'no ClientHello in time; routing by address');
       return { consumed };
     }
-    const match = sessions.matchSni(outcome.sni, now);
+    let match = sessions.matchSni(outcome.sni, now);
+    if (!match.ok && match.reason === 'unknown' && this.deps.lookupAllocation) {
+      // Learned by another worker or instance, whose record may not have reached us yet.
+      const wait = this.deps.lookupAllocation(outcome.sni.toLowerCase());
+      if (wait) {
+        await wait;
+        match = sessions.matchSni(outcome.sni, this.deps.now());
+      }
+    }
     if (!match.ok) {
       if (match.reason === 'tag-expired') {
         logger.info({ listener: 'pcoipTcp', client: clientAddress, sni: outcome.sni }, 'SNI names an allocation whose connect tag expired unused; routing by address');
@@ -92,9 +102,7 @@ export class SniRouter {
       return { consumed };
     }
     const allocation = match.allocation;
-    const key = placer.keyFor(clientAddress);
-    const before = placer.affinity.get(key, now)?.connectorId;
-    placer.affinity.pin(key, allocation.connectorId, now, 'learned');
+    const before = placer.learn(clientAddress, allocation.connectorId, now);
     logger.info(
       { listener: 'pcoipTcp', client: clientAddress, sni: outcome.sni, connector: allocation.connectorId, ...(before && before !== allocation.connectorId ? { overrides: before } : {}) },
       before && before !== allocation.connectorId ? 'SNI matches a learned allocation: routed by it, overriding address affinity' : 'SNI matches a learned allocation: routed by it',

@@ -1,13 +1,15 @@
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../logger.ts';
 import { RefusalLog } from './limits.ts';
-import type { Placer, Decision } from '../balance/placer.ts';
+import type { Placer, Decision, Lease } from '../balance/placer.ts';
 import type { ConnectorView } from '../pool/pool.ts';
 import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import { listenTcp } from './listen.ts';
+import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
 export interface TcpProxyOptions extends TcpAdmissionOptions {
   name: Extract<ListenerName, 'broker' | 'pcoipTcp'>;
@@ -66,13 +68,17 @@ type CloseReason =
   | 'connector-down'
   | 'shutdown';
 
-/** One client connection and, once connected, its Connector connection. */
+/** One client connection (from accept) and, once connected, its Connector connection. */
 interface TcpFlow {
   client: Socket;
   upstream: Socket | undefined;
   clientAddress: string;
-  clientKey: string;
+  /** The client's hold on its affinity record, from the decision until the flow ends (released once). */
+  lease: Lease | undefined;
+  /** Set once the Connector accepted: the flow is counted (stats) and logged when it ends. */
   connector: ConnectorView | undefined;
+  /** The Connector connection while its connect is in progress. */
+  connecting: Socket | undefined;
   startedAt: number;
   reason: CloseReason | undefined;
   error: string | undefined;
@@ -88,7 +94,10 @@ interface TcpFlow {
  */
 export class TcpProxy {
   private readonly server: Server;
+  /** Every accepted connection until it ends, in whatever phase (early routing, look-up, connecting, piping). */
   private readonly flows = new Set<TcpFlow>();
+  /** Of those, the ones connected to a Connector (what activeFlows counts). */
+  private connected = 0;
   private readonly refusals: RefusalLog;
   private readonly admission: TcpAdmission;
   private readonly now: () => number;
@@ -118,7 +127,13 @@ export class TcpProxy {
     return this.options.name;
   }
 
+  /** Connections piped to a Connector. */
   get activeFlows(): number {
+    return this.connected;
+  }
+
+  /** Every accepted connection not yet ended, including those still being routed or connected. */
+  get openConnections(): number {
     return this.flows.size;
   }
 
@@ -131,7 +146,12 @@ export class TcpProxy {
   listen(): Promise<AddressInfo> {
     return listenTcp(this.server, `listeners.${this.options.name}`, this.options.bind, {
       reusePort: this.options.reusePort,
-      onLaterError: (err) => this.deps.logger.error({ listener: this.options.name, err }, 'listener error'),
+      onLaterError: (err) => {
+        // accept() at the fd limit (libuv accepts and closes the connection): the proxy's limit, logged rate-limited.
+        const errno = ownExhaustion(err);
+        if (errno) this.refusals.fdExhausted(this.now(), errno, { during: 'accept' });
+        else this.deps.logger.error({ listener: this.options.name, err }, 'listener error');
+      },
     });
   }
 
@@ -147,7 +167,7 @@ export class TcpProxy {
     return Promise.resolve();
   }
 
-  /** Ends every connection now (shutdown after the grace period). */
+  /** Ends every connection now, in whatever phase it is (shutdown after the grace period). */
   destroyAll(): void {
     for (const flow of this.flows) this.finish(flow, 'shutdown');
   }
@@ -176,14 +196,16 @@ export class TcpProxy {
       client,
       upstream: undefined,
       clientAddress,
-      clientKey: '',
+      lease: undefined,
       connector: undefined,
+      connecting: undefined,
       startedAt: now,
       reason: undefined,
       error: undefined,
       closed: false,
       early: undefined,
     };
+    this.flows.add(flow);
     client.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'client-error', err.code ?? err.message));
     client.on('close', () => this.finish(flow, 'client-closed'));
     client.setNoDelay(true);
@@ -220,18 +242,26 @@ export class TcpProxy {
     const { logger, stats, placer } = this.deps;
     if (!decision.ok) {
       this.refusals.refuse(this.now(), decision.reason, ErrorCodes.NO_CONNECTOR, { client: flow.clientAddress }, 'flow refused: no Connector may take this client');
-      flow.reason = 'connect-failed';
-      flow.closed = true;
-      flow.client.destroy();
+      this.finish(flow, 'connect-failed');
       return;
     }
     const connector = decision.connector;
+    flow.lease = decision.lease;
     const port = this.options.upstreamPort(connector);
+    const connectStarted = performance.now();
     const upstream = connect({ host: connector.address, port, allowHalfOpen: true, noDelay: true });
+    flow.connecting = upstream;
     const timer = setTimeout(() => upstream.destroy(new PlbError(ErrorCodes.UPSTREAM_TIMEOUT, 'connect timeout')), this.options.connectTimeoutMs);
     const onConnectError = (err: NodeJS.ErrnoException | PlbError) => {
       clearTimeout(timer);
       upstream.destroy();
+      flow.connecting = undefined;
+      const errno = ownExhaustion(err);
+      if (errno) {
+        // pcoip-lb could not open a socket: not the Connector's failure (no passive-health count), and no other Connector would fare better.
+        this.refusals.fdExhausted(this.now(), errno, { client: flow.clientAddress, connector: connector.id });
+        return this.finish(flow, 'connect-failed', errno);
+      }
       const timedOut = err instanceof PlbError;
       const detail = timedOut ? `no answer within ${this.options.connectTimeoutMs} ms` : ((err as NodeJS.ErrnoException).code ?? err.message);
       stats.connectFailed(connector.id);
@@ -247,6 +277,9 @@ export class TcpProxy {
         },
         'connect to Connector failed',
       );
+      // This attempt's hold on the client's record ends here; a retry takes a new one.
+      decision.lease.release(this.now());
+      flow.lease = undefined;
       if (flow.closed) return;
       // A client placed just now has no session on that Connector yet: try another one.
       // A pinned client's session lives on its Connector, so moving it would only fail later.
@@ -261,22 +294,21 @@ export class TcpProxy {
     upstream.once('connect', () => {
       clearTimeout(timer);
       upstream.off('error', onConnectError);
+      flow.connecting = undefined;
+      stats.connected(this.options.name, connector.id, performance.now() - connectStarted);
       if (flow.closed) {
         upstream.destroy();
         return;
       }
-      this.startPiping(flow, upstream, connector, decision.clientKey);
+      this.startPiping(flow, upstream, connector);
     });
   }
 
-  private startPiping(flow: TcpFlow, upstream: Socket, connector: ConnectorView, clientKey: string): void {
+  private startPiping(flow: TcpFlow, upstream: Socket, connector: ConnectorView): void {
     const { client } = flow;
-    const now = this.now();
     flow.upstream = upstream;
     flow.connector = connector;
-    flow.clientKey = clientKey;
-    this.flows.add(flow);
-    this.deps.placer.affinity.flowOpened(clientKey, now);
+    this.connected++;
     const counters: ListenerCounters = this.deps.stats.opened(this.options.name, connector.id);
     if (flow.early) {
       // Bytes read by the early-routing step go first, exactly as the client sent them.
@@ -320,15 +352,18 @@ export class TcpProxy {
       if (error && flow.error === undefined) flow.error = error;
       flow.client.destroy();
       flow.upstream?.destroy();
+      flow.connecting?.destroy();
     }
     if (flow.closed) return;
     flow.closed = true;
-    if (!flow.connector) return;
-    const now = this.now();
+    flow.connecting?.destroy();
     this.flows.delete(flow);
-    this.deps.placer.affinity.flowClosed(flow.clientKey, now);
+    const now = this.now();
+    flow.lease?.release(now);
+    if (!flow.connector) return;
+    this.connected--;
     flow.early?.closed?.();
-    this.deps.stats.closed(this.options.name, flow.connector.id);
+    this.deps.stats.closed(this.options.name, flow.connector.id, now - flow.startedAt);
     this.deps.logger.info(
       {
         listener: this.options.name,

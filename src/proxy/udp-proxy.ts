@@ -4,13 +4,15 @@ import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { RateLimitedLog } from '../logger.ts';
 import type { ConnectorView } from '../pool/pool.ts';
-import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
+import { unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes } from '../errors.ts';
 import type { ListenerCounters } from './flow-stats.ts';
 import type { ProxyDeps } from './tcp-proxy.ts';
+import type { Lease, PinChange } from '../balance/placer.ts';
 import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
+import { ownExhaustion } from '../util/fd-exhaustion.ts';
 import { budgetedBufferSize, MIN_BUDGET_BUFFER_BYTES, resizeTo } from './queue-budget.ts';
 import { inSlices } from '../util/slices.ts';
 
@@ -30,7 +32,7 @@ export interface UdpProxyOptions {
   maxQueueDelayMs?: number;
 }
 
-type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'shutdown';
+type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'fd-exhausted' | 'shutdown';
 
 /**
  * Receive buffer asked for on the listening socket. Every client's media arrives on this one
@@ -89,6 +91,8 @@ interface UdpFlow {
   /** The address exactly as the listening socket reported it (needed to send replies back). */
   readonly replyAddress: string;
   readonly clientKey: string;
+  /** The flow's hold on its client's affinity record, released once when the flow closes. */
+  readonly lease: Lease;
   readonly connector: ConnectorView;
   readonly upstream: UdpSocket;
   readonly counters: ListenerCounters;
@@ -119,6 +123,8 @@ interface UdpFlow {
 export class UdpProxy {
   private readonly socket: UdpSocket;
   private readonly flows = new AddressPortTable<UdpFlow>();
+  /** The same flows by client key: a re-pin moves all of a client's flows at once (followPin). */
+  private readonly byClient = new Map<string, Set<UdpFlow>>();
   /** Multi-core: first packets of clients whose affinity entry is being fetched (see awaitDecision). */
   private readonly awaiting = new AddressPortTable<{ rinfo: RemoteInfo; packets: Buffer[] }>();
   /** A dead Connector answers every packet of every flow with ICMP: one line a second is enough. */
@@ -212,6 +218,29 @@ export class UdpProxy {
     for (const flow of this.flows.values()) {
       if (flow.connector.id !== connectorId) continue;
       this.closeFlow(flow, 'connector-down');
+      closed++;
+    }
+    return closed;
+  }
+
+  /**
+   * A client's pin changed (a re-pin here, one relayed from another worker or instance, a learned
+   * session): its flows to any other Connector are closed now, so its next datagram opens a flow
+   * to the new one. A pin dropped because its Connector left the config moves nothing, nor does
+   * the client's next placement after that (from no pin): established flows of a removed
+   * Connector run on until they end (README "Reload"). Without this a client that sends from a fixed
+   * source port (4172 or 50002, by client generation) would keep feeding the old Connector for as
+   * long as it keeps sending. Returns how many flows were closed.
+   */
+  followPin(change: PinChange): number {
+    if (change.to === undefined || change.from === undefined || change.from === change.to) return 0;
+    const flows = this.byClient.get(change.key);
+    if (!flows) return 0;
+    let closed = 0;
+    for (const flow of [...flows]) {
+      if (flow.connector.id === change.to) continue;
+      this.deps.stats.movedByRepin('pcoipUdp', flow.connector.id);
+      this.closeFlow(flow, 'repinned', change.to);
       closed++;
     }
     return closed;
@@ -358,7 +387,7 @@ export class UdpProxy {
         now,
         'max-flows',
         ErrorCodes.FLOW_LIMIT,
-        { client: formatHostPort(clientAddress, rinfo.port), maxFlows: this.options.maxFlows },
+        { client: clientAddress, clientPort: rinfo.port, maxFlows: this.options.maxFlows },
         'UDP flow refused: listeners.pcoipUdp.maxFlows reached',
       );
       return undefined;
@@ -369,7 +398,7 @@ export class UdpProxy {
         now,
         'max-flows-per-client',
         ErrorCodes.FLOW_LIMIT,
-        { client: formatHostPort(clientAddress, rinfo.port), maxFlowsPerClient: this.perClient.limit },
+        { client: clientAddress, clientPort: rinfo.port, maxFlowsPerClient: this.perClient.limit },
         'UDP flow refused: listeners.pcoipUdp.maxFlowsPerClient reached for this client',
       );
       return undefined;
@@ -391,6 +420,7 @@ export class UdpProxy {
       clientPort: rinfo.port,
       replyAddress: rinfo.address,
       clientKey: decision.clientKey,
+      lease: decision.lease,
       connector,
       upstream,
       counters: stats.opened('pcoipUdp', connector.id),
@@ -406,8 +436,10 @@ export class UdpProxy {
       recvBuffer: { out: { asked: recvBufferSize ?? FLOW_RECV_BUFFER_BYTES, packets: 0, bytes: 0 }, in: { asked: 0, packets: 0, bytes: 0 } },
     };
     this.flows.set(rinfo.address, rinfo.port, flow);
+    let same = this.byClient.get(decision.clientKey);
+    if (!same) this.byClient.set(decision.clientKey, (same = new Set()));
+    same.add(flow);
     this.perClient.tryAcquire(decision.clientKey);
-    placer.affinity.flowOpened(decision.clientKey, now);
     upstream.on('message', (reply) => {
       flow.seen = true;
       flow.packetsOut++;
@@ -417,13 +449,20 @@ export class UdpProxy {
       this.socket.send(reply, flow.clientPort, flow.replyAddress);
     });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
+      const errno = ownExhaustion(err);
+      if (errno) {
+        // The flow's socket could not be opened: pcoip-lb's own limit, not the Connector's.
+        this.refusals.fdExhausted(this.now(), errno, { client: clientAddress, clientPort: rinfo.port, connector: connector.id });
+        return this.closeFlow(flow, 'fd-exhausted');
+      }
       // A connected UDP socket reports an ICMP port-unreachable from the Connector as ECONNREFUSED.
       const unreachable = err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH';
       this.upstreamErrorLog.maybe(this.now(), (suppressed) =>
         logger.warn(
           {
             listener: 'pcoipUdp',
-            client: formatHostPort(clientAddress, rinfo.port),
+            client: clientAddress,
+            clientPort: rinfo.port,
             connector: connector.id,
             code: ErrorCodes.UPSTREAM_UNREACHABLE,
             err: err.code ?? err.message,
@@ -443,23 +482,27 @@ export class UdpProxy {
     return flow;
   }
 
-  private closeFlow(flow: UdpFlow, reason: UdpCloseReason): void {
+  private closeFlow(flow: UdpFlow, reason: UdpCloseReason, movedTo?: string): void {
     if (flow.closed) return;
     flow.closed = true;
     const now = this.now();
     this.flows.delete(flow.replyAddress, flow.clientPort);
+    const same = this.byClient.get(flow.clientKey);
+    same?.delete(flow);
+    if (same?.size === 0) this.byClient.delete(flow.clientKey);
     try {
       flow.upstream.close();
     } catch {
       // already closed by an error
     }
     this.perClient.release(flow.clientKey);
-    this.deps.placer.affinity.flowClosed(flow.clientKey, now);
-    this.deps.stats.closed('pcoipUdp', flow.connector.id);
+    flow.lease.release(now);
+    this.deps.stats.closed('pcoipUdp', flow.connector.id, now - flow.startedAt);
     this.deps.logger.info(
       {
         listener: 'pcoipUdp',
-        client: formatHostPort(flow.clientAddress, flow.clientPort),
+        client: flow.clientAddress,
+        clientPort: flow.clientPort,
         connector: flow.connector.id,
         bytesIn: flow.bytesIn,
         bytesOut: flow.bytesOut,
@@ -467,6 +510,7 @@ export class UdpProxy {
         packetsOut: flow.packetsOut,
         durationMs: now - flow.startedAt,
         reason,
+        ...(reason === 'repinned' ? { movedTo: movedTo ?? null } : {}),
       },
       'flow closed',
     );

@@ -16,3 +16,12 @@ export function formatDuration(ms: number): string {
   if (ms % 1000 === 0 && ms > 0) return `${ms / 1000}s`;
   return `${ms}ms`;
 }
+
+/** For people reading an uptime or an age: `42 s`, `12 min`, `3 h 5 min`, `2 d 4 h` (the live page shows the same). */
+export function humanDuration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86_400)} d ${Math.floor((s % 86_400) / 3600)} h`;
+}

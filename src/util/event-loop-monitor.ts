@@ -8,7 +8,7 @@
  * cumulative Prometheus buckets (any quantile over any window, summable over workers) and a
  * short ring of recent samples for exact windowed p99/max. Its cost is 100 callbacks a second.
  */
-import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 
 const TICK_MS = 10;
 /** Recent samples kept for the windowed p99/max: 10 s of ticks. */
@@ -25,8 +25,6 @@ export interface LoopSnapshot {
   /** Over the last ≤ WINDOW_SAMPLES ticks (≈ 10 s). */
   p99Seconds: number;
   maxSeconds: number;
-  /** Share of the time since the previous snapshot (or start) the loop spent busy, 0..1. */
-  utilization: number;
 }
 
 export class EventLoopMonitor {
@@ -36,8 +34,6 @@ export class EventLoopMonitor {
   private count = 0;
   private sum = 0;
   private last = performance.now();
-  private elu: EventLoopUtilization = performance.eventLoopUtilization();
-  private lastUtilization = 0;
   private readonly timer: NodeJS.Timeout;
 
   constructor() {
@@ -57,22 +53,16 @@ export class EventLoopMonitor {
     this.recent[this.recentCount++ % WINDOW_SAMPLES] = delaySeconds;
   }
 
-  /** Totals since start, plus the recent window's p99/max and the utilization since the last call. */
+  /** Totals since start, plus the recent window's p99/max. */
   snapshot(): LoopSnapshot {
     const window = Array.from(this.recent.subarray(0, Math.min(this.recentCount, WINDOW_SAMPLES))).sort((a, b) => a - b);
     const p99 = window.length === 0 ? 0 : window[Math.min(window.length - 1, Math.ceil(window.length * 0.99) - 1)]!;
-    const elu = performance.eventLoopUtilization();
-    const since = performance.eventLoopUtilization(elu, this.elu);
-    // Two scrapes in the same millisecond: keep the last figure rather than report 0/0.
-    if (since.idle + since.active > 0) this.lastUtilization = since.utilization;
-    this.elu = elu;
     return {
       buckets: [...this.buckets],
       count: this.count,
       sumSeconds: this.sum,
       p99Seconds: p99,
       maxSeconds: window.at(-1) ?? 0,
-      utilization: this.lastUtilization,
     };
   }
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { ConnectorConfig } from '../../src/config/schema.ts';
-import { startCli as spawnCli } from './cli.ts';
+import { startCli as spawnCli, type StartOptions } from './cli.ts';
 
 /**
  * `pcoip-lb start` as a real child process (see cli.ts) with its config in a temp file: signals,
@@ -52,11 +52,11 @@ export function writeConfig(path: string, raw: unknown): void {
 
 export const hasMsg = (prefix: string) => (l: LogLine) => typeof l.msg === 'string' && l.msg.startsWith(prefix);
 
-export async function startCli(raw: unknown, args: string[] = [], timeoutMs = 10_000): Promise<CliProcess> {
+export async function startCli(raw: unknown, args: string[] = [], timeoutMs = 10_000, options: StartOptions = {}): Promise<CliProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'pcoip-lb-cli-'));
   const configPath = join(dir, 'pcoip-lb.yaml');
   writeConfig(configPath, raw);
-  const proc = spawnCli(['start', '--config', configPath, ...args]);
+  const proc = spawnCli(['start', '--config', configPath, ...args], options);
   let running = true;
   void proc.exit.then(() => (running = false));
   const cleanup = async () => {

@@ -31,9 +31,16 @@ export interface RunningCli {
   exit: Promise<number | null>;
 }
 
+export interface StartOptions {
+  /** A command the CLI runs under, e.g. `['prlimit', '--nofile=200:200']` (it execs node with the CLI). */
+  wrap?: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
 /** Starts a long-running CLI command (e.g. `start`) and exposes its JSON log lines. */
-export function startCli(args: string[]): RunningCli {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function startCli(args: string[], options: StartOptions = {}): RunningCli {
+  const [command, ...prefix] = [...(options.wrap ?? []), process.execPath];
+  const child = spawn(command!, [...prefix, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(options.env ? { env: options.env } : {}) });
   const lines: Array<Record<string, unknown>> = [];
   const waiters = new Set<{ match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }>();
   let partial = '';

@@ -15,6 +15,8 @@ export interface Exposition {
   samples: Sample[];
   /** The value of the one sample with this name and exactly these labels; undefined if absent. */
   value(name: string, labels?: Record<string, string>): number | undefined;
+  /** The sum of every sample with this name whose labels include `labels` (0 when none). */
+  sum(name: string, labels?: Record<string, string>): number;
 }
 
 const NAME = '[a-zA-Z_:][a-zA-Z0-9_:]*';
@@ -74,6 +76,9 @@ export function parsePrometheusText(text: string): Exposition {
       const found = samples.filter((s) => s.name === name && Object.keys(s.labels).length === keys.length && keys.every((k) => s.labels[k] === labels[k]));
       if (found.length > 1) throw new Error(`${found.length} samples match ${name} ${JSON.stringify(labels)}`);
       return found[0]?.value;
+    },
+    sum(name, labels = {}) {
+      return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((n, s) => n + s.value, 0);
     },
   };
 }

@@ -97,9 +97,9 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
       // `pcoip-lb status` against the running process, through its admin API.
       const status = await runCli(['status', '--admin', String(started.admin)]);
       expect(status.code, status.stderr).toBe(0);
-      expect(status.stdout).toMatch(/^pcoip-lb \S+ · up \d+ s · 10 client\(s\) · \d+ flow\(s\) · 2\/2 Connector\(s\) take new clients\n/);
-      expect(status.stdout).toMatch(/^CONNECTOR +ADDRESS +HEALTH +STATE +CLIENTS/m);
-      for (const c of connectors) expect(status.stdout).toMatch(new RegExp(`^${c.id} +${c.host.replace(/\./g, '\\.')} +up +active +${[...landed.values()].filter((id) => id === c.id).length} `, 'm'));
+      expect(status.stdout).toMatch(/^pcoip-lb \S+ · up \d+ s · \d+ live session\(s\), 10 pinned client\(s\) · \d+ flow\(s\) · 2\/2 Connector\(s\) take new clients\n/);
+      expect(status.stdout).toMatch(/^CONNECTOR +ADDRESS +HEALTH +STATE +LIVE\/PINNED/m);
+      for (const c of connectors) expect(status.stdout).toMatch(new RegExp(`^${c.id} +${c.host.replace(/\./g, '\\.')} +up +active +\\d+/${[...landed.values()].filter((id) => id === c.id).length} `, 'm'));
       await proc.waitForLine((l) => l.msg === 'flow closed' && l.listener === 'pcoipTcp');
       proc.child.kill('SIGTERM');
       expect(await proc.exit).toBe(0);
@@ -117,7 +117,9 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
     try {
       const r = await runCli(['start', '-c', file]);
       expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain(`PLB_E_LISTEN: listeners.pcoipTcp: cannot listen on 127.0.1.70:${holder.brokerPort}: EADDRINUSE`);
+      // stdout is a pipe here: the error is a JSON log line like every other (see start-errors.test.ts).
+      const fatal = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.level === 60);
+      expect(fatal).toMatchObject({ code: 'PLB_E_LISTEN', msg: `listeners.pcoipTcp: cannot listen on 127.0.1.70:${holder.brokerPort}: EADDRINUSE` });
       // One clear line, not also a stack trace from the listener's own error handler.
       expect(r.stdout).not.toContain('listener error');
     } finally {

@@ -122,7 +122,7 @@ describe('faults', () => {
     const s = await session(ports, client, 'icmp-a');
     await connectors[0]!.closeUdp();
     s.media.send('into-the-void');
-    const line = await flowClosed({ listener: 'pcoipUdp', client: `${client}:${s.media.port}` });
+    const line = await flowClosed({ listener: 'pcoipUdp', client, clientPort: s.media.port });
     expect(line).toMatchObject({ reason: 'connector-unreachable', packetsIn: 2, packetsOut: 1 });
     await echo(s.control, 'tcp-still-fine');
     await echo(s.broker, 'broker-still-fine');

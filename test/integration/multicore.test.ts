@@ -4,7 +4,6 @@ import { tcpGreeting } from '../helpers/clients.ts';
 import { openUdpClient, waitUntil } from '../helpers/flow-clients.ts';
 import { startCli, rawTestConfig, writeConfig, hasMsg, type CliProcess, type LogLine } from '../helpers/cli-process.ts';
 import { Pool } from '../../src/pool/pool.ts';
-import { AffinityTable } from '../../src/balance/affinity.ts';
 import { Placer } from '../../src/balance/placer.ts';
 
 /**
@@ -41,7 +40,7 @@ describe('multi-core: workers sharing the ports agree on every client', () => {
   /** A client address that Maglev over {mc-a, mc-b} places on `id` (the same computation the workers make). */
   function clientHashedTo(id: string, base: string): string {
     const pool = new Pool([a.config(), b.config()]);
-    const placer = new Placer(pool, new AffinityTable(60_000), { algorithm: 'maglev', tableSize: 65_537, ipv4Prefix: 32, ipv6Prefix: 64, onDown: 'repin' });
+    const placer = new Placer(pool, 60_000, { algorithm: 'maglev', tableSize: 65_537, ipv4Prefix: 32, ipv6Prefix: 64, onDown: 'repin' });
     for (let i = 1; i < 255; i++) if (placer.pickNew(placer.keyFor(`${base}${i}`)) === id) return `${base}${i}`;
     throw new Error(`no address hashes to ${id}`);
   }

@@ -6,7 +6,6 @@ import { udpRoundTrip } from '../helpers/clients.ts';
 import { captureClientHello } from '../helpers/tls-fixtures.ts';
 import { SniRouter } from '../../src/proxy/sni-routing.ts';
 import { SessionTable } from '../../src/balance/sessions.ts';
-import { AffinityTable } from '../../src/balance/affinity.ts';
 import { Placer } from '../../src/balance/placer.ts';
 import { Pool } from '../../src/pool/pool.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -141,8 +140,7 @@ describe('SniRouter with an expired connect tag', () => {
       { id: 'conn-a', address: '127.0.1.1', ports: { broker: 443, pcoip: 4172 }, weight: 1, state: 'active' },
       { id: 'conn-b', address: '127.0.1.2', ports: { broker: 443, pcoip: 4172 }, weight: 1, state: 'active' },
     ]);
-    const affinity = new AffinityTable(3_600_000);
-    const placer = new Placer(pool, affinity, { algorithm: 'maglev', tableSize: 65537, ipv4Prefix: 32, ipv6Prefix: 64 });
+    const placer = new Placer(pool, 3_600_000, { algorithm: 'maglev', tableSize: 65537, ipv4Prefix: 32, ipv6Prefix: 64 });
     const sessions = new SessionTable({ ttlMs: 3_600_000, maxEntries: 10 });
     sessions.learnAllocation({ connectorId: 'conn-b', clientAddress: '127.0.2.1', sni: 'late.example', sessionId: 's', connectTag: 't', ipAddress: undefined, port: undefined }, now);
     const logs = new LogCapture();
@@ -159,7 +157,7 @@ describe('SniRouter with an expired connect tag', () => {
     const routing = await router.route(serverSide, '127.0.2.9');
     expect(routing.consumed.equals(hello)).toBe(true);
     expect(routing.opened).toBeUndefined();
-    expect(affinity.get(placer.keyFor('127.0.2.9'), now)).toBeUndefined();
+    expect(placer.affinity.get(placer.keyFor('127.0.2.9'), now)).toBeUndefined();
     await logs.waitFor((l) => l.msg === 'SNI names an allocation whose connect tag expired unused; routing by address');
     client.destroy();
     serverSide.destroy();

@@ -131,9 +131,6 @@ describe.skipIf(process.platform !== 'linux')('runtime metrics: event-loop delay
       expect(after.value('pcoip_lb_event_loop_delay_max_seconds', { worker: '0' })).toBeGreaterThanOrEqual(0.25);
       const count = checkLoopHistogram(after, '0');
       expect(after.value('pcoip_lb_event_loop_delay_seconds_bucket', { worker: '0', le: '0.25' })).toBeLessThan(count);
-      const utilization = after.value('pcoip_lb_event_loop_utilization', { worker: '0' })!;
-      expect(utilization).toBeGreaterThan(0.3); // 300 of the last ~400 ms were busy
-      expect(utilization).toBeLessThanOrEqual(1);
     });
   });
 

@@ -5,7 +5,6 @@ import { openUdpClient, waitUntil, type UdpClient } from '../helpers/flow-client
 import { LogCapture } from '../helpers/proxy.ts';
 import { UdpProxy } from '../../src/proxy/udp-proxy.ts';
 import { Pool } from '../../src/pool/pool.ts';
-import { AffinityTable } from '../../src/balance/affinity.ts';
 import { Placer } from '../../src/balance/placer.ts';
 import { FlowStats } from '../../src/proxy/flow-stats.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -27,8 +26,7 @@ describe('UDP idle sweep in slices', () => {
   beforeAll(async () => {
     connector = await startFakeConnector('sweep', '127.0.1.117');
     const pool = new Pool([connector.config()]);
-    const affinity = new AffinityTable(60_000);
-    const placer = new Placer(pool, affinity, { algorithm: 'maglev', tableSize: 65_537, ipv4Prefix: 32, ipv6Prefix: 64, onDown: 'repin' });
+    const placer = new Placer(pool, 60_000, { algorithm: 'maglev', tableSize: 65_537, ipv4Prefix: 32, ipv6Prefix: 64, onDown: 'repin' });
     proxy = new UdpProxy(
       { bind: { host: '127.0.0.1', port: 0 }, idleTimeoutMs: 1000, maxFlows: 10_000 },
       { placer, stats: new FlowStats(), logger: createLogger('info', logs), now: () => clock },

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { Pool } from '../../src/pool/pool.ts';
-import { AffinityTable } from '../../src/balance/affinity.ts';
 import { Placer } from '../../src/balance/placer.ts';
 import type { ConnectorConfig } from '../../src/config/schema.ts';
 
@@ -8,7 +7,7 @@ const connectors: ConnectorConfig[] = ['a', 'b', 'c'].map((id, i) => ({ id, addr
 
 function setup(onDown: 'repin' | 'keep') {
   const pool = new Pool(connectors);
-  const placer = new Placer(pool, new AffinityTable(60_000), { algorithm: 'rendezvous', tableSize: 65537, ipv4Prefix: 32, ipv6Prefix: 64, onDown });
+  const placer = new Placer(pool, 60_000, { algorithm: 'rendezvous', tableSize: 65537, ipv4Prefix: 32, ipv6Prefix: 64, onDown });
   const first = placer.decide('192.0.2.7', 0);
   if (!first.ok) throw new Error('first placement failed');
   return { pool, placer, home: first.connector.id };

@@ -12,9 +12,8 @@ function connector(id: string, state: ConnectorState = 'active', weight = 1): Co
 
 function setup(connectors = [connector('a'), connector('b'), connector('c')]) {
   const pool = new Pool(connectors);
-  const affinity = new AffinityTable(TTL);
-  const placer = new Placer(pool, affinity, { algorithm: 'maglev', tableSize: 1009, ipv4Prefix: 32, ipv6Prefix: 64 });
-  return { pool, affinity, placer };
+  const placer = new Placer(pool, TTL, { algorithm: 'maglev', tableSize: 1009, ipv4Prefix: 32, ipv6Prefix: 64 });
+  return { pool, affinity: placer.affinity, placer };
 }
 
 function decideId(placer: Placer, address: string, now = 0): string | undefined {
@@ -132,5 +131,54 @@ describe('AffinityTable', () => {
     table.flowOpened('k', 0);
     table.pin('k', 'b', 1, 'repinned');
     expect(table.get('k', 2)).toMatchObject({ connectorId: 'b', flows: 1, reason: 'repinned' });
+  });
+});
+
+describe('Placer as the owner of pins and leases', () => {
+  it('each decision holds a lease; the pin lives while any is held and for the TTL after the last release; a second release is a no-op', () => {
+    const { placer } = setup();
+    const d1 = placer.decide('198.51.100.40', 0);
+    const d2 = placer.decide('198.51.100.40', 1);
+    if (!d1.ok || !d2.ok) throw new Error('no decision');
+    expect(placer.entry('198.51.100.40/32', 10 * TTL)?.flows).toBe(2);
+    d1.lease.release(10 * TTL);
+    d1.lease.release(10 * TTL);
+    expect(placer.entry('198.51.100.40/32', 10 * TTL)?.flows).toBe(1);
+    d2.lease.release(10 * TTL + 5);
+    expect(placer.entry('198.51.100.40/32', 11 * TTL + 5)?.connectorId).toBe(d1.connector.id);
+    expect(placer.entry('198.51.100.40/32', 11 * TTL + 6)).toBeUndefined();
+  });
+
+  it('announces every pin write with where it came from and where the client was', () => {
+    const { placer, pool } = setup();
+    const changes: Array<Record<string, unknown>> = [];
+    placer.onPinChange((c) => changes.push({ from: c.from, to: c.to, reason: c.reason, origin: c.origin }));
+    const client = clientPlacedOn(placer, 'a');
+    placer.decide(client, 0);
+    placer.decide(client, 1); // pinned: no write
+    pool.setState('a', 'maint');
+    placer.decide(client, 2);
+    placer.learn(client, 'c', 3);
+    placer.applyPin(placer.keyFor(client), 'b', 'learned', 4, 'remote');
+    placer.forgetConnector('b', 5);
+    expect(changes).toEqual([
+      { from: undefined, to: 'a', reason: 'placed', origin: 'local' },
+      { from: 'a', to: expect.stringMatching(/^[bc]$/), reason: 'repinned', origin: 'local' },
+      { from: expect.stringMatching(/^[bc]$/), to: 'c', reason: 'learned', origin: 'local' },
+      { from: 'c', to: 'b', reason: 'learned', origin: 'remote' },
+      { from: 'b', to: undefined, reason: 'removed', origin: 'local' },
+    ]);
+  });
+
+  it('keeps lease deltas only once a replica asked for them, and hands them over once', () => {
+    const { placer } = setup();
+    placer.decide('198.51.100.41', 0);
+    expect(placer.takeLeaseDeltas().size).toBe(0);
+    placer.trackLeaseDeltas();
+    const d = placer.decide('198.51.100.42', 0);
+    placer.decide('198.51.100.42', 0);
+    if (d.ok) d.lease.release(1);
+    expect([...placer.takeLeaseDeltas()]).toEqual([['198.51.100.42/32', 1]]);
+    expect(placer.takeLeaseDeltas().size).toBe(0);
   });
 });

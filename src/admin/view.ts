@@ -1,0 +1,52 @@
+import type { Config } from '../config/schema.ts';
+import type { Pool } from '../pool/pool.ts';
+import type { AffinityView, Placer } from '../balance/placer.ts';
+import type { SessionsDescription } from '../balance/sessions.ts';
+import type { FlowStats } from '../proxy/flow-stats.ts';
+import type { ListenerAddresses } from '../proxy/listen.ts';
+import type { HealthMonitor } from '../health/monitor.ts';
+import type { ReloadOutcome } from '../control/reload-outcome.ts';
+import type { ReloadCounts } from '../control/reload-requests.ts';
+import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
+
+/** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
+export interface WorkerProcessView {
+  index: number;
+  pid: number | undefined;
+  /** Listening and reporting. */
+  up: boolean;
+  restarts: number;
+  cpuUserSeconds: number;
+  cpuSystemSeconds: number;
+  residentBytes: number;
+  heapUsedBytes: number;
+  /** Share of the last report interval the event loop was busy (0–1). */
+  eventLoopUtilization: number;
+  /** Open file descriptors and the soft limit; -1 when not known (yet). */
+  openFds: number;
+  maxFds: number;
+  /** The worker's last event-loop delay report (undefined until its first stats message). */
+  eventLoop?: LoopSnapshot | undefined;
+}
+
+/**
+ * What the admin server (API, /status, /metrics, the live page) reads of the process it serves:
+ * the single-process App or the multi-core primary. Read-only apart from the operator's state
+ * changes (pool.setState) and reload, both of which go to their owners.
+ */
+export interface AdminView {
+  readonly pool: Pool;
+  readonly placer: Pick<Placer, 'keyFor' | 'pickNew' | 'decisionCounts'>;
+  readonly affinity: AffinityView;
+  readonly stats: FlowStats;
+  readonly health: Pick<HealthMonitor, 'snapshot' | 'onRound' | 'fdExhaustedRounds'>;
+  readonly startedAt: number;
+  readonly listenerAddresses: ListenerAddresses;
+  readonly currentConfig: Config;
+  describeSessions(now?: number): SessionsDescription;
+  requestReload(): ReloadOutcome | undefined;
+  /** What came of the reload requests so far (/metrics). */
+  readonly reloadRequests: { readonly results: ReloadCounts };
+  /** Multi-core: the worker processes; absent in a single process. */
+  workerProcesses?(): WorkerProcessView[];
+}
