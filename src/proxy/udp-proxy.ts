@@ -13,7 +13,7 @@ import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
 import { ownExhaustion } from '../util/fd-exhaustion.ts';
-import { budgetedBufferSize, MIN_BUDGET_BUFFER_BYTES, resizeTo } from './queue-budget.ts';
+import { budgetedBufferSize, decayedPeak, MIN_BUDGET_BUFFER_BYTES, resizeTo } from './queue-budget.ts';
 import { inSlices } from '../util/slices.ts';
 
 export interface UdpProxyOptions {
@@ -58,14 +58,29 @@ const SWEEP_SLICE = 100;
 /** Flows visited per event-loop turn when sizing buffers. */
 const BUDGET_SLICE = 2000;
 
-/** How often receive buffers follow their socket's rate (listeners.pcoipUdp.maxQueueDelay). */
-const QUEUE_BUDGET_INTERVAL_MS = 1000;
+/**
+ * How often receive buffers follow their socket's rate (listeners.pcoipUdp.maxQueueDelay): the
+ * listener's every 100 ms (its rate is one counter; a burst after a lull must find room within
+ * 100 ms), each flow's every second (that walks every flow). The peaks they follow halve in
+ * ~1.4 s (listener) and ~2 s (flows) once the rate falls, so a buffer shrinks only after a
+ * few seconds of lower rate (bench:throughput lost its ≤ 0.1 % rate when the listener shrank
+ * during the 1-2 s between iperf3 tests and the next one began in a small buffer).
+ */
+const LISTENER_BUDGET_MS = 100;
+const FLOW_BUDGET_MS = 1000;
+const LISTENER_PEAK_DECAY = 0.95;
+const FLOW_PEAK_DECAY = 0.7;
 
-/** A socket's receive buffer under the latency budget: the size asked for, and the counters at the last resize check. */
+/** A socket's receive buffer under the latency budget: the size asked for, its decaying peak target, and the counters at the last check. */
 interface BufferState {
   asked: number;
+  peak: number;
   packets: number;
   bytes: number;
+}
+
+function newBufferState(size: number): BufferState {
+  return { asked: size, peak: size, packets: 0, bytes: 0 };
 }
 
 /** Packets held while a new flow's upstream socket connects; PCoIP sends a few at most by then. */
@@ -108,8 +123,8 @@ interface UdpFlow {
   bytesIn: number;
   bytesOut: number;
   closed: boolean;
-  /** The upstream socket's receive buffer (Connector → client queue) under maxQueueDelay; `in` is this flow's share of the listener's. */
-  recvBuffer: { out: BufferState; in: BufferState };
+  /** The upstream socket's receive buffer (Connector → client queue) under maxQueueDelay. */
+  recvBuffer: BufferState;
 }
 
 /**
@@ -133,9 +148,10 @@ export class UdpProxy {
   private readonly perClient: PerClientLimit;
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private budgetTimer: NodeJS.Timeout | undefined;
-  /** The listening socket's receive buffer under maxQueueDelay. */
+  private budgetTimers: NodeJS.Timeout[] = [];
+  /** The listening socket's receive buffer under maxQueueDelay, and what it received (every client's datagrams). */
   private listenerBuffer: BufferState;
+  private readonly received = { packets: 0, bytes: 0 };
   /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
   private accepting = true;
   private options: UdpProxyOptions;
@@ -147,7 +163,7 @@ export class UdpProxy {
     this.now = deps.now ?? Date.now;
     this.refusals = new RefusalLog('pcoipUdp', deps.stats, deps.logger);
     this.perClient = new PerClientLimit(options.maxFlowsPerClient ?? Infinity);
-    this.listenerBuffer = { asked: options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES, packets: 0, bytes: 0 };
+    this.listenerBuffer = newBufferState(options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES);
     const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
     this.socket = createSocket({
       type,
@@ -202,7 +218,7 @@ export class UdpProxy {
   /** Stops receiving client packets; closes every flow. */
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    if (this.budgetTimer) clearInterval(this.budgetTimer);
+    for (const t of this.budgetTimers) clearInterval(t);
     this.awaiting.clear();
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
     try {
@@ -281,46 +297,42 @@ export class UdpProxy {
   }
 
   private scheduleQueueBudget(): void {
-    if (this.budgetTimer) clearInterval(this.budgetTimer);
-    this.budgetTimer = setInterval(() => this.applyQueueBudget(QUEUE_BUDGET_INTERVAL_MS), QUEUE_BUDGET_INTERVAL_MS);
-    this.budgetTimer.unref();
+    for (const t of this.budgetTimers) clearInterval(t);
+    this.budgetTimers = [setInterval(() => this.budgetListener(), LISTENER_BUDGET_MS), setInterval(() => this.budgetFlows(), FLOW_BUDGET_MS)];
+    for (const t of this.budgetTimers) t.unref();
   }
 
   /**
-   * listeners.pcoipUdp.maxQueueDelay: sizes the listener's and every flow's receive buffer to
-   * its rate over the last `intervalMs` × the budget (queue-budget.ts); with no budget, back to
-   * recvBufferSize. A setsockopt only when a size moves past the hysteresis band. Flows are
-   * visited BUDGET_SLICE per event-loop turn (3000 flows took 0.37 ms; maxFlows is 100 000).
+   * listeners.pcoipUdp.maxQueueDelay: sizes a receive buffer to its socket's recent rate × the
+   * budget (queue-budget.ts): at once when the rate rises, after a while when it falls; with no
+   * budget, back to recvBufferSize. A setsockopt only when a size moves past the hysteresis band.
    */
-  applyQueueBudget(intervalMs: number): void {
+  private resizeBuffer(socket: UdpSocket, state: BufferState, packets: number, bytes: number, intervalMs: number, decay: number): void {
     const cap = this.options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES;
     const delay = this.options.maxQueueDelayMs ?? 0;
-    const budget = { maxQueueDelayMs: delay, maxBytes: cap, minBytes: MIN_BUDGET_BUFFER_BYTES };
-    const target = (packets: number, bytes: number) => (delay > 0 ? budgetedBufferSize(packets, bytes, intervalMs, budget) : cap);
-    const resize = (socket: UdpSocket, state: BufferState, packets: number, bytes: number) => {
-      const size = resizeTo(state.asked, target(packets - state.packets, bytes - state.bytes));
-      state.packets = packets;
-      state.bytes = bytes;
-      if (size === undefined) return;
-      try {
-        socket.setRecvBufferSize(size);
-        state.asked = size;
-      } catch {
-        // closing, or not connected yet: the next round tries again
-      }
-    };
-    let packetsIn = 0;
-    let bytesIn = 0;
-    const visit = (flow: UdpFlow) => {
-      // The listener's rate is the sum of what every flow received from its client.
-      packetsIn += flow.packetsIn - flow.recvBuffer.in.packets;
-      bytesIn += flow.bytesIn - flow.recvBuffer.in.bytes;
-      flow.recvBuffer.in.packets = flow.packetsIn;
-      flow.recvBuffer.in.bytes = flow.bytesIn;
-      if (flow.pending === undefined && !flow.closed) resize(flow.upstream, flow.recvBuffer.out, flow.packetsOut, flow.bytesOut);
-    };
-    const listener = this.listenerBuffer;
-    inSlices([...this.flows.values()], BUDGET_SLICE, visit, () => resize(this.socket, listener, listener.packets + packetsIn, listener.bytes + bytesIn));
+    const target = delay > 0 ? budgetedBufferSize(packets - state.packets, bytes - state.bytes, intervalMs, { maxQueueDelayMs: delay, maxBytes: cap, minBytes: MIN_BUDGET_BUFFER_BYTES }) : cap;
+    state.packets = packets;
+    state.bytes = bytes;
+    state.peak = delay > 0 ? Math.min(cap, decayedPeak(state.peak, target, decay)) : cap;
+    const size = resizeTo(state.asked, state.peak);
+    if (size === undefined) return;
+    try {
+      socket.setRecvBufferSize(size);
+      state.asked = size;
+    } catch {
+      // closing, or not connected yet: the next check tries again
+    }
+  }
+
+  private budgetListener(): void {
+    this.resizeBuffer(this.socket, this.listenerBuffer, this.received.packets, this.received.bytes, LISTENER_BUDGET_MS, LISTENER_PEAK_DECAY);
+  }
+
+  /** Every flow's upstream socket (Connector → client), BUDGET_SLICE flows per event-loop turn (3000 flows took 0.37 ms; maxFlows is 100 000). */
+  private budgetFlows(): void {
+    inSlices([...this.flows.values()], BUDGET_SLICE, (flow) => {
+      if (flow.pending === undefined && !flow.closed) this.resizeBuffer(flow.upstream, flow.recvBuffer, flow.packetsOut, flow.bytesOut, FLOW_BUDGET_MS, FLOW_PEAK_DECAY);
+    });
   }
 
   /** The per-datagram path: one table lookup, counters, one send. No string building, no clock. */
@@ -367,6 +379,8 @@ export class UdpProxy {
   }
 
   private forward(flow: UdpFlow, msg: Buffer): void {
+    this.received.packets++;
+    this.received.bytes += msg.length;
     flow.seen = true;
     flow.packetsIn++;
     flow.bytesIn += msg.length;
@@ -433,7 +447,7 @@ export class UdpProxy {
       bytesIn: 0,
       bytesOut: 0,
       closed: false,
-      recvBuffer: { out: { asked: recvBufferSize ?? FLOW_RECV_BUFFER_BYTES, packets: 0, bytes: 0 }, in: { asked: 0, packets: 0, bytes: 0 } },
+      recvBuffer: newBufferState(recvBufferSize ?? FLOW_RECV_BUFFER_BYTES),
     };
     this.flows.set(rinfo.address, rinfo.port, flow);
     let same = this.byClient.get(decision.clientKey);

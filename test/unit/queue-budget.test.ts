@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { budgetedBufferSize, KERNEL_OVERHEAD_PER_DATAGRAM, MIN_BUDGET_BUFFER_BYTES, resizeTo } from '../../src/proxy/queue-budget.ts';
+import { budgetedBufferSize, decayedPeak, KERNEL_OVERHEAD_PER_DATAGRAM, MIN_BUDGET_BUFFER_BYTES, resizeTo } from '../../src/proxy/queue-budget.ts';
 
 const MiB = 1024 * 1024;
 const budget = { maxQueueDelayMs: 50, maxBytes: 4 * MiB, minBytes: MIN_BUDGET_BUFFER_BYTES };
@@ -39,5 +39,27 @@ describe('resizeTo: hysteresis', () => {
     [4 * MiB, 4 * MiB, undefined],
   ])('%i → %i: %s', (current, target, expected) => {
     expect(resizeTo(current, target)).toBe(expected);
+  });
+});
+
+describe('decayedPeak: grow at once, shrink slowly', () => {
+  it('follows a rising target at once', () => {
+    expect(decayedPeak(300_000, 2_000_000, 0.7)).toBe(2_000_000);
+  });
+
+  it('after the rate falls, the buffer it leads to halves only after a few checks', () => {
+    // A flow at 4 MiB whose rate dropped to nothing: the peak decays by 0.7 per second (flows).
+    let peak = 4 * MiB;
+    let asked = 4 * MiB;
+    const sizes: number[] = [];
+    for (let second = 1; second <= 8; second++) {
+      peak = decayedPeak(peak, MIN_BUDGET_BUFFER_BYTES, 0.7);
+      asked = resizeTo(asked, peak) ?? asked;
+      sizes.push(asked);
+    }
+    expect(sizes[0]).toBe(4 * MiB); // one quiet second changes nothing
+    expect(sizes[1]).toBeLessThan(4 * MiB / 2 + 1); // two: halved
+    expect(sizes.at(-1)).toBeLessThanOrEqual(2 * MIN_BUDGET_BUFFER_BYTES); // eight: near the floor
+    expect(peak).toBe(MIN_BUDGET_BUFFER_BYTES); // never under the target
   });
 });
