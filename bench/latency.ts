@@ -7,6 +7,7 @@
  *   npm run bench:latency -- --quick       # 0 and 20k/s, both directions, 2 rounds of 3 s (~1.5 min)
  *   npm run bench:latency -- --rates 0,20000 --directions down --rounds 5 --only pcoip-lb-1,nginx
  *   npm run bench:latency -- --lb 'before:workers=1;root=/tmp/main' --lb 'after:workers=1' --only before,after,nginx
+ *   npm run bench:latency -- --cpu-quota 15 --rates 20000 --directions up   # each proxy limited to 15 % of a CPU
  *
  * Linux only (/proc); NGINX needs nginx-light + libnginx-mod-stream (installed when run as root).
  */
@@ -20,6 +21,7 @@ import { childPids, loadAverage, runQueueWaitNs, socketInodes } from './lib/proc
 import { CONNECTOR_HOST, ensurePeerPackages, startNginx, startPcoipLbCli, type Peer } from './lib/peers.ts';
 import { fmt, markdownTable } from './lib/table.ts';
 import { parseProcNetUdp } from '../src/util/proc-net-udp.ts';
+import { limitCpu, type CpuLimit } from './lib/cpu-limit.ts';
 
 const { values } = parseArgs({
   options: {
@@ -39,6 +41,8 @@ const { values } = parseArgs({
     lb: { type: 'string', multiple: true },
     only: { type: 'string' },
     'trace-gc': { type: 'boolean', default: false },
+    /** Confine each proxy (all its processes) to this % of one CPU: a host out of CPU (cgroup CFS quota; root). */
+    'cpu-quota': { type: 'string' },
   },
 });
 
@@ -348,6 +352,7 @@ const resultsDir = new URL('./results/', import.meta.url).pathname;
 mkdirSync(resultsDir, { recursive: true });
 const started = new Date();
 const peers: Peer[] = [];
+const cpuLimits: CpuLimit[] = [];
 const kidsList: ChildProcess[] = [];
 try {
   type Cell = { rate: number; direction: 'up' | 'down' | 'none' };
@@ -397,6 +402,16 @@ try {
     } else log(`nginx skipped: ${packages.notes.join('; ')}`);
   }
   if (paths.length === 0) throw new Error('no path to measure (see --only)');
+  if (values['cpu-quota']) {
+    const percent = Number(values['cpu-quota']);
+    for (const path of paths) {
+      if (path.name === 'direct') continue;
+      const limit = limitCpu(`i12-latency-${process.pid}-${path.name}`, percent);
+      if (typeof limit === 'string') throw new Error(`--cpu-quota: ${limit}`);
+      cpuLimits.push(limit);
+      for (const pid of path.pids()) limit.add(pid);
+    }
+  }
 
   const perMeasurementS = (warmupMs + seconds * 1000 + PROBE_GRACE_MS + SETTLE_MS + 600) / 1000;
   const estimate = rounds * cells.length * paths.length * perMeasurementS;
@@ -404,7 +419,8 @@ try {
   console.log(
     `bench:latency ${started.toISOString()} — Node ${process.version}, ${availableParallelism()} × ${cpu}, load average ${loadAverage()}\n` +
       `probe ${probeRate}/s × 1200 B for ${seconds} s per measurement (after ${warmupMs / 1000} s of background), background on ${bgFlows} flows; pcoip-lb with ${values.connectors} Connector entries (health-checked); ` +
-      `${rounds} interleaved rounds × ${cells.length} load cells × ${paths.length} paths (${paths.map((p) => p.name).join(', ')}); ~${Math.round(estimate)} s`,
+      `${rounds} interleaved rounds × ${cells.length} load cells × ${paths.length} paths (${paths.map((p) => p.name).join(', ')}); ~${Math.round(estimate)} s` +
+      (values['cpu-quota'] ? `\neach proxy confined to ${values['cpu-quota']} % of one CPU (cgroup CFS quota, 10 ms period)` : ''),
   );
 
   const results: Measurement[] = [];
@@ -472,6 +488,7 @@ try {
   );
   console.log(`every measurement: ${file}`);
 } finally {
+  for (const limit of cpuLimits) limit.remove();
   await Promise.all(peers.map((p) => p.stop().catch(() => undefined)));
   for (const k of kidsList) k.kill();
   rmSync(dir, { recursive: true, force: true });
