@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { loadConfigFile } from './config/load.ts';
+import { fileURLToPath } from 'node:url';
+import { formatKeyPath, loadCheckedConfigFile, loadConfigFile } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { ErrorCodes, PlbError, isPlbError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -12,17 +13,16 @@ import { resolveWorkers } from './cluster/workers.ts';
 import { removePidFile, writePidFile } from './control/pid-file.ts';
 import { AdminClient } from './admin/client.ts';
 import { ADMIN_TOKEN_ENV, adminTarget, setStateCommand, statusCommand, waitForDrain } from './admin/commands.ts';
-import { resolveAdminToken } from './admin/token.ts';
 import { parseDuration } from './util/duration.ts';
 import { createInterface } from 'node:readline';
-import { parseHostPort, type HostPort } from './util/address.ts';
-import { DEMO_CONFIG_PATH, startDemo } from './demo/demo.ts';
-import { startSimulation } from './sim/simulate.ts';
+import { parseAdminAddress, parseHostPort, type HostPort } from './util/address.ts';
 
 /** The only module that exits the process or installs signal handlers. */
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** From src/ and from dist/ alike. The demo module itself is imported only by `demo` (see below). */
+const DEMO_CONFIG_PATH = fileURLToPath(new URL('../config/demo.yaml', import.meta.url));
 
 /**
  * `start` logs JSON lines on stdout. When stdout is not a terminal (a service manager, a
@@ -51,10 +51,23 @@ function printError(err: unknown): void {
 const withConfig = <T>(y: Argv<T>) =>
   y.option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'path to the YAML config file' });
 
+/** Only the commands whose logging it changes take --log-level (the others print, they do not log). */
+const withLogLevel = <T>(y: Argv<T>, describe: string) => y.option('log-level', { type: 'string', choices: LOG_LEVELS, describe });
+
+/** `--admin` as `host:port` or `http://host:port`, everywhere: the admin server's base URL. */
+const adminUrlOption = (value: string | undefined): string | undefined => {
+  if (value === undefined) return undefined;
+  const parsed = parseAdminAddress(String(value));
+  if ('error' in parsed) throw new Error(`--admin ${parsed.error}`);
+  return parsed.url;
+};
+
+const ADMIN_OPTION_HELP = 'admin API address, host:port or http://host:port (default: from --config admin.bind, else 127.0.0.1:8404)';
+
 /** Options of the commands that talk to a running proxy through its admin API. */
 const withAdmin = <T>(y: Argv<T>) =>
   y
-    .option('admin', { type: 'string', describe: 'admin API URL (default: from --config admin.bind, else http://127.0.0.1:8404)' })
+    .option('admin', { type: 'string', coerce: adminUrlOption, describe: ADMIN_OPTION_HELP })
     .option('token', { type: 'string', describe: `admin bearer token (default: $${ADMIN_TOKEN_ENV}, else from --config admin.token)` })
     .option('config', { alias: 'c', type: 'string', describe: 'config file to read admin.bind and admin.token from' });
 
@@ -76,10 +89,12 @@ function stateCommand(action: 'enable' | 'maint', describe: string) {
 }
 
 async function runStart(configPath: string, logLevel: string | undefined): Promise<void> {
-  const config = loadConfigFile(configPath);
+  // The schema plus every check short of binding (files read, token resolved), as check-config.
+  const { config, warningFindings } = loadCheckedConfigFile(configPath, { tokenEnvMissing: 'error' });
   // --log-level outranks the file everywhere: in this process, in every worker, on reload.
   if (logLevel) config.logging.level = logLevel as Config['logging']['level'];
   const logger = createLogger(config.logging.level);
+  for (const w of warningFindings) logger.warn({ code: w.code, key: formatKeyPath(w.path), file: configPath }, w.message);
   const workers = resolveWorkers(config);
   // workers: 1 is the single-process path; more runs a primary (this process) and N workers.
   const running: Running = workers.count > 1 ? new Supervisor(config, logger, workers.count, (err) => fatal(err)) : new App(config, logger);
@@ -153,6 +168,35 @@ const hostPortOption = (flag: string) => (value: string | undefined): HostPort |
   return parsed;
 };
 
+/** `demo --admin`: where to bind the admin server, written either way `--admin` is. */
+const adminBindOption = (value: string | undefined): HostPort | undefined => {
+  if (value === undefined) return undefined;
+  const parsed = parseAdminAddress(String(value));
+  if ('error' in parsed) throw new Error(`--admin ${parsed.error}`);
+  return parsed.bind;
+};
+
+/**
+ * `demo` and `simulate` run simulated Connectors, whose certificates come from the `selfsigned`
+ * package: a dev dependency, so a production install (`npm ci --omit=dev`, the image) does not
+ * carry it. They are imported only when run, so `start` and the other commands never load them.
+ */
+async function importDevOnly<T>(load: () => Promise<T>, command: string): Promise<T> {
+  try {
+    return await load();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && /selfsigned/.test((err as Error).message)) {
+      throw new PlbError(
+        ErrorCodes.USAGE,
+        `pcoip-lb ${command} needs the development dependencies (the simulated Connectors' certificates come from "selfsigned"): run it from a checkout after "npm ci", not from a production install`,
+        [],
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
 /**
  * For long-running helpers (demo, simulate): each line typed on stdin goes to `command`; SIGINT
  * or SIGTERM runs `stop` and exits (a second signal exits at once). stdin closing is harmless.
@@ -185,22 +229,21 @@ export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
     .scriptName('pcoip-lb')
     .usage('$0 <command> [options]\n\nLoad balancer for HP Anyware (PCoIP) Connector pools.')
-    .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: 'override logging.level from the config' })
     .command(
       'start',
       'run the proxy',
-      (y) => withConfig(y),
+      (y) => withLogLevel(withConfig(y), 'override logging.level from the config (also on reload)'),
       async (args) => {
         await runStart(args.config, args.logLevel);
       },
     )
     .command(
       'reload',
-      'make the running pcoip-lb re-read its config file: validates FILE, then asks the admin API (POST /reload), else signals the pid in pidFile (SIGHUP)',
+      'make the running pcoip-lb re-read its config file: validates the --config file, then asks the admin API (POST /reload), else signals the pid in pidFile (SIGHUP)',
       (y) =>
         withConfig(y)
           .option('pid', { type: 'number', describe: 'signal this process id (SIGHUP) instead of asking the admin API' })
-          .option('admin', { type: 'string', describe: 'admin API base URL (default: from the config\'s admin.bind)' })
+          .option('admin', { type: 'string', coerce: adminUrlOption, describe: ADMIN_OPTION_HELP })
           .option('token', { type: 'string', describe: `admin token (default: $${ADMIN_TOKEN_ENV}, else the config's)` }),
       async (args) => {
         const lines = await requestReload({ configPath: args.config, pid: args.pid, admin: args.admin, token: args.token });
@@ -209,14 +252,15 @@ export async function main(argv: string[]): Promise<void> {
     )
     .command(
       'check-config',
-      'validate a config file: exit 0 if valid, else list every error with file, line and key path',
+      'validate a config file as start does short of binding (schema, certificate/CA/token files): exit 0 if valid, else list every error with file, line and key path',
       (y) => withConfig(y),
       (args) => {
-        const config = loadConfigFile(args.config);
-        // The one admin rule the schema cannot see: a non-loopback bind needs a token.
-        if (!config.admin.token) resolveAdminToken(config.admin);
+        // In an operator's shell the service's environment may be missing: an unset token variable only warns here.
+        const { config, warnings } = loadCheckedConfigFile(args.config, { tokenEnvMissing: 'warning' });
+        for (const line of warnings) process.stderr.write(`warning: ${line}\n`);
         const listeners = Object.keys(config.listeners).join(', ');
-        process.stdout.write(`${args.config}: OK (${config.connectors.length} Connector(s); listeners: ${listeners})\n`);
+        const warned = warnings.length ? `; ${warnings.length} warning(s)` : '';
+        process.stdout.write(`${args.config}: OK (${config.connectors.length} Connector(s); listeners: ${listeners}${warned})\n`);
       },
     )
     .command(
@@ -249,12 +293,13 @@ export async function main(argv: string[]): Promise<void> {
       'demo',
       'pcoip-lb in front of 3 simulated Connectors on loopback, with health checks and the admin server (what `npm start` runs)',
       (y) =>
-        y
+        withLogLevel(y, 'override logging.level of the demo config')
           .option('config', { alias: 'c', type: 'string', default: DEMO_CONFIG_PATH, defaultDescription: 'config/demo.yaml', describe: 'demo config' })
           .option('broker', { type: 'string', coerce: hostPortOption('broker'), describe: 'override listeners.broker.bind (host:port)' })
-          .option('pcoip', { type: 'string', coerce: hostPortOption('pcoip'), describe: 'override the 4172 TCP and UDP binds (host:port)' })
-          .option('admin', { type: 'string', coerce: hostPortOption('admin'), describe: 'override admin.bind (host:port)' }),
+          .option('pcoip', { type: 'string', coerce: hostPortOption('pcoip'), describe: 'override the 4172 TCP and UDP binds (host:port; port 0: one free port for both)' })
+          .option('admin', { type: 'string', coerce: adminBindOption, describe: 'override admin.bind (host:port or http://host:port)' }),
       async (args) => {
+        const { startDemo } = await importDevOnly(() => import('./demo/demo.ts'), 'demo');
         const demo = await startDemo({
           configPath: args.config,
           ...(args.admin ? { admin: args.admin as HostPort } : {}),
@@ -270,7 +315,7 @@ export async function main(argv: string[]): Promise<void> {
       'simulate',
       'run simulated Connectors (HTTPS broker + /health, 4172 TCP and UDP) to rehearse or load-test pcoip-lb',
       (y) =>
-        y
+        withLogLevel(y, 'log level of the simulators (default info)')
           .option('connectors', { alias: 'n', type: 'number', demandOption: true, describe: 'how many (ids conn-a, conn-b, …)' })
           .option('host-base', { type: 'string', default: '127.0.1.', describe: 'Connector i listens on <host-base><i>' })
           .option('broker-port', { type: 'number', default: 0, describe: 'broker (HTTPS) port on every Connector; 0 = any free' })
@@ -278,6 +323,7 @@ export async function main(argv: string[]): Promise<void> {
           .option('unhealthy', { type: 'string', array: true, default: [] as string[], describe: 'ids whose /health starts at 500' })
           .option('advertise', { type: 'string', coerce: hostPortOption('advertise'), describe: "PCoIP address to hand out in allocate-resource-resp (pcoip-lb's)" }),
       async (args) => {
+        const { startSimulation } = await importDevOnly(() => import('./sim/simulate.ts'), 'simulate');
         const simulation = await startSimulation({
           count: args.connectors,
           hostBase: args.hostBase,
@@ -291,13 +337,16 @@ export async function main(argv: string[]): Promise<void> {
         runUntilSignal(() => simulation.stop(), (line) => simulation.command(line));
       },
     )
-    .demandCommand(1, 'name a command: start, reload, check-config, status, drain, enable, maint, demo, simulate (see --help)')
+    .completion('completion', 'print a bash/zsh completion script (e.g. pcoip-lb completion >> ~/.bashrc)')
+    .demandCommand(1, 'name a command: start, reload, check-config, status, drain, enable, maint, demo, simulate, completion (see --help)')
     .strict()
     .version(pkg.version)
     .help()
     .alias('h', 'help')
     .fail((msg, err) => {
-      if (err) printError(err);
+      // A bad option value (coerce) reaches here as yargs' YError: a usage error, not a crash.
+      if (err?.name === 'YError') process.stderr.write(`error ${ErrorCodes.USAGE}: ${err.message}\n\nRun "pcoip-lb --help" for usage.\n`);
+      else if (err) printError(err);
       else process.stderr.write(`${msg}\n\nRun "pcoip-lb --help" for usage.\n`);
       process.exit(1);
     })

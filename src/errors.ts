@@ -58,3 +58,17 @@ export class PlbError extends Error {
 export function isPlbError(err: unknown): err is PlbError {
   return err instanceof PlbError;
 }
+
+/** Stable codes of the warnings a valid config can still draw (logged at start, printed by check-config). */
+export const WarningCodes = {
+  /** health.checks has no `broker` check (or is empty). */
+  NO_BROKER_CHECK: 'PLB_W_NO_BROKER_CHECK',
+  /** listeners.pcoipUdp.idleTimeout below the 60 s a PCoIP session may be silent. */
+  UDP_IDLE_SHORT: 'PLB_W_UDP_IDLE_SHORT',
+  /** check-config: the admin.token.env variable is not set in the shell it runs in. */
+  ADMIN_TOKEN_ENV: 'PLB_W_ADMIN_TOKEN_ENV',
+  /** 4172/UDP bound to a wildcard address (logged by the UDP listener at start). */
+  UDP_WILDCARD: 'PLB_W_UDP_WILDCARD',
+} as const;
+
+export type WarningCode = (typeof WarningCodes)[keyof typeof WarningCodes];

@@ -1,6 +1,8 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
-import { parseDuration } from '../util/duration.ts';
-import { isValidHost, parseHostPort, type HostPort } from '../util/address.ts';
+import { DURATION_PATTERN, formatDuration, parseDuration } from '../util/duration.ts';
+import { formatHostPort, isValidHost, parseHostPort, type HostPort } from '../util/address.ts';
+import { isLoopbackHost } from '../admin/token.ts';
 
 /**
  * The config schema. Strict everywhere: an unknown key is an error, because a misspelt key that
@@ -8,24 +10,53 @@ import { isValidHost, parseHostPort, type HostPort } from '../util/address.ts';
  * Durations are strings with a unit; they parse to milliseconds.
  */
 
-const duration = (what: string) =>
-  z.string({ error: `${what} must be a duration string such as "500ms", "5s", "2m" or "1h"` }).transform((text, ctx) => {
-    const ms = parseDuration(text);
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration; use a number with a unit: ms, s, m, h or d (e.g. "120s")` });
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/**
+ * Bounds of a duration key in ms. The floors stop typos (`5ms` for `5m`) and busy loops
+ * (`health.interval: 0s` ran ~260 rounds a second); `zero` says what `0s` means where it is
+ * allowed below the floor (one meaning per kind: "never" for idle timeouts, "off" for timers that
+ * only cut clients).
+ */
+interface DurationBounds {
+  min: number;
+  max: number;
+  zero?: string;
+}
+
+const duration = (what: string, bounds: DurationBounds) =>
+  z
+    .string({ error: `${what} must be a duration string such as "500ms", "5s", "2m" or "1h"` })
+    .regex(DURATION_PATTERN, { error: (issue) => `"${String(issue.input)}" is not a duration; use a number with a unit: ms, s, m, h or d (e.g. "120s")` })
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === 0 && bounds.zero !== undefined) return 0;
+      if (ms === undefined || ms < bounds.min || ms > bounds.max) {
+        const zero = bounds.zero === undefined ? '' : `, or 0s (${bounds.zero})`;
+        ctx.addIssue({ code: 'custom', message: `must be between ${formatDuration(bounds.min)} and ${formatDuration(bounds.max)}${zero}; got "${text}"` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+/** Every listener's idleTimeout: `0s` means never (a flow is closed only by either side). */
+const IDLE_TIMEOUT: DurationBounds = { min: 100, max: 30 * DAY, zero: 'never' };
+
+const hostPort = z
+  .string({ error: 'must be a "host:port" string ("[v6]:port" for IPv6)' })
+  // For editors (the JSON Schema); the transform below gives the precise error.
+  .meta({ pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[^:\\[\\]\\s]+):[0-9]{1,5}$', description: 'host:port ([v6]:port for IPv6)' })
+  .transform((text, ctx): HostPort => {
+    const parsed = parseHostPort(text);
+    if ('error' in parsed) {
+      ctx.addIssue({ code: 'custom', message: parsed.error });
       return z.NEVER;
     }
-    return ms;
+    return parsed;
   });
-
-const hostPort = z.string({ error: 'must be a "host:port" string ("[v6]:port" for IPv6)' }).transform((text, ctx): HostPort => {
-  const parsed = parseHostPort(text);
-  if ('error' in parsed) {
-    ctx.addIssue({ code: 'custom', message: parsed.error });
-    return z.NEVER;
-  }
-  return parsed;
-});
 
 const port = z.number().int().min(1).max(65535);
 
@@ -35,13 +66,13 @@ export type ConnectorState = (typeof CONNECTOR_STATES)[number];
 const tcpListenerFields = {
   bind: hostPort,
   /** How long to wait for the Connector to accept before giving up on the client's connection. */
-  connectTimeout: duration('connectTimeout').prefault('5s'),
+  connectTimeout: duration('connectTimeout', { min: 100, max: 5 * MINUTE }).prefault('5s'),
   /** Open connections on this listener; past it new connections are closed at once (refused, logged). */
-  maxConnections: z.number().int().min(1).default(10_000),
+  maxConnections: z.number().int().min(1).max(1_000_000).default(10_000),
   /** Open connections per client (affinity client key: an office behind one NAT is one client). */
-  maxConnectionsPerClient: z.number().int().min(1).default(1000),
+  maxConnectionsPerClient: z.number().int().min(1).max(1_000_000).default(1000),
   /** Close a client that sent nothing this long after connecting (TLS clients speak first). "0s" disables. */
-  firstByteTimeout: duration('firstByteTimeout').prefault('10s'),
+  firstByteTimeout: duration('firstByteTimeout', { min: 100, max: DAY, zero: 'off' }).prefault('10s'),
 };
 
 const pemFile = z.string().min(1, 'must be the path of a PEM file');
@@ -57,7 +88,7 @@ const brokerTls = z
     certificates: z.array(z.strictObject({ cert: pemFile, key: pemFile })).min(1, 'list at least one { cert, key }').optional(),
     minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
     /** How often the certificate files are checked for changes (new files apply to new handshakes). */
-    reloadInterval: duration('reloadInterval').prefault('10s'),
+    reloadInterval: duration('reloadInterval', { min: 100, max: DAY }).prefault('10s'),
     upstream: z
       .strictObject({
         /** PEM bundle that signed the Connectors' certificates. */
@@ -93,7 +124,7 @@ const brokerTls = z
 const brokerListener = z.strictObject({
   ...tcpListenerFields,
   /** Idle broker connections are short HTTP keep-alives; 5 minutes is generous. */
-  idleTimeout: duration('idleTimeout').prefault('5m'),
+  idleTimeout: duration('idleTimeout', IDLE_TIMEOUT).prefault('5m'),
   tls: brokerTls,
   /** HTTP/1.1 limits, applied when tls.mode is terminate (the proxy then reads the requests). */
   http: z
@@ -101,7 +132,7 @@ const brokerListener = z.strictObject({
       maxHeaderBytes: z.number().int().min(1024).max(1_048_576).default(16_384),
       maxHeaderCount: z.number().int().min(8).max(1000).default(100),
       /** A client must finish sending a request's headers within this (slow senders are cut). */
-      headerTimeout: duration('headerTimeout').prefault('10s'),
+      headerTimeout: duration('headerTimeout', { min: 100, max: 10 * MINUTE }).prefault('10s'),
     })
     .prefault({}),
   /**
@@ -125,9 +156,9 @@ const brokerListener = z.strictObject({
 const pcoipTcpListener = z.strictObject({
   ...tcpListenerFields,
   /** The 4172/TCP control channel can be quiet for long stretches of a healthy session. */
-  idleTimeout: duration('idleTimeout').prefault('1h'),
+  idleTimeout: duration('idleTimeout', IDLE_TIMEOUT).prefault('1h'),
   /**
-   * Experimental, unverified with real clients (PCOIP.md): peek at the TLS ClientHello and route
+   * Experimental, unverified with real clients (docs/pcoip-protocol.md): peek at the TLS ClientHello and route
    * by an SNI learned from the broker exchange ahead of address affinity. Needs broker terminate.
    */
   sniRouting: z.boolean().default(false),
@@ -136,11 +167,11 @@ const pcoipTcpListener = z.strictObject({
 const pcoipUdpListener = z.strictObject({
   bind: hostPort,
   /** PCoIP sessions die after 30–60 s of silence, so anything below 60 s would cut live sessions. */
-  idleTimeout: duration('idleTimeout').prefault('120s'),
+  idleTimeout: duration('idleTimeout', IDLE_TIMEOUT).prefault('120s'),
   /** Cap on concurrent UDP flows; a new flow past it is refused and logged. */
-  maxFlows: z.number().int().min(1).default(100_000),
+  maxFlows: z.number().int().min(1).max(10_000_000).default(100_000),
   /** Cap on concurrent UDP flows per client (affinity client key): stops a flood of new source ports. */
-  maxFlowsPerClient: z.number().int().min(1).default(1000),
+  maxFlowsPerClient: z.number().int().min(1).max(10_000_000).default(1000),
   /**
    * SO_RCVBUF (bytes) of the listening socket and of each flow's upstream socket. The kernel
    * default (~208 KB, < 5 ms of a busy pool) overflows on an event-loop pause; Linux caps it at
@@ -155,7 +186,7 @@ const pcoipUdpListener = z.strictObject({
    * so a stall turns into at most about this much delay, and loss beyond it, instead of up to
    * recvBufferSize of delay. 0s: off (fixed recvBufferSize).
    */
-  maxQueueDelay: duration('maxQueueDelay').prefault('50ms'),
+  maxQueueDelay: duration('maxQueueDelay', { min: 5, max: 10 * SECOND, zero: 'off' }).prefault('50ms'),
 });
 
 const connector = z.strictObject({
@@ -175,7 +206,7 @@ const connector = z.strictObject({
 
 /** `10%` → 0.1. Jitter is a share of the interval, so it scales with it. */
 const percent = (what: string, max: number) =>
-  z.string({ error: `${what} must be a percentage string such as "10%"` }).transform((text, ctx) => {
+  z.string({ error: `${what} must be a percentage string such as "10%"` }).meta({ pattern: '^\\d+(\\.\\d+)?%$' }).transform((text, ctx) => {
     const match = /^(\d+(?:\.\d+)?)%$/.exec(text.trim());
     const value = match ? Number(match[1]) : NaN;
     if (!(value >= 0 && value <= max)) {
@@ -186,6 +217,7 @@ const percent = (what: string, max: number) =>
   });
 
 export const HEALTH_CHECKS = ['broker', 'pcoip'] as const;
+const DEFAULT_HEALTH_TIMEOUT_MS = 2000;
 export type HealthCheckName = (typeof HEALTH_CHECKS)[number];
 
 /**
@@ -196,9 +228,12 @@ export type HealthCheckName = (typeof HEALTH_CHECKS)[number];
  */
 const health = z
   .strictObject({
-    interval: duration('interval').prefault('5s'),
-    /** A check that has not finished by then has failed (a hung Connector is a down Connector). */
-    timeout: duration('timeout').prefault('2s'),
+    interval: duration('interval', { min: 100, max: DAY }).prefault('5s'),
+    /**
+     * A check that has not finished by then has failed (a hung Connector is a down Connector).
+     * Default: 2s, or the interval when that is shorter (so `interval: 1s` alone stays valid).
+     */
+    timeout: duration('timeout', { min: 10, max: HOUR }).optional(),
     /** Consecutive passing rounds before a down Connector is up again. */
     rise: z.number().int().min(1).max(100).default(2),
     /** Consecutive failing rounds before an up Connector is down. */
@@ -222,13 +257,21 @@ const health = z
         enabled: z.boolean().default(true),
         /** This many failed connects (refused or timed out) within `window` mark a Connector down. */
         failures: z.number().int().min(1).max(10_000).default(3),
-        window: duration('window').prefault('10s'),
+        window: duration('window', { min: 100, max: DAY }).prefault('10s'),
       })
       .prefault({}),
     /** A pinned client whose Connector is down: `repin` places its new flows elsewhere; `keep` refuses them. */
     onDown: z.enum(['repin', 'keep']).default('repin'),
     /** Close the established flows of a Connector when it goes down (off: flows may still be alive). */
     closeFlowsOnDown: z.boolean().default(false),
+  })
+  .transform((h) => ({ ...h, timeout: h.timeout ?? Math.min(DEFAULT_HEALTH_TIMEOUT_MS, h.interval) }))
+  .superRefine((h, ctx) => {
+    // A check still running when the next round is due would stretch every round, and with it
+    // the promised fall × interval to take a hung Connector out (HAProxy's default is timeout = inter).
+    if (h.timeout > h.interval) {
+      ctx.addIssue({ code: 'custom', path: ['timeout'], message: `must not be longer than health.interval (${formatDuration(h.interval)}); got ${formatDuration(h.timeout)}` });
+    }
   })
   .prefault({});
 
@@ -249,7 +292,21 @@ const admin = z
     /** Required when `bind` is not a loopback address; every request but /healthz must then carry it. */
     token: adminToken.optional(),
   })
+  .superRefine((a, ctx) => {
+    // Checked here (not only when the server starts) so check-config reports it with every other
+    // error, at its line. The admin API can drain the whole pool.
+    if (a.enabled && !a.token && !isLoopbackHost(a.bind.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['bind'],
+        message: `${formatHostPort(a.bind.host, a.bind.port)} is not a loopback address: set admin.token.file or admin.token.env (a bearer token of at least 16 characters), or bind the admin server to 127.0.0.1`,
+      });
+    }
+  })
   .prefault({});
+
+/** One message for every way `workers` can be wrong (zod would otherwise say "Too small" without naming auto). */
+const WORKERS_ERROR = { error: 'must be "auto" or a whole number from 1 to 64' };
 
 export const BALANCE_ALGORITHMS = ['maglev', 'rendezvous'] as const;
 export type BalanceAlgorithm = (typeof BALANCE_ALGORITHMS)[number];
@@ -263,7 +320,7 @@ export const configSchema = z
         pcoipUdp: pcoipUdpListener.optional(),
       })
       .refine((l) => l.broker || l.pcoipTcp || l.pcoipUdp, { message: 'configure at least one of broker, pcoipTcp, pcoipUdp' }),
-    connectors: z.array(connector).min(1, 'list at least one Connector'),
+    connectors: z.array(connector).min(1, 'list at least one Connector').superRefine(rejectDuplicateTargets),
     balance: z
       .strictObject({
         algorithm: z.enum(BALANCE_ALGORITHMS).default('maglev'),
@@ -276,7 +333,7 @@ export const configSchema = z
         ipv4Prefix: z.number().int().min(0).max(32).default(32),
         ipv6Prefix: z.number().int().min(0).max(128).default(64),
         /** How long a client stays pinned after its last flow ends. */
-        ttl: duration('ttl').prefault('1h'),
+        ttl: duration('ttl', { min: SECOND, max: 30 * DAY }).prefault('1h'),
       })
       .prefault({}),
     /** Where `start` writes its pid, so that `pcoip-lb reload` can signal it (SIGHUP). Not written when unset. */
@@ -285,13 +342,13 @@ export const configSchema = z
      * Data-plane processes sharing the listening ports (SO_REUSEPORT, Linux). "auto": one per
      * core. 1: everything in one process (no workers). See docs/multicore.md.
      */
-    workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)], { error: 'must be "auto" or a whole number from 1 to 64' }).default('auto'),
+    workers: z.union([z.literal('auto'), z.number().int(WORKERS_ERROR).min(1, WORKERS_ERROR).max(64, WORKERS_ERROR)], WORKERS_ERROR).default('auto'),
     health,
     admin,
     shutdown: z
       .strictObject({
         /** On SIGTERM/SIGINT: stop accepting, let TCP and UDP flows finish for this long, then close them. */
-        grace: duration('grace').prefault('10s'),
+        grace: duration('grace', { min: 0, max: HOUR }).prefault('10s'),
       })
       .prefault({}),
     logging: z
@@ -317,9 +374,7 @@ export const configSchema = z
       } else seen.set(c.id, i);
     });
     const { broker, pcoipTcp } = cfg.listeners;
-    if (broker && pcoipTcp && broker.bind.port === pcoipTcp.bind.port && broker.bind.port !== 0 && broker.bind.host === pcoipTcp.bind.host) {
-      ctx.addIssue({ code: 'custom', path: ['listeners', 'pcoipTcp', 'bind'], message: 'same TCP address as listeners.broker.bind' });
-    }
+    rejectTcpBindConflicts(cfg, ctx);
     if (pcoipTcp?.sniRouting && broker?.tls.mode !== 'terminate') {
       ctx.addIssue({ code: 'custom', path: ['listeners', 'pcoipTcp', 'sniRouting'], message: 'needs listeners.broker.tls.mode: terminate (SNI values are learned from the broker exchange)' });
     }
@@ -350,6 +405,48 @@ export type BrokerListenerConfig = NonNullable<ListenersConfig['broker']>;
 export type BrokerTlsConfig = BrokerListenerConfig['tls'];
 export type HealthConfig = Config['health'];
 export type AdminConfig = Config['admin'];
+
+/**
+ * Two TCP servers cannot listen on overlapping addresses (Linux refuses a wildcard and a specific
+ * address on one port, too): catch it here, with both keys named, rather than as EADDRINUSE at start.
+ */
+function rejectTcpBindConflicts(cfg: z.output<typeof configSchema>, ctx: z.RefinementCtx): void {
+  const binds: Array<{ key: string; path: string[]; bind: HostPort }> = [];
+  if (cfg.listeners.broker) binds.push({ key: 'listeners.broker.bind', path: ['listeners', 'broker', 'bind'], bind: cfg.listeners.broker.bind });
+  if (cfg.listeners.pcoipTcp) binds.push({ key: 'listeners.pcoipTcp.bind', path: ['listeners', 'pcoipTcp', 'bind'], bind: cfg.listeners.pcoipTcp.bind });
+  if (cfg.admin.enabled) binds.push({ key: 'admin.bind', path: ['admin', 'bind'], bind: cfg.admin.bind });
+  binds.forEach((b, i) => {
+    const earlier = binds.slice(0, i).find((a) => tcpBindsOverlap(a.bind, b.bind));
+    if (earlier) {
+      const same = earlier.bind.host === b.bind.host ? 'same TCP address as' : 'overlaps the TCP address of';
+      ctx.addIssue({ code: 'custom', path: b.path, message: `${same} ${earlier.key} (${formatHostPort(earlier.bind.host, earlier.bind.port)})` });
+    }
+  });
+}
+
+function tcpBindsOverlap(a: HostPort, b: HostPort): boolean {
+  if (a.port !== b.port || a.port === 0) return false;
+  if (a.host === b.host || a.host === '::' || b.host === '::') return true;
+  const v4Wildcard = (x: HostPort, y: HostPort) => x.host === '0.0.0.0' && isIP(y.host) === 4;
+  return v4Wildcard(a, b) || v4Wildcard(b, a);
+}
+
+/**
+ * Two entries for one Connector (same address and broker or pcoip port) would split its clients'
+ * affinity across two ids and double its share of new clients.
+ */
+function rejectDuplicateTargets(list: Array<{ id: string; address: string; ports: { broker: number; pcoip: number } }>, ctx: z.RefinementCtx): void {
+  list.forEach((c, i) => {
+    const address = c.address.toLowerCase();
+    for (const port of ['broker', 'pcoip'] as const) {
+      const j = list.findIndex((o, k) => k < i && o.address.toLowerCase() === address && o.ports[port] === c.ports[port]);
+      if (j >= 0) {
+        ctx.addIssue({ code: 'custom', path: [i, 'address'], message: `same address and ${port} port (${formatHostPort(c.address, c.ports[port])}) as connectors[${j}] ("${list[j]!.id}"): list each Connector once` });
+        return;
+      }
+    }
+  });
+}
 
 function isPrime(n: number): boolean {
   if (n < 2) return false;

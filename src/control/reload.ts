@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.ts';
-import { loadConfigFile } from '../config/load.ts';
+import { loadCheckedConfigFile, loadConfigFile } from '../config/load.ts';
 import type { ConfigDiff } from '../config/diff.ts';
 import { ErrorCodes, PlbError, isPlbError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -23,7 +23,9 @@ export interface Reloadable {
 export function reloadFromFile(app: Reloadable, configPath: string, logger: Logger, logLevelOverride?: string): ReloadOutcome {
   let next: Config;
   try {
-    next = loadConfigFile(configPath);
+    // Every check start makes (certificate, CA and token files too), so a reload that would not
+    // start is rejected with the same file:line errors.
+    next = loadCheckedConfigFile(configPath, { tokenEnvMissing: 'error' }).config;
     // A --log-level given on the command line outranks the file, on reload as at start.
     if (logLevelOverride) next.logging.level = logLevelOverride as Config['logging']['level'];
     const { diff, pinsDropped } = app.reload(next);

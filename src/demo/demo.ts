@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
-import type { AddressInfo } from 'node:net';
+import { createServer, isIP, type AddressInfo } from 'node:net';
+import { createSocket } from 'node:dgram';
 import { loadConfigFile } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../logger.ts';
@@ -7,6 +8,7 @@ import { App } from '../app.ts';
 import type { SimConnector } from '../sim/connector.ts';
 import { simCommand, startSimPool } from '../sim/pool.ts';
 import { formatHostPort, type HostPort } from '../util/address.ts';
+import { ErrorCodes, isPlbError } from '../errors.ts';
 
 /**
  * `pcoip-lb demo` (what `npm start` runs): simulated Connectors on loopback and pcoip-lb in
@@ -41,18 +43,22 @@ export interface Demo {
   stop(): Promise<void>;
 }
 
+/** How often `--pcoip HOST:0` tries another port when something took the chosen one first. */
+const PCOIP_PORT_ATTEMPTS = 5;
+
 export async function startDemo(options: DemoOptions): Promise<Demo> {
-  const config = withOverrides(loadConfigFile(options.configPath), options);
-  const logger: Logger = createLogger((options.logLevel ?? config.logging.level) as Config['logging']['level']);
+  const fileConfig = loadConfigFile(options.configPath);
+  const logger: Logger = createLogger((options.logLevel ?? fileConfig.logging.level) as Config['logging']['level']);
   const sims = await startSimPool(
-    config.connectors.map((c) => ({ id: c.id, host: c.address })),
+    fileConfig.connectors.map((c) => ({ id: c.id, host: c.address })),
     { logger },
   );
   let app: App | undefined;
   try {
-    config.connectors = config.connectors.map((c) => ({ ...c, ports: { ...sims.find((s) => s.id === c.id)!.connectorConfig().ports } }));
-    app = new App(config, logger);
-    const listeners = await app.start();
+    const connectors = fileConfig.connectors.map((c) => ({ ...c, ports: { ...sims.find((s) => s.id === c.id)!.connectorConfig().ports } }));
+    const started = await startApp({ ...fileConfig, connectors }, options, logger);
+    app = started.app;
+    const listeners = started.listeners;
     if (listeners.pcoipTcp) {
       const host = isWildcard(listeners.pcoipTcp.address) ? '127.0.0.1' : listeners.pcoipTcp.address;
       for (const sim of sims) sim.setAdvertisedPcoip(host, listeners.pcoipTcp.port);
@@ -62,7 +68,7 @@ export async function startDemo(options: DemoOptions): Promise<Demo> {
       app: running,
       sims,
       listeners,
-      banner: () => banner(listeners, running.adminAddress, sims, config.health.checks.length > 0),
+      banner: () => banner(listeners, running.adminAddress, sims, running.currentConfig.health.checks.length > 0),
       command: (line) => (line.trim() === 'help' ? HELP : simCommand(line, sims)),
       stop: async () => {
         await running.stop(running.currentConfig.shutdown.grace);
@@ -85,6 +91,42 @@ function withOverrides(config: Config, options: DemoOptions): Config {
   if (options.pcoip && listeners.pcoipUdp) listeners.pcoipUdp = { ...listeners.pcoipUdp, bind: options.pcoip };
   const admin = options.admin ? { ...config.admin, enabled: true, bind: options.admin } : config.admin;
   return { ...config, listeners, admin };
+}
+
+/**
+ * 4172/TCP and 4172/UDP must share one port number (the Connectors hand out one). For
+ * `--pcoip HOST:0` the port is picked once for both; a clash with another program that took it
+ * in the meantime is retried with another.
+ */
+async function startApp(base: Config, options: DemoOptions, logger: Logger): Promise<{ app: App; listeners: Demo['listeners'] }> {
+  for (let attempt = 1; ; attempt++) {
+    const pcoip = options.pcoip?.port === 0 ? { ...options.pcoip, port: await freeTcpAndUdpPort(options.pcoip.host) } : options.pcoip;
+    const app = new App(withOverrides(base, { ...options, ...(pcoip ? { pcoip } : {}) }), logger);
+    try {
+      return { app, listeners: await app.start() };
+    } catch (err) {
+      const clash = isPlbError(err) && err.code === ErrorCodes.LISTEN && err.message.includes('EADDRINUSE');
+      if (!(clash && options.pcoip?.port === 0 && attempt < PCOIP_PORT_ATTEMPTS)) throw err;
+    }
+  }
+}
+
+/** A port free for both TCP and UDP on `host` right now (the listeners bind it moments later). */
+async function freeTcpAndUdpPort(host: string): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const tcp = createServer();
+    await new Promise<void>((resolve, reject) => tcp.once('error', reject).listen(0, host, () => resolve()));
+    const { port } = tcp.address() as AddressInfo;
+    const udp = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
+    const free = await new Promise<boolean>((resolve) => {
+      udp.once('error', () => resolve(false));
+      udp.bind(port, host, () => resolve(true));
+    });
+    if (free) udp.close();
+    await new Promise<void>((resolve) => tcp.close(() => resolve()));
+    if (free) return port;
+  }
+  throw new Error(`no port free for both TCP and UDP on ${host} after 20 tries`);
 }
 
 function isWildcard(address: string): boolean {
@@ -113,7 +155,8 @@ function banner(listeners: Demo['listeners'], admin: AddressInfo | undefined, si
     ...sims.map((s) => `  ${s.id.padEnd(10)} ${s.host}  broker :${s.brokerPort}  pcoip :${s.pcoipPort} (tcp+udp)  simulated`),
     '',
     'Try next, in another terminal:',
-    `  npm run bench:sessions -- --target ${isDefault ? 'demo' : brokerTarget} --users 50 --duration 5s`,
+    // From the checkout: node24.sh brings Node >= 22.18 where the machine has an older one.
+    `  ./scripts/node24.sh npm run bench:sessions -- --target ${isDefault ? 'demo' : brokerTarget} --users 50 --duration 5s`,
     '        50 simulated PCoIP users log in through pcoip-lb and stream UDP; a table says how it went',
     ...(adminAt
       ? [

@@ -3,7 +3,7 @@
  * allocate-resource-resp `<target>` so the client dials the proxy's public address on a port
  * dedicated to the issuing Connector. Pure string/byte work; the relay decides when to call it.
  *
- * Unverified (PCOIP.md): whether real clients honour a port other than 4172.
+ * Unverified (docs/pcoip-protocol.md): whether real clients honour a port other than 4172.
  */
 export interface RewriteTo {
   address: string;

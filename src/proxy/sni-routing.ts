@@ -9,7 +9,7 @@ import type { EarlyRouting } from './tcp-proxy.ts';
 
 /**
  * 4172/TCP routing by the SNI of the client's TLS ClientHello (listeners.pcoipTcp.sniRouting,
- * experimental: PCOIP.md marks as unverified whether real clients send the allocation's `sni`).
+ * experimental: docs/pcoip-protocol.md marks as unverified whether real clients send the allocation's `sni`).
  * Reads the ClientHello off the paused connection without terminating TLS; when its SNI names
  * an allocation learned on 443, pins the client address to that allocation's Connector — ahead
  * of whatever address affinity said — so this connection and the client's UDP flow go there.

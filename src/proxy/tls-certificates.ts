@@ -106,7 +106,8 @@ export class CertificateStore {
   }
 }
 
-function loadPair(files: CertificateFiles, index: number, minVersion: SecureVersion): LoadedPair {
+/** Loads one pair as start does (read, parse, key match); exported for check-config (src/config/preflight.ts). */
+export function loadPair(files: CertificateFiles, index: number, minVersion: SecureVersion): LoadedPair {
   const where = `listeners.broker.tls.certificates[${index}]`;
   const read = (key: 'cert' | 'key') => {
     try {

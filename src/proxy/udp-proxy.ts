@@ -18,6 +18,7 @@ import { inSlices } from '../util/slices.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
+  /** A flow silent both ways this long is closed; 0: never (as on the TCP listeners). */
   idleTimeoutMs: number;
   maxFlows: number;
   /** Concurrent flows per client (affinity client key): a flood of source ports from one address stops here. */
@@ -274,7 +275,7 @@ export class UdpProxy {
       if (flow.seen) {
         flow.seen = false;
         flow.lastActivity = now;
-      } else if (now - flow.lastActivity > this.options.idleTimeoutMs) {
+      } else if (this.options.idleTimeoutMs > 0 && now - flow.lastActivity > this.options.idleTimeoutMs) {
         idle.push(flow);
       }
     }
@@ -291,7 +292,8 @@ export class UdpProxy {
   private scheduleSweep(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     // Sweep a few times per timeout so a flow lives at most ~25 % past its idle timeout.
-    const every = Math.max(50, Math.min(5000, Math.floor(this.options.idleTimeoutMs / 4)));
+    // idleTimeout 0 means never (as on the TCP listeners): the sweep then only resets `seen`.
+    const every = this.options.idleTimeoutMs === 0 ? 5000 : Math.max(50, Math.min(5000, Math.floor(this.options.idleTimeoutMs / 4)));
     this.sweepTimer = setInterval(() => this.sweepIdle(), every);
     this.sweepTimer.unref();
   }

@@ -1,6 +1,6 @@
 /**
  * The broker's XML messages (POST /pcoip-broker/xml), both directions, for the simulators.
- * Shapes follow the open-source broker and client cited in shared/PCOIP.md: a `pcoip-client`
+ * Shapes follow the open-source broker and client cited in docs/pcoip-protocol.md: a `pcoip-client`
  * root with a version and exactly one child, answered by `<child>-resp`.
  *
  * The parser is deliberately minimal: it understands the flat subset these messages use

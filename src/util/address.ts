@@ -56,3 +56,26 @@ export function formatHostPort(host: string, port: number): string {
 export function unmapIpv4(address: string): string {
   return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
+
+/**
+ * The `--admin` option of every command: `host:port` (as `admin.bind` is written) or an
+ * `http://host:port` URL (as the admin server announces itself). Returns both forms.
+ */
+export function parseAdminAddress(text: string): { bind: HostPort; url: string } | { error: string } {
+  const trimmed = text.trim();
+  let hostPort = trimmed;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed)) {
+    let url: URL;
+    try {
+      url = new URL(trimmed);
+    } catch {
+      return { error: `"${text}" is neither "host:port" nor a URL such as http://127.0.0.1:8404` };
+    }
+    if (url.protocol !== 'http:') return { error: `"${text}": the admin server speaks plain http:// (got ${url.protocol})` };
+    if (url.pathname !== '/' || url.search || url.hash) return { error: `"${text}": give the server's address only, without a path` };
+    hostPort = `${url.hostname}:${url.port || '80'}`;
+  }
+  const bind = parseHostPort(hostPort);
+  if ('error' in bind) return { error: `"${text}": ${bind.error} (use host:port or http://host:port)` };
+  return { bind, url: `http://${formatHostPort(bind.host, bind.port)}` };
+}

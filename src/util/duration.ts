@@ -1,6 +1,8 @@
 /** Durations in config are strings with a unit so that `120` can never be misread as ms vs s. */
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+/** What a duration string looks like (also published in the config's JSON Schema). */
+export const DURATION_PATTERN = DURATION_RE;
 
 /** Parses `500ms`, `5s`, `2m`, `1h`, `1d` (also `1.5s`); returns milliseconds or undefined. */
 export function parseDuration(text: string): number | undefined {

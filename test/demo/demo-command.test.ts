@@ -1,9 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { PoolStatus } from '../../src/admin/status.ts';
 import { runLoad } from '../../src/sim/load.ts';
 import { CLI, Output, getHealth } from '../helpers/spawned.ts';
+
+const run = promisify(execFile);
+const ROOT = new URL('../..', import.meta.url).pathname;
 
 describe('pcoip-lb demo (npm start)', { timeout: 40_000 }, () => {
   let child: ChildProcessWithoutNullStreams;
@@ -25,6 +30,8 @@ describe('pcoip-lb demo (npm start)', { timeout: 40_000 }, () => {
     const admin = (await out.waitFor(/admin +http:\/\/(127\.0\.0\.1:\d+)\//))[1]!;
     const listeners = await out.waitFor(/broker 127\.0\.0\.1:(\d+)\/tcp +pcoip 127\.0\.0\.1:(\d+)\/tcp 127\.0\.0\.1:(\d+)\/udp/);
     const [brokerPort, udpPort] = [Number(listeners[1]), Number(listeners[3])];
+    // --pcoip 127.0.0.1:0: one port for 4172/TCP and 4172/UDP (the Connectors hand out one).
+    expect(Number(listeners[2])).toBe(udpPort);
     const connB = await out.waitFor(/conn-b +127\.0\.1\.2 +broker :(\d+)/);
 
     const status = (await (await fetch(`http://${admin}/status`)).json()) as PoolStatus;
@@ -51,6 +58,16 @@ describe('pcoip-lb demo (npm start)', { timeout: 40_000 }, () => {
 
     // "unhealthy conn-b" on stdin: the simulator's /health answers 500, and pcoip-lb's health
     // checks (demo.yaml: every 2 s, fall 2) take conn-b out with that reason.
+    // The banner's "try next" command, as printed, with fewer users: from the checkout, on a
+    // machine whose first node is the one in /usr/bin (Debian's 20 here and in CI).
+    const tryNext = (await out.waitFor(/^ +(\.\/scripts\/node24\.sh npm run bench:sessions -- .*)$/m))[1]!;
+    const bench = await run('bash', ['-c', tryNext.replace('--users 50 --duration 5s', '--users 2 --duration 1s')], {
+      cwd: ROOT,
+      env: { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH}` },
+      timeout: 30_000,
+    });
+    expect(bench.stdout).toMatch(/users ok \/ failed +\| 2 \/ 0 /);
+
     child.stdin.write('unhealthy conn-b testing the demo\n');
     await out.waitFor(/conn-b: GET \/health now answers 500 \(reason: testing the demo\)/);
     expect(await getHealth('127.0.1.2', Number(connB[1]))).toEqual({ status: 500, body: { code: 500, status: 'Error', reason: 'testing the demo' } });

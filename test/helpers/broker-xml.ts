@@ -1,5 +1,5 @@
 /**
- * Broker XML bodies shaped as PCOIP.md describes them (root `<pcoip-client version="2.1">`, one
+ * Broker XML bodies shaped as docs/pcoip-protocol.md describes them (root `<pcoip-client version="2.1">`, one
  * child; allocate-resource-resp with result and target), for the fake broker and parser tests.
  */
 export interface AllocationFixture {

@@ -11,7 +11,8 @@ import { pcoipPacket } from './sim-clients.ts';
  * Connectors that reject what they did not broker (src/sim/connector.ts). For the multi-core and
  * state tests.
  */
-export const FAST_HEALTH = { interval: '150ms', timeout: '1s', rise: 1, fall: 1, jitter: '0%' };
+// timeout may not exceed interval (config check); 500ms leaves room for HTTPS checks on a loaded 2-core machine.
+export const FAST_HEALTH = { interval: '500ms', timeout: '500ms', rise: 1, fall: 1, jitter: '0%' };
 
 export async function startSims(ids: string[], hostBase: string): Promise<SimConnector[]> {
   return Promise.all(ids.map((id, i) => SimConnector.start({ id, host: `${hostBase}${i + 1}` })));

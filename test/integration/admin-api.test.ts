@@ -167,7 +167,9 @@ describe('admin API', () => {
 describe('admin token', () => {
   it('a non-loopback admin bind without a token refuses to start, before any listener binds', async () => {
     const fake = await startFakeConnector('conn-a', '127.0.1.63');
-    const app = new App(testConfig([fake.config()], { admin: { bind: '0.0.0.0:0' } }), createLogger('silent'));
+    // The config schema refuses this bind (test/unit/config-checks.test.ts); App checks again.
+    const config = testConfig([fake.config()]);
+    const app = new App({ ...config, admin: { ...config.admin, bind: { host: '0.0.0.0', port: 0 } } }, createLogger('silent'));
     try {
       const err = await app.start().then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(PlbError);

@@ -34,6 +34,74 @@ describe('pcoip-lb check-config', () => {
     expect(r.stderr).toContain('missing.yaml: cannot read config: no such file');
   });
 
+  it('runs the checks start makes (files named by the config), each at its line, and prints warnings', async () => {
+    const doc = parseDocument(readFileSync(EXAMPLE, 'utf8'));
+    doc.setIn(['health', 'tls', 'ca'], join(dir, 'no-ca.pem'));
+    doc.setIn(['admin', 'token'], doc.createNode({ file: join(dir, 'no-token') }));
+    const file = join(dir, 'files.yaml');
+    writeFileSync(file, doc.toString());
+    const r = await runCli(['check-config', '-c', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`error PLB_E_CONFIG_INVALID: ${file}: 2 config errors`);
+    expect(r.stderr).toMatch(new RegExp(`\\n  ${file}:\\d+:\\d+ health\\.tls\\.ca: cannot read ${dir}/no-ca\\.pem: no such file\\n  ${file}:\\d+:\\d+ admin\\.token\\.file: ${dir}/no-token: cannot read: ENOENT\\n`));
+
+    doc.setIn(['health', 'checks'], doc.createNode(['pcoip']));
+    // Loopback Connectors: should start ever get past its checks here, its health checks stay on this machine.
+    doc.setIn(['connectors', 0, 'address'], '127.0.1.232');
+    doc.setIn(['connectors', 1, 'address'], '127.0.1.233');
+    doc.deleteIn(['health', 'tls', 'ca']);
+    doc.setIn(['admin', 'token'], doc.createNode({ env: 'PLB13_UNSET_TOKEN' }));
+    writeFileSync(file, doc.toString());
+    const warned = await runCli(['check-config', '-c', file]);
+    expect(warned.code, warned.stderr).toBe(0);
+    expect(warned.stdout).toMatch(/files\.yaml: OK \(2 Connector\(s\); listeners: broker, pcoipTcp, pcoipUdp; 2 warning\(s\)\)/);
+    expect(warned.stderr).toMatch(/^warning: \S+:\d+:\d+ health\.checks: no broker check: .*\(PLB_W_NO_BROKER_CHECK\)$/m);
+    expect(warned.stderr).toMatch(/^warning: \S+:\d+:\d+ admin\.token\.env: PLB13_UNSET_TOKEN: no token there \(empty or unset\) in this shell; .*\(PLB_W_ADMIN_TOKEN_ENV\)$/m);
+    // start, with the same file, refuses: its environment is the one that counts. Its stdout is a
+    // pipe here, so the fatal error is one JSON log line there, like every other line.
+    const start = await runCli(['start', '-c', file]);
+    expect(start.code).toBe(1);
+    const fatal = JSON.parse(start.stdout.trim().split('\n').at(-1)!) as { level: number; msg: string; details?: string[] };
+    expect(fatal.level).toBe(60);
+    expect(JSON.stringify(fatal)).toMatch(/admin\.token\.env: PLB13_UNSET_TOKEN: no token there/);
+  }, 60_000);
+
+  it('--log-level only where it changes something; reload --help names --config; completion', async () => {
+    // Three at a time, each allowed 45 s: every one is a Node start-up, slow on a loaded 2-core machine.
+    const commands = ['start', 'demo', 'simulate', 'check-config', 'reload', 'status', 'drain', 'enable', 'maint'];
+    const helps: Array<readonly [string, string]> = [];
+    for (let i = 0; i < commands.length; i += 3) {
+      helps.push(...(await Promise.all(commands.slice(i, i + 3).map(async (c) => [c, (await runCli([c, '--help'], 45_000)).stdout] as const))));
+    }
+    for (const [command, help] of helps) {
+      if (['start', 'demo', 'simulate'].includes(command)) expect(help, command).toContain('--log-level');
+      else expect(help, command).not.toContain('--log-level');
+    }
+    const refused = await runCli(['check-config', '-c', EXAMPLE, '--log-level', 'debug']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('Unknown argument');
+    const reload = (await runCli(['reload', '--help'])).stdout;
+    expect(reload).toContain('validates the --config file');
+    expect(reload).not.toContain('FILE');
+    const completion = await runCli(['completion']);
+    expect(completion.code).toBe(0);
+    expect(completion.stdout).toContain('pcoip-lb --get-yargs-completions');
+    const words = await runCli(['--get-yargs-completions', 'dr']);
+    expect(words.stdout.split('\n')).toContain('drain');
+  }, 180_000);
+
+  it('--admin takes host:port or a URL, and says so for anything else', async () => {
+    // Nothing listens on port 1: both spellings reach the same "unreachable" answer, not a URL error.
+    for (const admin of ['127.0.0.1:1', 'http://127.0.0.1:1', 'http://127.0.0.1:1/']) {
+      const r = await runCli(['status', '--admin', admin]);
+      expect(r.stderr, admin).toContain('PLB_E_ADMIN_UNREACHABLE: cannot reach the admin API at http://127.0.0.1:1');
+    }
+    const bad = await runCli(['drain', 'conn-a', '--admin', 'http://127.0.0.1:1/status']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('error PLB_E_USAGE: --admin "http://127.0.0.1:1/status": give the server\'s address only, without a path');
+    expect((await runCli(['reload', '-c', EXAMPLE, '--admin', 'nope'])).stderr).toContain('error PLB_E_USAGE: --admin "nope": expected "host:port"');
+  }, 60_000);
+
   it('has --help on every command and --version', async () => {
     for (const args of [['--help'], ['start', '--help'], ['check-config', '--help']]) {
       const r = await runCli(args);
@@ -80,6 +148,8 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
     const proc = startCli(['start', '--config', file]);
     try {
       const started = await proc.waitForLine((l) => String(l.msg).startsWith('pcoip-lb started'));
+      // checks: [] here: start says what that costs, with the key.
+      expect(proc.lines.find((l) => l.code === 'PLB_W_NO_BROKER_CHECK')).toMatchObject({ level: 40, key: 'health.checks', msg: expect.stringContaining('active health checks are off') });
       const listeners = started.listeners as Record<string, string>;
       const port = (name: string) => Number(/:(\d+)\//.exec(listeners[name]!)![1]);
       const landed = new Map<string, string>();
@@ -113,7 +183,8 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
     const file = join(dir, 'conflict.yaml');
     // Another server already holds the address.
     const holder = await startFakeConnector('holder', '127.0.1.70');
-    writeFileSync(file, `listeners:\n  pcoipTcp: { bind: "127.0.1.70:${holder.brokerPort}" }\nconnectors:\n  - { id: a, address: 127.0.1.61 }\n`);
+    // admin on port 0 too: the default 127.0.0.1:8404 may be taken (by a running demo).
+    writeFileSync(file, `listeners:\n  pcoipTcp: { bind: "127.0.1.70:${holder.brokerPort}" }\nconnectors:\n  - { id: a, address: 127.0.1.61 }\nadmin: { bind: "127.0.0.1:0" }\n`);
     try {
       const r = await runCli(['start', '-c', file]);
       expect(r.code).not.toBe(0);

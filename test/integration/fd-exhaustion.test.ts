@@ -65,7 +65,7 @@ describe('the proxy out of file descriptors', () => {
       connectors.map((c) => c.config()),
       {
         // The default checks (broker /health over HTTPS + pcoip TCP connect), quick rounds.
-        health: { interval: '200ms', timeout: '1s', rise: 2, fall: 2, jitter: '0%', closeFlowsOnDown: true },
+        health: { interval: '300ms', timeout: '300ms', rise: 2, fall: 2, jitter: '0%', closeFlowsOnDown: true },
         listeners: {
           broker: { bind: '127.0.0.1:0' },
           // Idle connections must stay: no first-byte timeout.

@@ -5,8 +5,8 @@ import { startCheckedConnector, nextRounds, clientPlacedOn, type CheckedConnecto
 import { startTcpGate, testCertificate, type TcpGate } from '../helpers/https-connector.ts';
 import { once } from 'node:events';
 
-/** Short intervals so a test sees several rounds in well under a second; waits are on rounds and log lines. */
-const INTERVAL = 100;
+/** Short intervals so a test sees several rounds within a second or two; waits are on rounds and log lines. */
+const INTERVAL = 300;
 const RISE = 2;
 const FALL = 3;
 /** Room for a loaded 2-core CI machine on top of the protocol's own bound. */
@@ -28,7 +28,7 @@ describe('active health checks', () => {
   async function start(hosts: string[], health: Record<string, unknown> = {}, configs?: (c: CheckedConnector[]) => ReturnType<CheckedConnector['config']>[]) {
     connectors = await Promise.all(hosts.map((host, i) => startCheckedConnector(`conn-${'abc'[i]}`, host)));
     const list = configs ? configs(connectors) : connectors.map((c) => c.config());
-    proxy = await startTestProxy(testConfig(list, { health: { interval: `${INTERVAL}ms`, timeout: '1s', rise: RISE, fall: FALL, jitter: '0%', ...health } }));
+    proxy = await startTestProxy(testConfig(list, { health: { interval: `${INTERVAL}ms`, timeout: `${INTERVAL}ms`, rise: RISE, fall: FALL, jitter: '0%', ...health } }));
     return proxy;
   }
 

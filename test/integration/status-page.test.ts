@@ -39,7 +39,7 @@ describe.skipIf(!hasChromium)('live status page in headless Chromium', () => {
 
   beforeAll(async () => {
     connectors = await Promise.all([startCheckedConnector('conn-a', '127.0.1.71'), startCheckedConnector('conn-b', '127.0.1.72')]);
-    proxy = await startTestProxy(testConfig(connectors.map((c) => c.config()), { health: { interval: '100ms', timeout: '1s', rise: 2, fall: 2, jitter: '0%' } }));
+    proxy = await startTestProxy(testConfig(connectors.map((c) => c.config()), { health: { interval: '300ms', timeout: '300ms', rise: 2, fall: 2, jitter: '0%' } }));
     profile = mkdtempSync(join(tmpdir(), 'plb13b-chromium-'));
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,

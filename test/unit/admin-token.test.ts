@@ -38,7 +38,8 @@ describe('admin token', () => {
   });
 
   it('is required on a non-loopback bind, with an error naming the key path', () => {
-    const message = codeOf(() => resolveAdminToken(adminOf({ bind: '0.0.0.0:8404' })));
+    // The config schema refuses this too (test/unit/config-checks.test.ts); the server checks again.
+    const message = codeOf(() => resolveAdminToken({ ...adminOf({ bind: '127.0.0.1:8404' }), bind: { host: '0.0.0.0', port: 8404 } }));
     expect(message).toMatch(/^PLB_E_ADMIN_TOKEN_REQUIRED: admin\.bind is 0\.0\.0\.0:8404, which is not a loopback address: set admin\.token\.file or admin\.token\.env/);
   });
 
