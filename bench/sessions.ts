@@ -4,6 +4,7 @@
  *   npm run bench:sessions -- --users 200 [--bitrate 500k] [--duration 10s] [--connectors 3]
  *   npm run bench:sessions -- --target demo --users 50          (against a running `npm start`)
  *   npm run bench:sessions -- --workers 2 --tls terminate        (multi-core, terminating broker)
+ *   npm run bench:sessions -- --tls terminate --lb-cookie [--mix realistic|legacy]
  *
  * By default it starts simulated Connectors on 127.0.1.x (in this process) and pcoip-lb (the
  * App, all listeners on 127.0.0.1 port 0, in a child process), runs the load generator, prints
@@ -14,7 +15,10 @@ import { once } from 'node:events';
 import { cpus, tmpdir } from 'node:os';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { generateCertificate } from '../src/sim/certs.ts';
+import { CLIENT_MIXES } from '../src/sim/mix.ts';
+import { loadAverage } from './lib/proc.ts';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseDuration } from '../src/util/duration.ts';
@@ -60,6 +64,8 @@ const args = await yargs(hideBin(process.argv))
   .option('proxy-log-level', { type: 'string', default: 'warn', describe: 'log level of the pcoip-lb child' })
   .option('workers', { type: 'string', default: '1', describe: 'pcoip-lb workers (self-hosted mode): a number or "auto"' })
   .option('tls', { type: 'string', choices: ['passthrough', 'terminate'], default: 'passthrough', describe: 'broker listener TLS mode (self-hosted mode); terminate uses a throwaway self-signed certificate' })
+  .option('mix', { type: 'string', choices: Object.keys(CLIENT_MIXES), default: 'realistic', describe: 'client mix: realistic (probe hello, keep-alive and per-request, log-id-only users; see src/sim/mix.ts) or legacy (one connection per request, no probe)' })
+  .option('lb-cookie', { type: 'boolean', default: false, describe: 'with --tls terminate: listeners.broker.lbCookie on (a throwaway key)' })
   .strict()
   .help()
   .parseAsync();
@@ -93,6 +99,12 @@ if (args.target !== undefined) {
     writeFileSync(join(certDir, 'proxy.crt'), cert.cert);
     writeFileSync(join(certDir, 'proxy.key'), cert.key);
     brokerTls = { tls: { mode: 'terminate', certificates: [{ cert: join(certDir, 'proxy.crt'), key: join(certDir, 'proxy.key') }], upstream: { insecure: true } } };
+    if (args.lbCookie) {
+      writeFileSync(join(certDir, 'lb-cookie.keys'), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+      brokerTls.lbCookie = { enabled: true, keyFile: join(certDir, 'lb-cookie.keys') };
+    }
+  } else if (args.lbCookie) {
+    throw new Error('--lb-cookie needs --tls terminate');
   }
   proxy.send({
     type: 'start',
@@ -112,12 +124,14 @@ if (args.target !== undefined) {
   target = { broker: endpointOf(a.broker), pcoipTcp: endpointOf(a.pcoipTcp), pcoipUdp: endpointOf(a.pcoipUdp) };
 }
 
+const mix = CLIENT_MIXES[args.mix]!;
 const where = proxy
-  ? `pcoip-lb (child process, workers: ${args.workers}, broker TLS ${args.tls}) in front of ${sims.length} simulated Connectors`
+  ? `pcoip-lb (child process, workers: ${args.workers}, broker TLS ${args.tls}${args.lbCookie ? ', lbCookie on' : ''}) in front of ${sims.length} simulated Connectors`
   : args.direct
     ? `no proxy, straight to ${sims.length} simulated Connectors`
     : `the pcoip-lb at ${args.target === 'demo' ? `${DEMO_BROKER.host}:${DEMO_BROKER.port} (the demo)` : args.target}`;
-process.stderr.write(`bench:sessions: ${args.users} users × ${formatBitrate(bitrateBps)} for ${args.duration} through ${where}\n`);
+process.stderr.write(`bench:sessions: ${args.users} users (client mix "${mix.name}") × ${formatBitrate(bitrateBps)} for ${args.duration} through ${where}\n`);
+const loadBefore = loadAverage();
 
 const report = await runLoad({
   users: args.users,
@@ -128,6 +142,7 @@ const report = await runLoad({
   concurrency: args.concurrency,
   distinctSources: !args.sameSource,
   maxLossPct: args.maxLoss,
+  mix,
   ...(sims.length > 0 ? { locateSpi: spiLocator(sims) } : {}),
   onProgress: (p) => process.stderr.write(`${formatProgress(p)}\n`),
   progressEveryMs: 2000,
@@ -147,7 +162,8 @@ await Promise.all(sims.map((s) => s.stop()));
 const cpu = cpus();
 process.stdout.write(
   [
-    `bench:sessions ${new Date().toISOString().slice(0, 10)} — Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}`,
+    `bench:sessions ${new Date().toISOString().slice(0, 10)} — Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, load average ${loadBefore} at start, ${loadAverage()} at end`,
+    `through ${where}; client mix "${mix.name}": ${mix.profiles.map((p) => `${p.name} ×${p.weight}`).join(', ')}`,
     formatReport(report),
     ...(proxyUsage ? ['', proxyUsage] : []),
     '',

@@ -19,6 +19,7 @@ import { ProcessState } from './state/process-state.ts';
 import { StateSync } from './state/sync.ts';
 import { DataPlane } from './data-plane.ts';
 import { ControlPlane } from './control-plane.ts';
+import { ClusterMember } from './cluster-store/member.ts';
 
 export type { ListenerAddresses } from './proxy/listen.ts';
 
@@ -46,6 +47,8 @@ export class App implements AdminView {
   private readonly data: DataPlane;
   private readonly control: ControlPlane;
   private readonly sync: StateSync | undefined;
+  /** `cluster:` configured: this instance's link to the cluster store. */
+  private readonly member: ClusterMember | undefined;
   private config: Config;
   /** Where reloads come from and what came of them (/metrics). */
   readonly reloadRequests = new ReloadRequests();
@@ -55,9 +58,9 @@ export class App implements AdminView {
     this.logger = logger;
     this.state = new ProcessState(config);
     this.control = new ControlPlane(config, this.state.pool, logger);
-    this.sync = options.replica
-      ? new StateSync(this.state, options.replica, logger, { leaseFlushMs: STORE_LEASE_FLUSH_MS, operatorState: true })
-      : undefined;
+    this.member = config.cluster && !options.replica ? new ClusterMember(config, this.state, this, logger) : undefined;
+    const replica = options.replica ?? this.member?.replica;
+    this.sync = replica ? new StateSync(this.state, replica, logger, { leaseFlushMs: STORE_LEASE_FLUSH_MS, operatorState: true }) : undefined;
     this.data = new DataPlane(config, this.state, logger, {
       onConnectFailure: (id) => this.control.health.reportConnectFailure(id),
       ...(this.sync ? { beforeDecide: this.sync.beforeDecide, beforeSessionRoute: (q) => this.sync!.beforeSessionRoute(q) } : {}),
@@ -84,6 +87,11 @@ export class App implements AdminView {
 
   get stats(): FlowStats {
     return this.state.stats;
+  }
+
+  /** The cluster view and store metrics (admin), when `cluster:` is configured. */
+  get cluster(): ClusterMember | undefined {
+    return this.member;
   }
 
   get health(): HealthMonitor {
@@ -120,6 +128,8 @@ export class App implements AdminView {
     let addresses: ListenerAddresses;
     try {
       this.sync?.start();
+      // The cluster's operator state (a drain set on another instance) applies before the first client.
+      await this.member?.start();
       addresses = await this.data.start();
       await this.control.start(this);
     } catch (err) {
@@ -137,6 +147,7 @@ export class App implements AdminView {
     this.state.stopSweeps();
     await Promise.all([flows, this.control.stop()]);
     await this.sync?.stop();
+    await this.member?.close();
   }
 
   activeFlows(): { broker: number; pcoipTcp: number; pcoipUdp: number } {

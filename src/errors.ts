@@ -34,8 +34,18 @@ export const ErrorCodes = {
   UNKNOWN_CONNECTOR: 'PLB_E_UNKNOWN_CONNECTOR',
   DRAIN_TIMEOUT: 'PLB_E_DRAIN_TIMEOUT',
   HEALTH_TLS_CA: 'PLB_E_HEALTH_TLS_CA',
+  /** cluster: a password or CA file that cannot be read, an empty password. */
+  CLUSTER_CONFIG: 'PLB_E_CLUSTER_CONFIG',
+  /** cluster: the store is unreachable or not answering; this instance decides alone meanwhile. */
+  CLUSTER_STORE: 'PLB_E_CLUSTER_STORE',
+  /** cluster: a value read from the store is malformed or names an unknown Connector; ignored. */
+  CLUSTER_VALUE: 'PLB_E_CLUSTER_VALUE',
   /** pcoip-lb itself ran out of file descriptors (EMFILE/ENFILE) or socket buffers (ENOBUFS): its own limit, never a Connector's fault. */
   FD_EXHAUSTED: 'PLB_E_FD_EXHAUSTED',
+  /** listeners.broker.lbCookie: a key file or environment variable that is missing, empty or too short. */
+  LB_COOKIE_KEY: 'PLB_E_LB_COOKIE_KEY',
+  /** The terminating broker ignored a client-supplied identifier (forged/stale LB cookie, implausibly long id). */
+  BROKER_ID_IGNORED: 'PLB_E_BROKER_ID_IGNORED',
   /** A command-line argument that parsed but makes no sense (an unknown id, a count out of range, a bad duration). */
   USAGE: 'PLB_E_USAGE',
 } as const;

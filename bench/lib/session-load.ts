@@ -7,7 +7,29 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
  * control connection held for the session, and a 4172/UDP stream from a fresh source port for
  * the session; every reply names the Connector, so a session whose flows disagree is counted
  * as misrouted. `concurrency` sessions run at all times, each from the next client address.
+ *
+ * The 443 part follows the client mix (`mix`, default realistic, as src/sim/mix.ts does for
+ * bench:sessions): session i plays profile i mod 4 — probe exchange then both exchanges on one
+ * keep-alive connection; probe then one connection per exchange; keep-alive without probe; one
+ * connection per exchange (legacy: always the last). The mix is written to stderr at start.
  */
+export type SessionMix = 'realistic' | 'legacy';
+
+interface BrokerProfile {
+  name: string;
+  probe: boolean;
+  keepAlive: boolean;
+}
+
+const PROFILES: Record<SessionMix, readonly BrokerProfile[]> = {
+  realistic: [
+    { name: 'keep-alive, probe', probe: true, keepAlive: true },
+    { name: 'per-request, probe', probe: true, keepAlive: false },
+    { name: 'keep-alive', probe: false, keepAlive: true },
+    { name: 'per-request', probe: false, keepAlive: false },
+  ],
+  legacy: [{ name: 'per-request', probe: false, keepAlive: false }],
+};
 export interface LoadOptions {
   host: string;
   ports: { broker: number; pcoipTcp: number; pcoipUdp: number };
@@ -18,6 +40,8 @@ export interface LoadOptions {
   udpBytes: number;
   /** Per-step timeout (connect, greeting, echo). */
   stepTimeoutMs?: number;
+  /** How sessions use 443 (default realistic). */
+  mix?: SessionMix;
 }
 
 export interface LoadCounters {
@@ -31,6 +55,11 @@ export interface LoadCounters {
   udpFlowsLost: number;
   udpSent: number;
   udpReceived: number;
+  /** 443 connections opened and exchanges sent over them (keep-alive sessions share one). */
+  brokerConnections: number;
+  brokerExchanges: number;
+  /** Sessions started per client-mix profile. */
+  byProfile: Map<string, number>;
   failures: Map<string, number>;
 }
 
@@ -44,8 +73,12 @@ export class SessionLoad {
     udpFlowsLost: 0,
     udpSent: 0,
     udpReceived: 0,
+    brokerConnections: 0,
+    brokerExchanges: 0,
+    byProfile: new Map(),
     failures: new Map(),
   };
+  private sessionIndex = 0;
   private running = false;
   private readonly active = new Set<Promise<void>>();
   private nextClient = 0;
@@ -59,7 +92,12 @@ export class SessionLoad {
     return this.active.size;
   }
 
+  get mix(): SessionMix {
+    return this.options.mix ?? 'realistic';
+  }
+
   start(): void {
+    process.stderr.write(`session-load: client mix ${this.mix} (${PROFILES[this.mix].map((p) => p.name).join('; ')})\n`);
     this.running = true;
     for (let i = 0; i < this.options.concurrency; i++) this.spawn();
   }
@@ -94,12 +132,25 @@ export class SessionLoad {
     const [lo, hi] = sessionMs;
     const duration = lo + Math.random() * (hi - lo);
     const ids: string[] = [];
-    for (let i = 0; i < 2; i++) {
-      const broker = await this.open(ports.broker, client);
-      ids.push(broker.id);
-      await this.echo(broker.socket, 'POST /pcoip-broker/xml');
-      broker.socket.end();
+    const profiles = PROFILES[this.mix];
+    const profile = profiles[this.sessionIndex++ % profiles.length]!;
+    this.counters.byProfile.set(profile.name, (this.counters.byProfile.get(profile.name) ?? 0) + 1);
+    const exchanges = [...(profile.probe ? ['POST /pcoip-broker/xml QueryBrokerClient'] : []), 'POST /pcoip-broker/xml hello', 'POST /pcoip-broker/xml allocate'];
+    let broker: { id: string; socket: Socket } | undefined;
+    for (const text of exchanges) {
+      if (!broker) {
+        broker = await this.open(ports.broker, client);
+        this.counters.brokerConnections++;
+        ids.push(broker.id);
+      }
+      await this.echo(broker.socket, text);
+      this.counters.brokerExchanges++;
+      if (!profile.keepAlive) {
+        broker.socket.end();
+        broker = undefined;
+      }
     }
+    broker?.socket.end();
     const control = await this.open(ports.pcoipTcp, client);
     ids.push(control.id);
     // A real client speaks first (TLS ClientHello); a silent one would hit firstByteTimeout.

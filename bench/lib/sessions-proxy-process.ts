@@ -3,6 +3,7 @@
  * and its CPU time and memory can be read apart from the load generator's.
  * Protocol over the IPC channel:
  *   parent → { type: 'start', config }   child → { type: 'started', addresses } | { type: 'error', message }
+ *   parent → { type: 'stats' }           child → { type: 'stats', heapUsed, rss, sessions, sessionBytes?, brokerEvents }
  *   parent → { type: 'stop' }            child → { type: 'stopped', cpuUserUs, cpuSystemUs, maxRssBytes } and exits
  */
 import { configSchema } from '../../src/config/schema.ts';
@@ -29,6 +30,20 @@ process.on('message', (msg: { type: string; config?: unknown; logLevel?: string 
       (addresses) => send({ type: 'started', addresses }),
       (err: Error) => send({ type: 'error', message: err.message }),
     );
+  } else if (msg.type === 'stats') {
+    const mem = process.memoryUsage();
+    const a = app as (App & { sessions: { bytes?: Record<string, number> } }) | undefined;
+    send({
+      type: 'stats',
+      heapUsed: mem.heapUsed,
+      rss: mem.rss,
+      external: mem.external,
+      arrayBuffers: mem.arrayBuffers,
+      sessions: a?.sessions.counts,
+      // (Older builds, benched for a before/after comparison, have no byte accounting.)
+      sessionBytes: a?.sessions.bytes,
+      brokerEvents: Object.fromEntries((a?.stats as { brokerEvents?: Map<string, number> } | undefined)?.brokerEvents ?? []),
+    });
   } else if (msg.type === 'stop') {
     // CPU of this process and its workers, read before they exit.
     const treeCpuSeconds = cpuSecondsOfTree(process.pid);

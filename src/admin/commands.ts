@@ -5,6 +5,7 @@ import { formatDuration, humanDuration } from '../util/duration.ts';
 import { AdminClient } from './client.ts';
 import type { ConnectorStatus, PoolStatus } from './status.ts';
 import { resolveAdminToken } from './token.ts';
+import { formatClusterStatus } from '../cluster-store/view.ts';
 
 /**
  * The operator commands (`status`, `drain`, `enable`, `maint`), all through the admin API.
@@ -115,7 +116,7 @@ export function formatStatus(s: PoolStatus): string {
     ]),
   ];
   const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
-  return header + rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n') + '\n';
+  return header + rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n') + '\n' + (s.cluster ? formatClusterStatus(s.cluster) : '');
 }
 
 function formatBytes(n: number): string {

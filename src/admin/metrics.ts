@@ -28,7 +28,7 @@ export interface AdminMetricsSource {
  * A metric whose samples are computed when scraped. Counters are rebuilt from FlowStats' running
  * totals (reset, then inc by the total), which keeps them monotonic as long as the totals are.
  */
-function collected(registry: Registry, type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], samples: Samples): void {
+export function collected(registry: Registry, type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], samples: Samples): void {
   const registers = [registry];
   if (type === 'gauge') {
     new Gauge({ name, help, labelNames, registers, collect() { this.reset(); for (const [labels, v] of samples()) this.set(labels, v); } });
@@ -144,6 +144,16 @@ function registerFlowMetrics(registry: Registry, app: AdminView): void {
     'Flows closed because their client was re-pinned to another Connector (its next datagrams open a flow there), by listener and the Connector left',
     ['listener', 'connector'],
     splitKeys(app.stats.repinMoves, '|', 'listener', 'connector'),
+  );
+  collected(
+    registry,
+    'counter',
+    'pcoip_lb_broker_events_total',
+    'Terminating broker: client identifiers ignored (lb-cookie-forged, lb-cookie-stale, id-too-long, log-id-limit), LB cookies issued, timeouts (body-timeout, response-timeout), upstream-limit, unsolicited-response',
+    ['event'],
+    function* () {
+      for (const [event, n] of app.stats.brokerEvents) yield [{ event }, n];
+    },
   );
   collected(registry, 'counter', 'pcoip_lb_connect_failures_total', 'Connects to a Connector that were refused or timed out', ['connector'], function* () {
     // Every Connector from 0, so rate() and increase() see the first failure.
@@ -303,6 +313,7 @@ function registerProcessMetrics(registry: Registry, app: AdminView, admin: Admin
   );
 
   registerWorkerMetrics(registry, app);
+  app.cluster?.registerMetrics(registry);
   collectDefaultMetrics({ register: registry });
   // promtool check metrics: a gauge must not end in _total. Each of these is the sum over `type` of
   // the gauge without the suffix (sum(nodejs_active_handles) is nodejs_active_handles_total).

@@ -1,3 +1,5 @@
+import { CLUSTER_RENDER_JS, CLUSTER_SECTION_HTML } from '../cluster-store/page.ts';
+
 /**
  * The live status page served at `GET /` by the admin server: one self-contained HTML document
  * (inline CSS, JS and SVG; no build step, no external resources) that polls `/status` every
@@ -86,7 +88,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <table>
     <thead><tr><th>Connector</th><th>Health</th><th>State</th><th>Sessions</th><th>Flows 443/tcp/udp</th><th>In</th><th>Out</th><th>Connect fails</th><th>Last check</th></tr></thead>
     <tbody id="rows"></tbody>
-  </table>
+  </table>${CLUSTER_SECTION_HTML}
 </main>
 <script>
 (function () {
@@ -95,7 +97,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   var WINDOW_MS = 15 * 60 * 1000;
   var COLORS = ['#0969da', '#1a7f37', '#9a6700', '#6e40c9', '#cf222e', '#1b7c83', '#bf3989', '#57606a'];
   var previous = null, history = { points: [], inWindow: null, totals: null }, live = [], lastStatus = null;
-  function el(tag, cls, text) { var e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
+  function el(tag, cls, text) { var e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }${CLUSTER_RENDER_JS}
   function svg(tag, attrs) { var e = document.createElementNS('http://www.w3.org/2000/svg', tag); for (var k in attrs) e.setAttribute(k, attrs[k]); return e; }
   function rate(bitsPerSecond) {
     var units = ['bit/s', 'kbit/s', 'Mbit/s', 'Gbit/s', 'Tbit/s'], i = 0, v = bitsPerSecond;
@@ -246,6 +248,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     renderTiles(status, r);
     renderRows(status, r);
     renderChart(status);
+    renderCluster(status, el);
     var byId = {}; allConnectors(status).forEach(function (c) { byId[c.id] = { bytesIn: c.bytesIn, bytesOut: c.bytesOut }; });
     previous = { at: r.at, byId: byId };
   }

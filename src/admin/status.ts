@@ -5,6 +5,7 @@ import type { ListenerCounters, ListenerName } from '../proxy/flow-stats.ts';
 import { formatHostPort } from '../util/address.ts';
 import type { AdminView } from './view.ts';
 import type { SessionsDescription } from '../balance/sessions.ts';
+import type { ClusterStatus } from '../cluster-store/view.ts';
 
 /**
  * The JSON behind `GET /status`, `GET /connectors/:id`, the live page and `pcoip-lb status`.
@@ -73,6 +74,8 @@ export interface PoolStatus {
   connectFailures: number;
   /** Learned broker sessions (terminate mode; empty otherwise), without secrets. */
   sessions: SessionsDescription;
+  /** Several instances as one pool (cluster:): the instances, their views of the Connectors, where they disagree. */
+  cluster?: ClusterStatus;
 }
 
 let cachedVersion: string | undefined;
@@ -89,9 +92,7 @@ export function buildStatus(app: AdminView, now = Date.now()): PoolStatus {
   const clients = clientsByConnector(app);
   const connectors = app.pool.all().map((c) => connectorStatus(app, c, clients.get(c.id)));
   const removedConnectors = removedWithFlows(app).map((id) => removedStatus(app, id));
-  const listeners = Object.fromEntries(
-    Object.entries(app.listenerAddresses).map(([name, a]) => [name, `${formatHostPort(a.address, a.port)}/${name === 'pcoipUdp' ? 'udp' : 'tcp'}`]),
-  );
+  const listeners = formatListeners(app.listenerAddresses);
   let liveClients = 0;
   for (const c of clients.values()) liveClients += c.live;
   return {
@@ -112,7 +113,13 @@ export function buildStatus(app: AdminView, now = Date.now()): PoolStatus {
     }),
     connectFailures: [...app.stats.connectFailures.values()].reduce((a, b) => a + b, 0),
     sessions: app.describeSessions(now),
+    ...(app.cluster ? { cluster: app.cluster.status() } : {}),
   };
+}
+
+/** "broker" → "127.0.0.1:443/tcp", for every bound listener. */
+export function formatListeners(addresses: AdminView['listenerAddresses']): Record<string, string> {
+  return Object.fromEntries(Object.entries(addresses).map(([name, a]) => [name, `${formatHostPort(a.address, a.port)}/${name === 'pcoipUdp' ? 'udp' : 'tcp'}`]));
 }
 
 /**

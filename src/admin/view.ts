@@ -6,6 +6,8 @@ import type { FlowStats } from '../proxy/flow-stats.ts';
 import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
+import type { Registry } from 'prom-client';
+import type { ClusterStatus } from '../cluster-store/view.ts';
 import type { ReloadCounts } from '../control/reload-requests.ts';
 import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
 
@@ -49,4 +51,6 @@ export interface AdminView {
   readonly reloadRequests: { readonly results: ReloadCounts };
   /** Multi-core: the worker processes; absent in a single process. */
   workerProcesses?(): WorkerProcessView[];
+  /** `cluster:` configured: the cluster view (/status) and the store's metrics; absent otherwise. */
+  readonly cluster?: { status(): ClusterStatus; registerMetrics(registry: Registry): void } | undefined;
 }

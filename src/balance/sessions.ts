@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { hash32 } from './hash.ts';
 import type { AllocationRecord, LookupQuery, SessionRecord } from '../state/changes.ts';
 
@@ -9,6 +10,14 @@ import type { AllocationRecord, LookupQuery, SessionRecord } from '../state/chan
  * Pure: the clock is an argument, nothing here touches a socket. Secrets (cookie values, connect
  * tags) are used as keys or fingerprinted but never returned by `describeSessions()`.
  *
+ * Memory is bounded in bytes, not only in entries, because cookies and log ids are chosen by
+ * whoever sends them: a cookie or log id is only ever a key, so only a 128-bit digest of it is
+ * kept (`sessionKeyDigest`: a fixed ~128 bytes per entry however long the value; it is also the
+ * key replicated records and look-ups carry, so no raw cookie travels); a value longer than any
+ * real one (MAX_COOKIE_CHARS, MAX_LOG_ID_CHARS; docs/pcoip-protocol.md: UUID log ids, 32-hex JSESSIONIDs) is not
+ * learned at all; an allocation keeps only short, length-checked fields. Each kind has a byte
+ * budget (`maxBytesPerKind`) besides `maxEntries`; past either, the oldest entries go first.
+ *
  * Lifetimes: a cookie or log id lives `ttlMs` after it was last used. An allocation first lives
  * while its connect tag is valid (60 s, single use: PCoIP Client SDK); once a 4172 flow claimed
  * it, it lives while such flows are open plus `ttlMs`, like an affinity entry.
@@ -16,11 +25,33 @@ import type { AllocationRecord, LookupQuery, SessionRecord } from '../state/chan
 
 export const CONNECT_TAG_LIFETIME_MS = 60_000;
 
+/** Longest JSESSIONID learned or looked up. Real ones are 32 hex digits (plus a route suffix). */
+export const MAX_COOKIE_CHARS = 256;
+/** Longest CLIENT-LOG-ID learned or looked up. Real ones are UUIDs (36 characters). */
+export const MAX_LOG_ID_CHARS = 128;
+/** Longest allocation `sni` kept (a DNS name is at most 253 characters). */
+export const MAX_SNI_CHARS = 253;
+/** Longest allocation `ip-address` kept (a DNS name; an IPv6 address is at most 45). */
+const MAX_HOST_CHARS = 253;
+/** Default byte budget per kind (cookies, log ids, allocations, tag fingerprints). */
+export const DEFAULT_MAX_BYTES_PER_KIND = 16 * 1024 * 1024;
+
+/**
+ * What an entry costs on the V8 heap, approximately (measured on Node 24 with 200 000 entries:
+ * a 22-character digest key, its entry object and the Map slot ≈ 120 bytes). Strings held by an
+ * allocation are counted by length on top of ALLOCATION_BYTES.
+ */
+const KEYED_ENTRY_BYTES = 128;
+const ALLOCATION_BYTES = 320;
+const TAG_FINGERPRINT_BYTES = 112;
+
 export interface SessionTableOptions {
   /** Idle lifetime of cookies, log ids and claimed allocations (the affinity TTL). */
   ttlMs: number;
   /** Per kind; the oldest entry is dropped past it so a flood cannot grow memory without bound. */
   maxEntries: number;
+  /** Per kind, in (approximate) heap bytes; default DEFAULT_MAX_BYTES_PER_KIND. */
+  maxBytesPerKind?: number;
   tagLifetimeMs?: number;
 }
 
@@ -59,7 +90,8 @@ export interface AllocationInput {
 
 export type LearnResult =
   | { ok: true; allocation: Allocation; replaced: boolean }
-  | { ok: false; reason: 'reused-tag' | 'no-connect-tag' };
+  /** oversized: a field longer than any real one (a hostile or broken Connector); nothing kept. */
+  | { ok: false; reason: 'reused-tag' | 'no-connect-tag' | 'oversized' };
 
 export type SniMatch = { ok: true; allocation: Allocation } | { ok: false; reason: 'unknown' | 'tag-expired' };
 
@@ -68,46 +100,114 @@ export function redact(secret: string): string {
   return secret.length <= 4 ? `…(${secret.length})` : `${secret.slice(0, 4)}…(${secret.length})`;
 }
 
+/**
+ * One kind of learned entry: a Map in insertion (= age) order, with its byte count, bounded in
+ * entries and bytes (the oldest go first).
+ */
+class BoundedMap<V> {
+  private readonly map = new Map<string, V>();
+  bytes = 0;
+  private readonly sizeOf: (key: string, value: V) => number;
+  private readonly limits: () => { maxEntries: number; maxBytes: number };
+
+  constructor(sizeOf: (key: string, value: V) => number, limits: () => { maxEntries: number; maxBytes: number }) {
+    this.sizeOf = sizeOf;
+    this.limits = limits;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(key: string): V | undefined {
+    return this.map.get(key);
+  }
+
+  /** Inserts as the newest entry (replacing one with the same key), then drops the oldest past the bounds. */
+  set(key: string, value: V): boolean {
+    const replaced = this.delete(key);
+    this.map.set(key, value);
+    this.bytes += this.sizeOf(key, value);
+    const { maxEntries, maxBytes } = this.limits();
+    while (this.map.size > 0 && (this.map.size > maxEntries || this.bytes > maxBytes)) {
+      const oldest = this.map.keys().next().value as string;
+      this.delete(oldest);
+    }
+    return replaced;
+  }
+
+  delete(key: string): boolean {
+    const old = this.map.get(key);
+    if (old === undefined) return false;
+    this.map.delete(key);
+    this.bytes -= this.sizeOf(key, old);
+    return true;
+  }
+
+  [Symbol.iterator](): IterableIterator<[string, V]> {
+    return this.map.entries();
+  }
+
+  values(): IterableIterator<V> {
+    return this.map.values();
+  }
+}
+
 export class SessionTable {
-  private readonly cookies = new Map<string, KeyedEntry>();
-  private readonly logIds = new Map<string, KeyedEntry>();
-  private readonly allocations = new Map<string, Allocation>();
+  private readonly cookies: BoundedMap<KeyedEntry>;
+  private readonly logIds: BoundedMap<KeyedEntry>;
+  private readonly allocations: BoundedMap<Allocation>;
   /** Fingerprints of connect tags seen, with when they stop mattering (a tag is single-use). */
-  private readonly tagsSeen = new Map<string, number>();
+  private readonly tagsSeen: BoundedMap<number>;
   private options: Required<SessionTableOptions>;
   private readonly learnListeners: Array<(record: SessionRecord, origin: 'local' | 'remote') => void> = [];
 
   constructor(options: SessionTableOptions) {
-    this.options = { tagLifetimeMs: CONNECT_TAG_LIFETIME_MS, ...options };
+    this.options = { tagLifetimeMs: CONNECT_TAG_LIFETIME_MS, maxBytesPerKind: DEFAULT_MAX_BYTES_PER_KIND, ...options };
+    const limits = () => ({ maxEntries: this.options.maxEntries, maxBytes: this.options.maxBytesPerKind });
+    this.cookies = new BoundedMap<KeyedEntry>(() => KEYED_ENTRY_BYTES, limits);
+    this.logIds = new BoundedMap<KeyedEntry>(() => KEYED_ENTRY_BYTES, limits);
+    this.allocations = new BoundedMap<Allocation>((key, a) => ALLOCATION_BYTES + key.length + a.clientAddress.length + (a.ipAddress?.length ?? 0) + a.sessionIdHint.length, limits);
+    this.tagsSeen = new BoundedMap<number>(() => TAG_FINGERPRINT_BYTES, limits);
   }
 
   setTtl(ttlMs: number): void {
     this.options = { ...this.options, ttlMs };
   }
 
+  /** Remembers which Connector issued a session cookie. A value longer than MAX_COOKIE_CHARS is ignored. */
   learnCookie(value: string, connectorId: string, now: number): void {
-    if (this.learnKeyed(this.cookies, value, connectorId, now)) this.emit({ kind: 'cookie', key: value, connectorId, at: now });
+    if (value.length > MAX_COOKIE_CHARS) return;
+    const key = sessionKeyDigest(value);
+    if (this.learnKeyed(this.cookies, key, connectorId, now)) this.emit({ kind: 'cookie', key, connectorId, at: now });
   }
 
+  /** Remembers where a login's log id lives. A value longer than MAX_LOG_ID_CHARS is ignored. */
   learnLogId(value: string, connectorId: string, now: number): void {
-    if (this.learnKeyed(this.logIds, value, connectorId, now)) this.emit({ kind: 'log-id', key: value, connectorId, at: now });
+    if (value.length > MAX_LOG_ID_CHARS) return;
+    const key = sessionKeyDigest(value);
+    if (this.learnKeyed(this.logIds, key, connectorId, now)) this.emit({ kind: 'log-id', key, connectorId, at: now });
   }
 
   /** The Connector that issued this session cookie, refreshing its lifetime; undefined if unknown or expired. */
   connectorForCookie(value: string, now: number): string | undefined {
-    return this.lookupKeyed(this.cookies, value, now);
+    if (value.length > MAX_COOKIE_CHARS) return undefined;
+    return this.lookupKeyed(this.cookies, sessionKeyDigest(value), now);
   }
 
   connectorForLogId(value: string, now: number): string | undefined {
-    return this.lookupKeyed(this.logIds, value, now);
+    if (value.length > MAX_LOG_ID_CHARS) return undefined;
+    return this.lookupKeyed(this.logIds, sessionKeyDigest(value), now);
   }
 
   /**
    * Records an allocation. A connect tag seen before is refused (single use: a replayed or
    * duplicated response must not move anyone). A new allocation for the same sni replaces the old.
+   * Fields longer than any real one are refused whole ('oversized').
    */
   learnAllocation(input: AllocationInput, now: number): LearnResult {
     if (!input.connectTag) return { ok: false, reason: 'no-connect-tag' };
+    if ((input.sni?.length ?? 0) > MAX_SNI_CHARS || (input.ipAddress?.length ?? 0) > MAX_HOST_CHARS) return { ok: false, reason: 'oversized' };
     const fingerprint = tagFingerprint(input.connectTag);
     const seenUntil = this.tagsSeen.get(fingerprint);
     if (seenUntil !== undefined && seenUntil > now) return { ok: false, reason: 'reused-tag' };
@@ -131,7 +231,6 @@ export class SessionTable {
   /** Records an allocation (learned here or replicated) and its tag; returns it and whether it replaced one. */
   private storeAllocation(record: AllocationRecord): { allocation: Allocation; replaced: boolean } {
     this.tagsSeen.set(record.tagFingerprint, record.tagExpiresAt);
-    this.bound(this.tagsSeen);
     const allocation: Allocation = {
       sni: record.sni === '' ? undefined : record.sni,
       connectorId: record.connectorId,
@@ -147,11 +246,8 @@ export class SessionTable {
       lastSeen: record.learnedAt,
     };
     let replaced = false;
-    if (allocation.sni) {
-      replaced = this.allocations.delete(allocation.sni);
-      this.allocations.set(allocation.sni, allocation);
-      this.bound(this.allocations);
-    }
+    // A replicated record is checked like a learned one: nothing longer than a DNS name is kept.
+    if (allocation.sni && allocation.sni.length <= MAX_SNI_CHARS && (allocation.ipAddress?.length ?? 0) <= MAX_HOST_CHARS) replaced = this.allocations.set(allocation.sni, allocation);
     return { allocation, replaced };
   }
 
@@ -203,6 +299,11 @@ export class SessionTable {
     return { cookies: this.cookies.size, logIds: this.logIds.size, allocations: this.allocations.size };
   }
 
+  /** Approximate heap bytes held, per kind (what the byte budget counts). */
+  get bytes(): { cookies: number; logIds: number; allocations: number; tags: number } {
+    return { cookies: this.cookies.bytes, logIds: this.logIds.bytes, allocations: this.allocations.bytes, tags: this.tagsSeen.bytes };
+  }
+
   /** For /status: live entries without secrets (cookie values and tags never leave this table). */
   describeSessions(now: number): SessionsDescription {
     const perConnector: Record<string, { cookies: number; logIds: number; allocations: number }> = {};
@@ -226,7 +327,8 @@ export class SessionTable {
         flows: a.flows,
       });
     }
-    return { counts: this.counts, perConnector, allocations };
+    const b = this.bytes;
+    return { counts: this.counts, approxBytes: b.cookies + b.logIds + b.allocations + b.tags, perConnector, allocations };
   }
 
   private isExpired(a: Allocation, now: number): boolean {
@@ -235,15 +337,13 @@ export class SessionTable {
   }
 
   /** Returns true when the key is new or now points elsewhere (a change worth replicating). */
-  private learnKeyed(map: Map<string, KeyedEntry>, key: string, connectorId: string, now: number): boolean {
+  private learnKeyed(map: BoundedMap<KeyedEntry>, key: string, connectorId: string, now: number): boolean {
     const existing = map.get(key);
     if (existing && existing.connectorId === connectorId) {
       existing.lastSeen = now;
       return false;
     }
-    map.delete(key);
     map.set(key, { connectorId, learnedAt: now, lastSeen: now });
-    this.bound(map);
     return true;
   }
 
@@ -301,7 +401,7 @@ export class SessionTable {
     return out;
   }
 
-  /** What this table knows for a replica's look-up (undefined: nothing live). */
+  /** What this table knows for a replica's look-up (undefined: nothing live). Cookie and log-id keys are digests (`sessionKeyDigest`). */
   lookup(query: Exclude<LookupQuery, { kind: 'pin' }>, now: number): SessionRecord | undefined {
     if (query.kind === 'allocation') {
       const a = this.allocations.get(query.sni);
@@ -317,7 +417,7 @@ export class SessionTable {
     for (const l of this.learnListeners) l(record, origin);
   }
 
-  private lookupKeyed(map: Map<string, KeyedEntry>, key: string, now: number): string | undefined {
+  private lookupKeyed(map: BoundedMap<KeyedEntry>, key: string, now: number): string | undefined {
     const e = map.get(key);
     if (!e) return undefined;
     if (now - e.lastSeen > this.options.ttlMs) {
@@ -326,15 +426,6 @@ export class SessionTable {
     }
     e.lastSeen = now;
     return e.connectorId;
-  }
-
-  /** Map iteration order is insertion order: dropping the first key drops the oldest. */
-  private bound(map: Map<string, unknown>): void {
-    while (map.size > this.options.maxEntries) {
-      const oldest = map.keys().next().value;
-      if (oldest === undefined) break;
-      map.delete(oldest);
-    }
   }
 }
 
@@ -351,6 +442,8 @@ export interface AllocationDescription {
 
 export interface SessionsDescription {
   counts: { cookies: number; logIds: number; allocations: number };
+  /** Approximate heap bytes of everything learned (bounded per kind). */
+  approxBytes: number;
   perConnector: Record<string, { cookies: number; logIds: number; allocations: number }>;
   allocations: AllocationDescription[];
 }
@@ -368,6 +461,15 @@ function allocationRecord(a: Allocation): AllocationRecord {
     learnedAt: a.learnedAt,
     tagExpiresAt: a.tagExpiresAt,
   };
+}
+
+/**
+ * The key kept (and replicated, and looked up) for a cookie or log id: the first 128 bits of its
+ * SHA-256, base64url (22 ASCII characters). Cryptographic so that nobody can craft a value that
+ * collides with another user's and move that user's routing; ASCII so that it travels in JSON.
+ */
+export function sessionKeyDigest(value: string): string {
+  return createHash('sha256').update(value, 'utf8').digest().subarray(0, 16).toString('base64url');
 }
 
 /** Two independent 32-bit hashes: enough to tell tags apart without keeping the tag itself. */

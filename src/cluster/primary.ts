@@ -18,6 +18,7 @@ import type { LookupQuery, StateChange } from '../state/changes.ts';
 import type { StateReplica } from '../state/replica.ts';
 import { ProcessState } from '../state/process-state.ts';
 import { StateSync, localRecord } from '../state/sync.ts';
+import { ClusterMember } from '../cluster-store/member.ts';
 import { ControlPlane } from '../control-plane.ts';
 import { logStartup } from '../app.ts';
 import { LeaseLedger } from './lease-ledger.ts';
@@ -62,6 +63,8 @@ export class Supervisor implements AdminView {
   private readonly state: ProcessState;
   private readonly control: ControlPlane;
   private readonly sync: StateSync | undefined;
+  /** `cluster:` configured: the instance's link to the cluster store (the primary is its one link). */
+  private readonly member: ClusterMember | undefined;
   private readonly workers = new Map<number, WorkerHandle>();
   private readonly restartsByIndex = new Map<number, number>();
   private readonly ledger = new LeaseLedger();
@@ -87,9 +90,9 @@ export class Supervisor implements AdminView {
     this.onFatal = onFatal;
     this.state = new ProcessState(config);
     this.control = new ControlPlane(config, this.state.pool, logger);
-    this.sync = options.replica
-      ? new StateSync(this.state, options.replica, logger, { leaseFlushMs: STORE_LEASE_FLUSH_MS, operatorState: true })
-      : undefined;
+    this.member = config.cluster && !options.replica ? new ClusterMember(config, this.state, this, logger) : undefined;
+    const replica = options.replica ?? this.member?.replica;
+    this.sync = replica ? new StateSync(this.state, replica, logger, { leaseFlushMs: STORE_LEASE_FLUSH_MS, operatorState: true }) : undefined;
     // Every change of the instance's state reaches every worker — forked before or after it.
     this.state.pool.onChange((change) => this.broadcast({ type: 'pool', connectors: [this.poolState(change.id)].filter((c) => c !== undefined) }));
     this.state.placer.onPinChange((c) => {
@@ -104,6 +107,10 @@ export class Supervisor implements AdminView {
 
   get pool(): Pool {
     return this.state.pool;
+  }
+
+  get cluster(): ClusterMember | undefined {
+    return this.member;
   }
 
   /** Placement counts are the workers' (summed); keying and hashing are the instance's. */
@@ -194,6 +201,8 @@ export class Supervisor implements AdminView {
     await assertListenersFree(this.config);
     this.sync?.start();
     try {
+      // The cluster's operator state applies before the workers get their snapshot.
+      await this.member?.start();
       this.addresses = await this.spawn(0);
       this.bindPorts = Object.fromEntries(Object.entries(this.addresses).map(([name, a]) => [name, (a as AddressInfo).port]));
       await Promise.all(Array.from({ length: this.count - 1 }, (_, i) => this.spawn(i + 1)));
@@ -233,6 +242,7 @@ export class Supervisor implements AdminView {
     await Promise.all(handles.map((w) => w.exited));
     clearTimeout(deadline);
     await this.sync?.stop();
+    await this.member?.close();
   }
 
   // ---- workers -------------------------------------------------------------------------------

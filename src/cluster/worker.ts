@@ -98,7 +98,7 @@ class Worker {
 
   private applyPool(connectors: ConnectorHealthState[]): void {
     for (const c of connectors) {
-      this.state.pool.setState(c.id, c.state);
+      this.state.pool.setState(c.id, c.state, 'remote');
       this.state.pool.setHealth(c.id, c.health, c.healthReason);
     }
   }

@@ -33,6 +33,7 @@ const RESTART_ONLY: ReadonlyArray<{ prefix: string; reason: string }> = [
   { prefix: 'workers', reason: 'the number of worker processes is fixed at start' },
   { prefix: 'admin', reason: 'the admin server is started (bound, token read) at start' },
   { prefix: 'pidFile', reason: 'the pid file is written at start' },
+  { prefix: 'cluster', reason: 'the cluster store connection is made at start' },
 ];
 
 /** Listener keys (first path segment) that only take effect when the listener is created. */

@@ -121,6 +121,31 @@ const brokerTls = z
   })
   .prefault({});
 
+/**
+ * Issue 14: load-balancer cookie stickiness (HP-template style: AWS ALB lb_cookie, GCP
+ * GENERATED_COOKIE), terminate mode only, off by default. pcoip-lb adds one Set-Cookie naming the
+ * Connector (opaque, HMAC-SHA256) and routes by it ahead of JSESSIONID. Keys: one per line of
+ * keyFile, or comma/space separated in the environment variable keyEnv; the first signs, all verify.
+ */
+const lbCookie = z
+  .strictObject({
+    enabled: z.boolean().default(false),
+    name: z
+      .string()
+      .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/, 'must be a cookie name: 1-64 token characters (letters, digits, ! # $ % & \' * + - . ^ _ ` | ~)')
+      .refine((n) => n.toUpperCase() !== 'JSESSIONID', { message: "must differ from the Connectors' JSESSIONID" })
+      .default('PCOIPLB'),
+    keyFile: z.string().min(1, 'must be the path of a file with one key per line').optional(),
+    keyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+    /** Max-Age of the cookie, and how old a cookie may be to be honoured. */
+    maxAge: duration('maxAge', { min: MINUTE, max: 7 * DAY }).prefault('1h'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.keyFile !== undefined && c.keyEnv !== undefined) ctx.addIssue({ code: 'custom', path: ['keyEnv'], message: 'set one of keyFile or keyEnv, not both' });
+    else if (c.enabled && c.keyFile === undefined && c.keyEnv === undefined) ctx.addIssue({ code: 'custom', path: ['enabled'], message: 'lbCookie needs its HMAC keys: set keyFile (one key per line) or keyEnv (an environment variable)' });
+  })
+  .prefault({});
+
 const brokerListener = z.strictObject({
   ...tcpListenerFields,
   /** Idle broker connections are short HTTP keep-alives; 5 minutes is generous. */
@@ -133,6 +158,11 @@ const brokerListener = z.strictObject({
       maxHeaderCount: z.number().int().min(8).max(1000).default(100),
       /** A client must finish sending a request's headers within this (slow senders are cut). */
       headerTimeout: duration('headerTimeout', { min: 100, max: 10 * MINUTE }).prefault('10s'),
+      // --- issue 14: slow bodies and silent Connectors ---
+      /** A request body that brings no byte for this long (while pcoip-lb reads) gets 408. "0s": off. */
+      bodyTimeout: duration('bodyTimeout', { min: 100, max: 10 * MINUTE, zero: 'off' }).prefault('10s'),
+      /** A Connector that sends no byte of its answer this long after a fully sent request: 504. "0s": off. */
+      responseTimeout: duration('responseTimeout', { min: 100, max: HOUR, zero: 'off' }).prefault('30s'),
     })
     .prefault({}),
   /**
@@ -151,6 +181,7 @@ const brokerListener = z.strictObject({
       ports: z.record(z.string(), z.number().int().min(0).max(65535)).default({}),
     })
     .prefault({}),
+  lbCookie,
 });
 
 const pcoipTcpListener = z.strictObject({
@@ -305,6 +336,76 @@ const admin = z
   })
   .prefault({});
 
+/**
+ * `cluster:` — several pcoip-lb instances as one pool through a Redis (or Valkey) store
+ * (docs/ha.md). Absent: one instance, no store, nothing changes. The password never appears in
+ * the URL (it would end up in logs and `ps`): it comes from a file or an environment variable.
+ */
+const REDIS_URL_SCHEMES = ['redis:', 'rediss:'];
+const redisUrl = z.string({ error: 'must be a redis:// or rediss:// URL' }).superRefine((text, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `"${text}" is not a URL; use redis://host:port/db or rediss://host:port/db` });
+    return;
+  }
+  if (!REDIS_URL_SCHEMES.includes(url.protocol)) ctx.addIssue({ code: 'custom', message: `scheme ${url.protocol} is not redis: or rediss: (TLS)` });
+  else if (!url.hostname) ctx.addIssue({ code: 'custom', message: 'names no host (redis://host:port)' });
+  if (url.password) ctx.addIssue({ code: 'custom', message: 'must not carry a password (it would be logged); use cluster.redis.password.file or .env' });
+  if (!/^(\/\d{0,2})?$/.test(url.pathname)) ctx.addIssue({ code: 'custom', message: `path "${url.pathname}" is not a database number (/0 … /99)` });
+  if (url.search || url.hash) ctx.addIssue({ code: 'custom', message: 'query strings and fragments are not supported; use the cluster.redis keys' });
+});
+
+const cluster = z
+  .strictObject({
+    /** This instance's name in the store (heartbeats, the cluster view). Default: the host name. */
+    instanceId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, 'must be 1-253 characters of letters, digits, ".", "_" or "-"').optional(),
+    /** Every key and channel starts with `<keyPrefix>:`, so several pools can share one Redis. */
+    keyPrefix: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/, 'must be 1-100 characters of letters, digits, ".", "_", "-" or ":"')
+      .refine((p) => !p.endsWith(':'), { message: 'must not end with ":" (it is added)' })
+      .default('pcoip-lb'),
+    redis: z.strictObject({
+      url: redisUrl,
+      /** ACL user (Redis 6+); also accepted as redis://user@host. */
+      username: z.string().min(1).optional(),
+      /** ACL or requirepass password, from a file (trimmed) or an environment variable. */
+      password: adminToken.optional(),
+      /** rediss:// only: PEM CA bundle to verify the server with (default: the system CAs), or insecure: true. */
+      tls: z
+        .strictObject({
+          ca: pemFile.optional(),
+          servername: z.string().refine(isValidHost, { message: 'must be a host name' }).optional(),
+          insecure: z.boolean().default(false),
+        })
+        .refine((t) => !(t.ca !== undefined && t.insecure), { message: 'ca verifies and insecure: true skips verification: choose one' })
+        .optional(),
+    }),
+    timeouts: z
+      .strictObject({
+        /** Give up on one connection attempt after this (then retry with back-off). */
+        connect: duration('connect', { min: 100, max: 60_000 }).prefault('2s'),
+        /** A client's first flow waits at most this long for the store, then this instance decides alone. */
+        lookup: duration('lookup', { min: 1, max: 5000 }).prefault('75ms'),
+        /** How often this instance announces itself; missing 3 heartbeats in a row, it leaves the cluster view. */
+        heartbeat: duration('heartbeat', { min: 100, max: 60_000 }).prefault('1s'),
+      })
+      .prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    let url: URL | undefined;
+    try {
+      url = new URL(c.redis.url);
+    } catch {
+      return; // reported on redis.url
+    }
+    if (c.redis.tls && url.protocol !== 'rediss:') ctx.addIssue({ code: 'custom', path: ['redis', 'tls'], message: 'only used with a rediss:// URL' });
+    if (c.redis.username !== undefined && url.username && decodeURIComponent(url.username) !== c.redis.username) {
+      ctx.addIssue({ code: 'custom', path: ['redis', 'username'], message: 'differs from the user in redis.url; name it once' });
+    }
+  });
 /** One message for every way `workers` can be wrong (zod would otherwise say "Too small" without naming auto). */
 const WORKERS_ERROR = { error: 'must be "auto" or a whole number from 1 to 64' };
 
@@ -345,6 +446,8 @@ export const configSchema = z
     workers: z.union([z.literal('auto'), z.number().int(WORKERS_ERROR).min(1, WORKERS_ERROR).max(64, WORKERS_ERROR)], WORKERS_ERROR).default('auto'),
     health,
     admin,
+    /** Several instances as one pool (docs/ha.md); absent: a single instance, no store. */
+    cluster: cluster.optional(),
     shutdown: z
       .strictObject({
         /** On SIGTERM/SIGINT: stop accepting, let TCP and UDP flows finish for this long, then close them. */
@@ -393,6 +496,10 @@ export const configSchema = z
         used.set(p, id);
       }
     }
+    // Issue 14: the LB cookie is added by the terminating listener only.
+    if (broker?.lbCookie.enabled && broker.tls.mode !== 'terminate') {
+      ctx.addIssue({ code: 'custom', path: ['listeners', 'broker', 'lbCookie', 'enabled'], message: 'needs listeners.broker.tls.mode: terminate (the cookie is added to HTTP responses)' });
+    }
     if (!isPrime(cfg.balance.tableSize)) {
       ctx.addIssue({ code: 'custom', path: ['balance', 'tableSize'], message: `${cfg.balance.tableSize} is not prime (try 65537)` });
     }
@@ -405,6 +512,7 @@ export type BrokerListenerConfig = NonNullable<ListenersConfig['broker']>;
 export type BrokerTlsConfig = BrokerListenerConfig['tls'];
 export type HealthConfig = Config['health'];
 export type AdminConfig = Config['admin'];
+export type ClusterConfig = NonNullable<Config['cluster']>;
 
 /**
  * Two TCP servers cannot listen on overlapping addresses (Linux refuses a wildcard and a specific

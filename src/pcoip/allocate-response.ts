@@ -202,7 +202,8 @@ export class AllocateResponseParser {
     this.field = undefined;
     const decoded = decodeEntities(Buffer.from(f.bytes).toString('utf8'));
     if (decoded === undefined) return this.error('malformed', `unknown entity in <${f.name}>`);
-    this.values[f.name] = decoded.trim();
+    // XML white space only (SP, TAB, CR, LF): JavaScript's trim() would also strip NBSP and others.
+    this.values[f.name] = decoded.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
   }
 
   private complete(): void {
@@ -266,16 +267,33 @@ function isSpace(b: number): boolean {
   return b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
 }
 
-const NAMED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
+/**
+ * The five predefined XML entities. A Map, not an object literal: `ref in {…}` would also find
+ * `toString`, `valueOf`, `__proto__` … on Object.prototype and turn a hostile Connector's
+ * `&toString;` into the text of a JavaScript function (learned as a connect tag or SNI).
+ */
+const NAMED: ReadonlyMap<string, string> = new Map([
+  ['lt', '<'],
+  ['gt', '>'],
+  ['amp', '&'],
+  ['quot', '"'],
+  ['apos', "'"],
+]);
+
+/** XML 1.0 `Char`: a numeric reference to anything else (NUL, a surrogate, U+FFFE) is not well-formed. */
+function isXmlChar(code: number): boolean {
+  return code === 0x9 || code === 0xa || code === 0xd || (code >= 0x20 && code <= 0xd7ff) || (code >= 0xe000 && code <= 0xfffd) || (code >= 0x10000 && code <= 0x10ffff);
+}
 
 function decodeEntities(text: string): string | undefined {
   let bad = false;
   const out = text.replace(/&([^;&\s]{0,10});?/g, (whole, ref: string) => {
     if (!whole.endsWith(';')) return (bad = true), '';
-    if (ref in NAMED) return NAMED[ref]!;
+    const named = NAMED.get(ref);
+    if (named !== undefined) return named;
     const m = /^#(?:x([0-9A-Fa-f]{1,6})|(\d{1,7}))$/.exec(ref);
     const code = m ? parseInt(m[1] ?? m[2]!, m[1] ? 16 : 10) : NaN;
-    if (!(code > 0 && code <= 0x10ffff)) return (bad = true), '';
+    if (!isXmlChar(code)) return (bad = true), '';
     return String.fromCodePoint(code);
   });
   return bad ? undefined : out;

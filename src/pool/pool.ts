@@ -29,7 +29,8 @@ export function admitsPinnedClients(c: ConnectorView): boolean {
 }
 
 export type PoolChange =
-  | { kind: 'state'; id: string; from: ConnectorState; to: ConnectorState }
+  /** `origin`: set here (the admin API, a reload) or applied from another instance (the cluster store). */
+  | { kind: 'state'; id: string; from: ConnectorState; to: ConnectorState; origin: 'local' | 'remote' }
   | { kind: 'health'; id: string; from: HealthStatus; to: HealthStatus; reason: string };
 
 export class Pool {
@@ -73,13 +74,13 @@ export class Pool {
     return [...this.connectors.values()];
   }
 
-  setState(id: string, state: ConnectorState): boolean {
+  setState(id: string, state: ConnectorState, origin: 'local' | 'remote' = 'local'): boolean {
     const c = this.connectors.get(id);
     if (!c) return false;
     if (c.state === state) return true;
     this.connectors.set(id, { ...c, state });
     this.version++;
-    this.emit({ kind: 'state', id, from: c.state, to: state });
+    this.emit({ kind: 'state', id, from: c.state, to: state, origin });
     return true;
   }
 

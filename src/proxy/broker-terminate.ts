@@ -17,6 +17,7 @@ import { BrokerConnection } from './broker-connection.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import type { RewriteTo } from '../pcoip/rewrite-target.ts';
 import { listenTcp } from './listen.ts';
+import { LbCookie, readLbCookieKeys } from './lb-cookie.ts';
 import { RefusalLog } from './limits.ts';
 import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
@@ -38,8 +39,14 @@ export interface BrokerTerminateOptions {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   headerTimeoutMs: number;
+  /** A request body silent this long (while read) gets 408; 0: off. */
+  bodyTimeoutMs?: number;
+  /** A Connector silent this long after a fully sent request gets the client a 504; 0: off. */
+  responseTimeoutMs?: number;
   limits: FramerLimits;
   tls: BrokerTlsConfig;
+  /** listeners.broker.lbCookie when enabled: its own Set-Cookie naming the Connector, routed by first. */
+  lbCookie?: { name: string; maxAgeMs: number; keyFile?: string | undefined; keyEnv?: string | undefined };
   /** Experimental rewriteTarget: where clients of a Connector should dial instead (see direct-listeners.ts). */
   rewriteTarget?: (connector: ConnectorView) => RewriteTo | undefined;
   /** maxConnections, maxConnectionsPerClient, firstByteTimeoutMs (applied again on reload: updateAdmission). */
@@ -55,7 +62,7 @@ export interface BrokerTerminateDeps {
   now?: () => number;
   /** Told of every failed connect to a Connector: feeds passive health detection. */
   onConnectFailure?: (connectorId: string) => void;
-  /** Multi-core / cluster: look up a session key (cookie, log id) this process does not know before routing by it. */
+  /** Multi-core / cluster: look up a session key (cookie, log id: by digest) this process does not know before routing by it. */
   beforeSessionRoute?: (query: { kind: 'cookie' | 'log-id'; key: string } | { kind: 'allocation'; sni: string }) => Promise<void> | undefined;
   /** Multi-core / cluster: look up a client address with no local pin before placing it. */
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
@@ -80,8 +87,10 @@ export class BrokerTerminateListener {
   private readonly deps: BrokerTerminateDeps;
   private readonly now: () => number;
   private reloadTimer: NodeJS.Timeout | undefined;
+  /** The LB cookie keys as last read (a changed key file is picked up with the certificates). */
+  private lbCookieKeys: string | undefined;
 
-  /** Reads the certificate (and CA) files now: a bad file fails start-up with the key path. */
+  /** Reads the certificate (and CA) files and LB cookie keys now: a bad file fails start-up with the key path. */
   constructor(options: BrokerTerminateOptions, deps: BrokerTerminateDeps) {
     this.options = options;
     this.deps = deps;
@@ -89,12 +98,15 @@ export class BrokerTerminateListener {
     const tls = options.tls;
     this.certificates = new CertificateStore(tls.certificates ?? [], tls.minVersion);
     this.upstreamCa = tls.upstream?.ca === undefined ? undefined : readCa(tls.upstream.ca);
+    const lbCookie = this.readLbCookie();
     this.router = new BrokerRouter({
       pool: deps.pool,
       placer: deps.placer,
       sessions: deps.sessions,
       logger: deps.logger,
       now: this.now,
+      stats: deps.stats,
+      ...(lbCookie ? { lbCookie } : {}),
       ...(deps.beforeSessionRoute ? { beforeSessionRoute: deps.beforeSessionRoute } : {}),
       ...(deps.beforeDecide ? { beforeDecide: deps.beforeDecide } : {}),
     });
@@ -192,19 +204,49 @@ export class BrokerTerminateListener {
     for (const s of [...this.sockets]) s.destroy();
   }
 
-  /** Ends every client connection currently relayed to one Connector; returns how many. */
+  /** Ends every client connection currently relayed to one Connector (and idle upstreams to it); returns how many. */
   closeFlowsTo(connectorId: string): number {
     let closed = 0;
     for (const c of [...this.connections]) {
-      if (c.connectorId !== connectorId) continue;
+      if (c.connectorId !== connectorId) {
+        c.releaseIdleUpstreamsTo(connectorId);
+        continue;
+      }
       c.destroy('connector-down');
       closed++;
     }
     return closed;
   }
 
-  /** Checks the certificate files now (the timer calls this; exposed for operators' reload signal). */
+  /** The LB cookie from the configured keys (undefined when lbCookie is off). Throws PlbError on bad keys. */
+  private readLbCookie(): LbCookie | undefined {
+    const cfg = this.options.lbCookie;
+    if (!cfg) return undefined;
+    const keys = readLbCookieKeys(cfg);
+    this.lbCookieKeys = keys.join('\n');
+    return new LbCookie({ name: cfg.name, maxAgeMs: cfg.maxAgeMs }, keys);
+  }
+
+  /** A rewritten key file (rotation: new key first, old key next) applies without a restart. */
+  private reloadLbCookieKeysIfChanged(): void {
+    const cfg = this.options.lbCookie;
+    if (!cfg?.keyFile) return;
+    let keys: string[];
+    try {
+      keys = readLbCookieKeys(cfg);
+    } catch (err) {
+      this.deps.logger.warn({ listener: 'broker', code: (err as PlbError).code, err: (err as Error).message }, 'LB cookie key reload failed; still using the previous keys');
+      return;
+    }
+    if (keys.join('\n') === this.lbCookieKeys) return;
+    this.lbCookieKeys = keys.join('\n');
+    this.router.setLbCookie(new LbCookie({ name: cfg.name, maxAgeMs: cfg.maxAgeMs }, keys));
+    this.deps.logger.info({ listener: 'broker', keys: keys.length }, 'LB cookie keys reloaded (the first signs, all verify)');
+  }
+
+  /** Checks the certificate (and LB cookie key) files now (the timer calls this; exposed for operators' reload signal). */
   reloadCertificatesIfChanged(): void {
+    this.reloadLbCookieKeysIfChanged();
     const result = this.certificates.checkForChanges();
     if (result.status === 'unchanged') return;
     if (result.status === 'failed') {
@@ -275,6 +317,8 @@ export class BrokerTerminateListener {
       now: this.now,
       limits: this.options.limits,
       headerTimeoutMs: this.options.headerTimeoutMs,
+      bodyTimeoutMs: this.options.bodyTimeoutMs ?? 0,
+      responseTimeoutMs: this.options.responseTimeoutMs ?? 0,
       idleTimeoutMs: this.options.idleTimeoutMs,
       ...(this.options.rewriteTarget ? { rewriteTarget: this.options.rewriteTarget } : {}),
       ...(this.deps.onConnectFailure ? { onConnectFailure: this.deps.onConnectFailure } : {}),

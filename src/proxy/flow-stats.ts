@@ -76,6 +76,8 @@ export interface FlowStatsSnapshot {
   flowSeconds: Array<[string, HistogramCounts]>;
   /** Flows closed because their client was re-pinned elsewhere, by `listener|connector`. */
   repinMoves: Array<[string, number]>;
+  /** Terminating broker events (see `brokerEvent`). */
+  brokerEvents: Array<[string, number]>;
 }
 
 /** Adds `from`'s counts into `into` (keyed count maps). */
@@ -99,6 +101,12 @@ export class FlowStats {
   }
   /** Flows closed because their client was re-pinned to another Connector, by `listener|connector` (the old one). */
   readonly repinMoves = new Map<string, number>();
+  /**
+   * Things the terminating broker noticed and handled without refusing a flow, by name:
+   * lb-cookie-forged, lb-cookie-stale, lb-cookie-issued, id-too-long, log-id-limit,
+   * body-timeout, response-timeout, upstream-limit, unsolicited-response.
+   */
+  readonly brokerEvents = new Map<string, number>();
 
   counters(connectorId: string): Record<ListenerName, ListenerCounters> {
     let entry = this.byConnector.get(connectorId);
@@ -134,6 +142,10 @@ export class FlowStats {
     this.refusals.set(key, (this.refusals.get(key) ?? 0) + 1);
   }
 
+  brokerEvent(name: string): void {
+    this.brokerEvents.set(name, (this.brokerEvents.get(name) ?? 0) + 1);
+  }
+
   connectFailed(connectorId: string): void {
     this.connectFailures.set(connectorId, (this.connectFailures.get(connectorId) ?? 0) + 1);
   }
@@ -151,6 +163,7 @@ export class FlowStats {
       connectSeconds: copyHistograms(this.connectSeconds),
       flowSeconds: copyHistograms(this.flowSeconds),
       repinMoves: [...this.repinMoves],
+      brokerEvents: [...this.brokerEvents],
     };
   }
 
@@ -179,6 +192,7 @@ export class FlowStats {
     this.connectSeconds.clear();
     this.flowSeconds.clear();
     this.repinMoves.clear();
+    this.brokerEvents.clear();
     for (const snap of snapshots) {
       addHistograms(this.connectSeconds, snap.connectSeconds);
       addHistograms(this.flowSeconds, snap.flowSeconds);
@@ -198,6 +212,7 @@ export class FlowStats {
       addCounts(this.refusals, snap.refusals);
       addCounts(this.connectFailures, snap.connectFailures);
       addCounts(this.repinMoves, snap.repinMoves);
+      addCounts(this.brokerEvents, snap.brokerEvents ?? []);
     }
   }
 

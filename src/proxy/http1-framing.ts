@@ -8,9 +8,13 @@
  * route each request and look at each response. No I/O, no timers; the proxy owns those.
  *
  * Strictness is deliberate where framing is ambiguous (request smuggling): both Content-Length
- * and Transfer-Encoding, several differing Content-Lengths, a Transfer-Encoding that does not end
- * in `chunked` on a request, whitespace before a header colon, obsolete line folding, a bare LF
- * line end — each is an error, as RFC 9112 allows.
+ * and Transfer-Encoding, several Content-Lengths (even identical ones: we forward bytes as they
+ * are, so we cannot merge them as RFC 9110 §8.6 would have us), a Transfer-Encoding that is empty
+ * or does not end in `chunked` on a request, whitespace before a header colon, obsolete line
+ * folding, a bare LF line end, a control byte (NUL, VT, FF, DEL, …) anywhere in a field value, a
+ * chunk size with whitespace not followed by an extension — each is an error, as RFC 9112 allows.
+ * Optional whitespace is SP and HTAB only (RFC 9110 §5.6.3): nothing else is trimmed, so a value
+ * means the same here as in any strict parser behind us.
  */
 
 export type MessageKind = 'request' | 'response';
@@ -82,6 +86,19 @@ type State =
   | { s: 'dead' };
 
 const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** field-content (RFC 9110 §5.5) as latin1 text: VCHAR, obs-text, SP and HTAB; no other control byte. */
+const FIELD_VALUE_RE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** A transfer-coding: a token, optionally with parameters (RFC 9112 §7, RFC 9110 §10.1.4). */
+const TRANSFER_CODING_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))*$/;
+/**
+ * chunk = chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
+ * (RFC 9112 §7.1.1): whitespace only before a ";", never on its own after the size.
+ */
+const CHUNK_LINE_RE = /^([0-9A-Fa-f]{1,13})((?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?)$/;
+/** Request-target: visible ASCII only (RFC 9112 §3.2; URIs carry no raw bytes above 0x7e). */
+const REQUEST_LINE_RE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP\/1\.[01])$/;
+/** status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4); reason: HTAB, SP, VCHAR, obs-text. */
+const STATUS_LINE_RE = /^(HTTP\/1\.[01]) (\d{3})(?: [\t\x20-\x7e\x80-\xff]*)?$/;
 const CRLF = Buffer.from('\r\n');
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 
@@ -244,13 +261,13 @@ export class Http1Framer {
     let status: number | undefined;
     let version: string;
     if (this.kind === 'request') {
-      const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) (HTTP\/1\.[01])$/.exec(startLine);
+      const m = REQUEST_LINE_RE.exec(startLine);
       if (!m) return { code: 'bad-start-line', message: `not an HTTP/1.x request line: ${printable(startLine)}` };
       method = m[1]!;
       target = m[2]!;
       version = m[3]!;
     } else {
-      const m = /^(HTTP\/1\.[01]) (\d{3})(?: [^\r\n]*)?$/.exec(startLine);
+      const m = STATUS_LINE_RE.exec(startLine);
       if (!m) return { code: 'bad-start-line', message: `not an HTTP/1.x status line: ${printable(startLine)}` };
       version = m[1]!;
       status = Number(m[2]);
@@ -262,11 +279,13 @@ export class Http1Framer {
       const colon = line.indexOf(':');
       const name = colon > 0 ? line.slice(0, colon) : '';
       if (!TOKEN_RE.test(name)) return { code: 'bad-header', message: `malformed header line: ${printable(line)}` };
-      headers.push([name, line.slice(colon + 1).trim()]);
+      const value = line.slice(colon + 1);
+      if (!FIELD_VALUE_RE.test(value)) return { code: 'bad-header', message: `control byte in the value of ${printable(name, 40)}` };
+      headers.push([name, trimOws(value)]);
       if (headers.length > this.limits.maxHeaderCount) return { code: 'too-many-headers', message: `more than ${this.limits.maxHeaderCount} header fields` };
     }
     const values = (n: string) => headers.filter(([k]) => k.toLowerCase() === n).map(([, v]) => v);
-    const connectionTokens = values('connection').flatMap((v) => v.toLowerCase().split(',').map((t) => t.trim()));
+    const connectionTokens = values('connection').flatMap((v) => listElements(v.toLowerCase()));
     const closeAfter = connectionTokens.includes('close') || (version === 'HTTP/1.0' && !connectionTokens.includes('keep-alive'));
 
     let requestMethod: string | undefined;
@@ -297,7 +316,12 @@ export class Http1Framer {
     }
     if (transferEncodings.length > 0) {
       if (contentLengths.length > 0) return { code: 'bad-transfer-encoding', message: 'both Transfer-Encoding and Content-Length' };
-      const codings = transferEncodings.flatMap((v) => v.toLowerCase().split(',').map((t) => t.trim())).filter((t) => t !== '');
+      // Empty list elements are allowed (RFC 9110 §5.6.1), an empty list is not: `Transfer-Encoding:`
+      // or `: ,` names no coding, so it is not chunked and the length is unknowable.
+      const codings = transferEncodings.flatMap((v) => listElements(v.toLowerCase()));
+      if (codings.length === 0) return { code: 'bad-transfer-encoding', message: 'empty Transfer-Encoding' };
+      const bad = codings.find((c) => !TRANSFER_CODING_RE.test(c));
+      if (bad !== undefined) return { code: 'bad-transfer-encoding', message: `malformed transfer coding ${printable(bad, 40)}` };
       const chunkedAt = codings.indexOf('chunked');
       if (chunkedAt >= 0 && chunkedAt !== codings.length - 1) return { code: 'bad-transfer-encoding', message: '"chunked" must be the last transfer coding, and only once' };
       if (head.version === 'HTTP/1.0') return { code: 'bad-transfer-encoding', message: 'Transfer-Encoding in an HTTP/1.0 message' };
@@ -307,12 +331,14 @@ export class Http1Framer {
       return { kind: 'until-close' };
     }
     if (contentLengths.length > 0) {
-      const all = contentLengths.flatMap((v) => v.split(',').map((t) => t.trim()));
-      const first = all[0]!;
-      if (!all.every((v) => v === first) || !/^\d+$/.test(first) || first.length > MAX_LENGTH_DIGITS) {
-        return { code: 'bad-content-length', message: `invalid Content-Length "${contentLengths.join(', ')}"` };
+      // One field, one decimal value. RFC 9110 §8.6 lets a recipient merge identical duplicates
+      // ("42, 42") into one field; we forward bytes unchanged, so we cannot merge and must reject
+      // (a server behind us could read the duplicates differently).
+      const value = contentLengths[0]!;
+      if (contentLengths.length > 1 || !/^\d+$/.test(value) || value.length > MAX_LENGTH_DIGITS) {
+        return { code: 'bad-content-length', message: `invalid Content-Length ${printable(contentLengths.join(', '), 60)}${contentLengths.length > 1 ? ' (more than one)' : ''}` };
       }
-      const n = Number(first);
+      const n = Number(value);
       return n === 0 ? { kind: 'none' } : { kind: 'fixed', length: n };
     }
     return this.kind === 'request' ? { kind: 'none' } : { kind: 'until-close' };
@@ -356,9 +382,9 @@ export class Http1Framer {
     }
     const lineEnd = nl + 2;
     const lineText = joined.subarray(0, nl).toString('latin1');
-    // chunk-size [ chunk-ext ]; extensions are forwarded, not interpreted.
-    const m = /^([0-9A-Fa-f]{1,13})[ \t]*(;.*)?$/.exec(lineText);
-    if (!m || /[\r\n]/.test(lineText)) {
+    // chunk-size [ chunk-ext ]; extensions are forwarded, not interpreted (but hold no control bytes).
+    const m = CHUNK_LINE_RE.exec(lineText);
+    if (!m) {
       out.push(this.fail('bad-chunk', `malformed chunk-size line: ${printable(lineText)}`));
       return Buffer.alloc(0);
     }
@@ -390,7 +416,7 @@ export class Http1Framer {
         return joined.subarray(pos);
       }
       const colon = line.indexOf(':');
-      if (colon <= 0 || !TOKEN_RE.test(line.slice(0, colon)) || /[\r\n]/.test(line)) {
+      if (colon <= 0 || !TOKEN_RE.test(line.slice(0, colon)) || !FIELD_VALUE_RE.test(line.slice(colon + 1))) {
         out.push(this.fail('bad-chunk', `malformed trailer line: ${printable(line)}`));
         return Buffer.alloc(0);
       }
@@ -412,6 +438,25 @@ export class Http1Framer {
 
 type BodyFraming = { kind: 'none' } | { kind: 'fixed'; length: number } | { kind: 'chunked' } | { kind: 'until-close' } | { kind: 'tunnel' };
 
+/** Strips optional whitespace (RFC 9110 §5.6.3: SP and HTAB, nothing else) from both ends. */
+export function trimOws(text: string): string {
+  let start = 0;
+  let end = text.length;
+  while (start < end && (text.charCodeAt(start) === 0x20 || text.charCodeAt(start) === 0x09)) start++;
+  while (end > start && (text.charCodeAt(end - 1) === 0x20 || text.charCodeAt(end - 1) === 0x09)) end--;
+  return text.slice(start, end);
+}
+
+/** The non-empty elements of a comma-separated list field (RFC 9110 §5.6.1), OWS trimmed. */
+function listElements(value: string): string[] {
+  return value.split(',').map(trimOws).filter((t) => t !== '');
+}
+
+/** The message's body is chunked: its last transfer coding is `chunked` (as the framer decided). */
+export function isChunked(head: MessageHead): boolean {
+  return headerValues(head, 'transfer-encoding').flatMap((v) => listElements(v.toLowerCase())).at(-1) === 'chunked';
+}
+
 /** Case-insensitive look-up of every value of a header. */
 export function headerValues(head: MessageHead, name: string): string[] {
   const lower = name.toLowerCase();
@@ -423,7 +468,7 @@ export function requestCookie(head: MessageHead, name: string): string | undefin
   for (const header of headerValues(head, 'cookie')) {
     for (const pair of header.split(';')) {
       const eq = pair.indexOf('=');
-      if (eq > 0 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+      if (eq > 0 && trimOws(pair.slice(0, eq)) === name) return trimOws(pair.slice(eq + 1)).replace(/^"(.*)"$/, '$1');
     }
   }
   return undefined;
@@ -434,7 +479,7 @@ export function responseSetCookie(head: MessageHead, name: string): string | und
   for (const header of headerValues(head, 'set-cookie')) {
     const first = header.split(';')[0] ?? '';
     const eq = first.indexOf('=');
-    if (eq > 0 && first.slice(0, eq).trim() === name) return first.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+    if (eq > 0 && trimOws(first.slice(0, eq)) === name) return trimOws(first.slice(eq + 1)).replace(/^"(.*)"$/, '$1');
   }
   return undefined;
 }

@@ -66,8 +66,9 @@ export function resultXml(resultId: string, resultStr: string): string {
 // ---- requests, as the client simulator sends them ----
 
 export const requests = {
-  hello: (hostname: string) =>
-    wrapMessage('hello', el('client-info', el('product-name', 'pcoip-lb client simulator') + el('product-version', '1.0') + el('hostname', hostname), true)),
+  /** `productName` QueryBrokerClient makes it the probe hello real clients send first. */
+  hello: (hostname: string, productName = 'pcoip-lb client simulator') =>
+    wrapMessage('hello', el('client-info', el('product-name', productName) + el('product-version', '1.0') + el('hostname', hostname), true)),
   authenticate: (username: string, password: string, domain: string) =>
     wrapMessage('authenticate', el('username', username) + el('password', password) + el('domain', domain), 'method="password"'),
   getResourceList: () => wrapMessage('get-resource-list', ''),

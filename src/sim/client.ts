@@ -1,4 +1,4 @@
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
@@ -7,17 +7,50 @@ import { parseBrokerAnswer, requests, type AllocateTarget, type BrokerAnswer, ty
 import { readLine } from './line-reader.ts';
 import { UdpStream, type UdpPacer, type UdpStreamResult } from './udp-stream.ts';
 import type { Histogram } from './histogram.ts';
-import { BROKER_PATH, CONNECTOR_ID_HEADER, COOKIE_NAME, MAX_LINE_BYTES, XML_CONTENT_TYPE, formatTagRequest, parseTagAnswer, spiHex } from './wire.ts';
+import { BROKER_PATH, CONNECTOR_ID_HEADER, COOKIE_NAME, MAX_LINE_BYTES, PROBE_PRODUCT_NAME, XML_CONTENT_TYPE, formatTagRequest, parseTagAnswer, spiHex } from './wire.ts';
 
 /**
  * The PCoIP client simulator: one user logging in and running a session the way a real client
- * does — each broker request on a NEW TLS connection to 443, then 4172/TCP (TLS, with the
- * allocated `sni` as server name) presenting the connect tag, then the UDP media flow.
+ * does — the broker exchange over 443, then 4172/TCP (TLS, with the allocated `sni` as server
+ * name) presenting the connect tag, then the UDP media flow.
+ *
+ * How it speaks the broker exchange is a ClientBehaviour, after what real clients do (docs/pcoip-protocol.md):
+ * a probe hello (`QueryBrokerClient`) first or not; every request on one keep-alive TLS
+ * connection (the open-source client's `Connection: Keep-Alive` and headers) or each on its own
+ * connection; a cookie jar fed only by headers spelled exactly `Set-Cookie`, or no cookies at all
+ * (a client that relies on CLIENT-LOG-ID, as broker authors fall back to); the log id header's
+ * spelling.
  *
  * It is strict where real clients are strict (chunked XML, a `Set-Cookie` header spelled so) and
  * it checks which Connector answered every step (simulated Connectors name themselves), so a
  * flow that reached the wrong Connector is reported as "misrouted: X reached B, session on A".
  */
+
+export interface ClientBehaviour {
+  /** A probe hello (product-name `QueryBrokerClient`) before the real hello. */
+  probe: boolean;
+  /**
+   * keep-alive: every broker request on one TLS connection (`Connection: Keep-Alive`, the
+   * open-source client's User-Agent/Accept/Cache-Control); per-request: a new TLS connection for
+   * each (`Connection: close`).
+   */
+  connection: 'keep-alive' | 'per-request';
+  /**
+   * jar: keeps every cookie set by a header spelled exactly `Set-Cookie` (JSESSIONID, a load
+   * balancer's cookie) and returns them all; JSESSIONID is required. none: returns no cookie and
+   * relies on the log id (the Connector must identify sessions by it).
+   */
+  cookies: 'jar' | 'none';
+  /** The log id header as spelled on the wire (names are case-insensitive; a proxy must not care). */
+  logIdHeader: string;
+}
+
+/** What the simulator did before issue 14: no probe, a connection per request, JSESSIONID. */
+export const LEGACY_BEHAVIOUR: ClientBehaviour = { probe: false, connection: 'per-request', cookies: 'jar', logIdHeader: 'CLIENT-LOG-ID' };
+
+/** The open-source PCoIP client's request headers (docs/pcoip-protocol.md, wunderwuzzi23/puppy). */
+const KEEP_ALIVE_HEADERS = { 'User-Agent': 'Mozilla/4.0 (compatible; MSIE 6.0)', Accept: 'text/*, application/octet-stream', 'Cache-Control': 'no-cache', Connection: 'Keep-Alive' };
+
 
 export interface Endpoint {
   host: string;
@@ -30,8 +63,11 @@ export function endpointOf(address: { address: string; port: number }): Endpoint
 }
 
 export interface SessionTarget {
-  /** Where the 443 (broker) requests go: a Connector or a load balancer. */
-  broker: Endpoint;
+  /**
+   * Where the 443 (broker) requests go: a Connector or a load balancer. A function is asked
+   * before each request (several instances, each request to a different one, as ECMP may do).
+   */
+  broker: Endpoint | (() => Endpoint);
   /** Where to open 4172/TCP; default: the ip-address and port allocate-resource-resp names. */
   pcoipTcp?: Endpoint;
   /** Where to send 4172/UDP; default: same as 4172/TCP. */
@@ -43,6 +79,8 @@ export interface UserPlan {
   /** Source address for every flow of this user (e.g. 127.0.2.7), or undefined for the default. */
   localAddress: string | undefined;
   requestTimeoutMs: number;
+  /** How this user speaks the broker exchange; default LEGACY_BEHAVIOUR. */
+  behaviour?: ClientBehaviour;
 }
 
 export type Stage = BrokerRequestName | 'pcoip-tcp' | 'pcoip-udp';
@@ -74,6 +112,8 @@ export interface EstablishedSession {
   spi: number;
   control: TLSSocket;
   setupMs: number;
+  /** Broker requests sent and TLS connections opened for them. */
+  broker: { requests: number; connections: number };
 }
 
 export interface BrokerReply {
@@ -104,59 +144,122 @@ export async function establishSession(plan: UserPlan, target: SessionTarget): P
 
 async function exchange(plan: UserPlan, target: SessionTarget, state: { home: string | undefined }): Promise<EstablishedSession> {
   const started = performance.now();
-  const clientLogId = randomUUID();
-  let cookie: string | undefined;
+  const behaviour = plan.behaviour ?? LEGACY_BEHAVIOUR;
+  const broker = new BrokerExchange(target.broker, plan, behaviour);
+  try {
+    const step = async (name: BrokerRequestName, xml: string, probe = false): Promise<BrokerReply> => {
+      let reply: BrokerReply;
+      try {
+        reply = await broker.post(xml);
+      } catch (err) {
+        throw new SessionFailure(name, 'network', `${probe ? 'probe ' : ''}${name}: ${(err as Error).message}`);
+      }
+      const { answer } = reply;
+      const said = answer.resultId ? ` (${reply.connectorId} said ${answer.resultId}${answer.resultStr ? `: ${answer.resultStr}` : ''})` : '';
+      // The probe only asks what the broker is: any Connector may answer it.
+      const home = probe ? reply.connectorId : (state.home ??= reply.connectorId);
+      if (reply.connectorId !== home) {
+        throw new SessionFailure(name, 'misrouted', `${name} reached ${reply.connectorId}, but hello was answered by ${home}${said}`);
+      }
+      if (reply.status !== 200 || answer.name !== `${name}-resp`) {
+        throw new SessionFailure(name, 'broker-error', `${probe ? 'probe ' : ''}${name}: HTTP ${reply.status}, <${answer.name}>${said}`);
+      }
+      const expected = EXPECTED_RESULT[name];
+      if (expected && answer.resultId !== expected) throw new SessionFailure(name, 'broker-error', `${name}: expected ${expected}${said}`);
+      // Real PCoIP clients reject an unchunked broker response.
+      if (!reply.chunked) throw new SessionFailure(name, 'broker-error', `${name}: response not chunked (PCoIP clients need Transfer-Encoding: chunked)`);
+      return reply;
+    };
 
-  const step = async (name: BrokerRequestName, xml: string): Promise<BrokerReply> => {
-    let reply: BrokerReply;
-    try {
-      reply = await postBroker(target.broker, plan, xml, clientLogId, cookie);
-    } catch (err) {
-      throw new SessionFailure(name, 'network', `${name}: ${(err as Error).message}`);
+    if (behaviour.probe) await step('hello', requests.hello(plan.name, PROBE_PRODUCT_NAME), true);
+    const hello = await step('hello', requests.hello(plan.name));
+    if (behaviour.cookies === 'jar' && !broker.hasCookie(COOKIE_NAME)) {
+      const lower = hello.rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'set-cookie');
+      throw new SessionFailure(
+        'hello',
+        'broker-error',
+        lower ? 'hello: cookie header not spelled "Set-Cookie" (PCoIP clients ignore any other spelling)' : `hello: no ${COOKIE_NAME} cookie`,
+      );
     }
-    const { answer } = reply;
-    const home = (state.home ??= reply.connectorId);
-    const said = answer.resultId ? ` (${reply.connectorId} said ${answer.resultId}${answer.resultStr ? `: ${answer.resultStr}` : ''})` : '';
-    if (reply.connectorId !== home) {
-      throw new SessionFailure(name, 'misrouted', `${name} reached ${reply.connectorId}, but hello was answered by ${home}${said}`);
+    await step('authenticate', requests.authenticate(plan.name, 'secret', 'sim.invalid'));
+    const list = await step('get-resource-list', requests.getResourceList());
+    const allocated = await step('allocate-resource', requests.allocateResource(list.answer.resourceId ?? '1'));
+    const allocation = allocated.answer.target;
+    if (!allocation || !allocation.connectTag || !(allocation.port > 0)) {
+      throw new SessionFailure('allocate-resource', 'broker-error', 'allocate-resource-resp has no usable <target>');
     }
-    if (reply.status !== 200 || answer.name !== `${name}-resp`) {
-      throw new SessionFailure(name, 'broker-error', `${name}: HTTP ${reply.status}, <${answer.name}>${said}`);
-    }
-    const expected = EXPECTED_RESULT[name];
-    if (expected && answer.resultId !== expected) throw new SessionFailure(name, 'broker-error', `${name}: expected ${expected}${said}`);
-    // Real PCoIP clients reject an unchunked broker response.
-    if (!reply.chunked) throw new SessionFailure(name, 'broker-error', `${name}: response not chunked (PCoIP clients need Transfer-Encoding: chunked)`);
+    await step('bye', requests.bye());
+
+    const connectorId = state.home!;
+    const tcpEndpoint = target.pcoipTcp ?? { host: allocation.ipAddress, port: allocation.port };
+    const { control, spi } = await presentTag(tcpEndpoint, plan, allocation, connectorId);
+    return { plan, connectorId, allocation, spi, control, setupMs: performance.now() - started, broker: { requests: broker.requests, connections: broker.connections } };
+  } finally {
+    broker.close();
+  }
+}
+
+/**
+ * One user's broker exchange: its log id, its cookie jar, and — keep-alive — the one TLS
+ * connection every request travels on (an agent with a single socket; should the server close
+ * it, the next request opens another, as a client would).
+ */
+class BrokerExchange {
+  requests = 0;
+  connections = 0;
+  private readonly jar = new Map<string, string>();
+  private readonly logId = randomUUID();
+  private readonly agent: HttpsAgent | undefined;
+  /** A fixed broker, or one chosen per request (a user whose requests an ECMP router spreads over instances). */
+  private readonly endpoint: Endpoint | (() => Endpoint);
+  private readonly plan: UserPlan;
+  private readonly behaviour: ClientBehaviour;
+
+  constructor(endpoint: Endpoint | (() => Endpoint), plan: UserPlan, behaviour: ClientBehaviour) {
+    this.endpoint = endpoint;
+    this.plan = plan;
+    this.behaviour = behaviour;
+    if (behaviour.connection === 'keep-alive') this.agent = new HttpsAgent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+  }
+
+  hasCookie(name: string): boolean {
+    return this.jar.has(name);
+  }
+
+  async post(xml: string): Promise<BrokerReply> {
+    const cookie = this.behaviour.cookies === 'jar' && this.jar.size > 0 ? [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ') : undefined;
+    this.requests++;
+    const reply = await sendBroker(typeof this.endpoint === 'function' ? this.endpoint() : this.endpoint, this.plan, xml, {
+      logIdHeader: this.behaviour.logIdHeader,
+      logId: this.logId,
+      cookieHeader: cookie,
+      agent: this.agent,
+      onNewConnection: () => this.connections++,
+    });
+    if (this.behaviour.cookies === 'jar') for (const [k, v] of setCookies(reply.rawHeaders)) this.jar.set(k, v);
     return reply;
-  };
-
-  const hello = await step('hello', requests.hello(plan.name));
-  cookie = sessionCookie(hello.rawHeaders);
-  if (cookie === undefined) {
-    const lower = hello.rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'set-cookie');
-    throw new SessionFailure(
-      'hello',
-      'broker-error',
-      lower ? 'hello: cookie header not spelled "Set-Cookie" (PCoIP clients ignore any other spelling)' : `hello: no ${COOKIE_NAME} cookie`,
-    );
   }
-  await step('authenticate', requests.authenticate(plan.name, 'secret', 'sim.invalid'));
-  const list = await step('get-resource-list', requests.getResourceList());
-  const allocated = await step('allocate-resource', requests.allocateResource(list.answer.resourceId ?? '1'));
-  const allocation = allocated.answer.target;
-  if (!allocation || !allocation.connectTag || !(allocation.port > 0)) {
-    throw new SessionFailure('allocate-resource', 'broker-error', 'allocate-resource-resp has no usable <target>');
-  }
-  await step('bye', requests.bye());
 
-  const connectorId = state.home!;
-  const tcpEndpoint = target.pcoipTcp ?? { host: allocation.ipAddress, port: allocation.port };
-  const { control, spi } = await presentTag(tcpEndpoint, plan, allocation, connectorId);
-  return { plan, connectorId, allocation, spi, control, setupMs: performance.now() - started };
+  close(): void {
+    this.agent?.destroy();
+  }
+}
+
+interface SendOptions {
+  logIdHeader: string;
+  logId: string;
+  cookieHeader: string | undefined;
+  /** keep-alive: the user's agent; undefined: a connection of its own, closed after the answer. */
+  agent: HttpsAgent | undefined;
+  onNewConnection?: () => void;
 }
 
 /** One broker request on its own TLS connection (agent: false), as PCoIP clients make them. */
 export function postBroker(endpoint: Endpoint, plan: UserPlan, xml: string, clientLogId: string, cookie: string | undefined): Promise<BrokerReply> {
+  return sendBroker(endpoint, plan, xml, { logIdHeader: 'CLIENT-LOG-ID', logId: clientLogId, cookieHeader: cookie === undefined ? undefined : `${COOKIE_NAME}=${cookie}`, agent: undefined });
+}
+
+function sendBroker(endpoint: Endpoint, plan: UserPlan, xml: string, options: SendOptions): Promise<BrokerReply> {
   const body = Buffer.from(xml, 'utf8');
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
@@ -166,15 +269,15 @@ export function postBroker(endpoint: Endpoint, plan: UserPlan, xml: string, clie
         method: 'POST',
         path: BROKER_PATH,
         localAddress: plan.localAddress,
-        agent: false,
+        agent: options.agent ?? false,
         rejectUnauthorized: false, // Connectors present self-signed certificates
         timeout: plan.requestTimeoutMs,
         headers: {
+          ...(options.agent ? KEEP_ALIVE_HEADERS : { Connection: 'close' }),
           'Content-Type': XML_CONTENT_TYPE,
           'Content-Length': body.length,
-          'CLIENT-LOG-ID': clientLogId,
-          Connection: 'close',
-          ...(cookie === undefined ? {} : { Cookie: `${COOKIE_NAME}=${cookie}` }),
+          [options.logIdHeader]: options.logId,
+          ...(options.cookieHeader === undefined ? {} : { Cookie: options.cookieHeader }),
         },
       },
       (res) => {
@@ -199,6 +302,9 @@ export function postBroker(endpoint: Endpoint, plan: UserPlan, xml: string, clie
         });
       },
     );
+    req.on('socket', () => {
+      if (!req.reusedSocket) options.onNewConnection?.();
+    });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${plan.requestTimeoutMs} ms`)));
     req.on('error', (err: NodeJS.ErrnoException) => reject(new Error(err.code ? `${err.code} ${err.message}` : err.message)));
     req.end(body);
@@ -207,15 +313,21 @@ export function postBroker(endpoint: Endpoint, plan: UserPlan, xml: string, clie
 
 /** JSESSIONID from headers spelled exactly `Set-Cookie` (rawHeaders keep the case as sent). */
 export function sessionCookie(rawHeaders: string[]): string | undefined {
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if (rawHeaders[i] !== 'Set-Cookie') continue;
-    const m = new RegExp(`^${COOKIE_NAME}=([^;]+)`).exec(rawHeaders[i + 1]!);
-    if (m) return m[1];
-  }
-  return undefined;
+  return setCookies(rawHeaders).get(COOKIE_NAME);
 }
 
-async function presentTag(
+/** Every cookie (name → value) set by headers spelled exactly `Set-Cookie`; other spellings are ignored, as PCoIP clients do. */
+export function setCookies(rawHeaders: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i] !== 'Set-Cookie') continue;
+    const m = /^([^=;\s]+)=([^;]*)/.exec(rawHeaders[i + 1]!);
+    if (m) out.set(m[1]!, m[2]!);
+  }
+  return out;
+}
+
+export async function presentTag(
   endpoint: Endpoint,
   plan: UserPlan,
   allocation: AllocateTarget,

@@ -17,6 +17,7 @@ import {
   MAX_LINE_BYTES,
   OFFSET_SEQ,
   OFFSET_SPI,
+  PROBE_PRODUCT_NAME,
   UDP_HEADER_BYTES,
   XML_CONTENT_TYPE,
   formatAdmit,
@@ -62,10 +63,28 @@ export interface SimConnectorOptions {
   advertise?: { address: string; port: number };
   certificate?: SimCertificate;
   logger?: Logger;
+  /**
+   * Identifier shapes (docs/pcoip-protocol.md, PCoIP Client SDK examples). realistic (default): session-id a
+   * 64-bit decimal, connect tag ~100 URL-encoded characters starting `SCS1`; short: 16 hex
+   * digits and 24 base64url characters (what the simulator used before).
+   */
+  ids?: 'realistic' | 'short';
+  /** How the cookie header is spelled: `Set-Cookie` (default) or `set-cookie` (which PCoIP clients ignore). */
+  setCookieSpelling?: 'Set-Cookie' | 'set-cookie';
+  /**
+   * Also find a broker session by its CLIENT-LOG-ID when a request has no JSESSIONID (default
+   * true), as broker authors do for clients that drop the cookie. A log id this Connector never
+   * saw is NOT_AUTHENTICATED, so misrouting stays visible.
+   */
+  logIdSessions?: boolean;
 }
 
 export interface SimConnectorCounters {
   brokerRequests: number;
+  /** Probe hellos (`QueryBrokerClient`) answered; they open no session. */
+  probeHellos: number;
+  /** Requests without a cookie whose session was found by CLIENT-LOG-ID. */
+  logIdSessionHits: number;
   notAuthenticated: number;
   allocations: number;
   tagsAdmitted: number;
@@ -82,6 +101,7 @@ export interface SimConnectorCounters {
 interface BrokerSession {
   authenticated: boolean;
   lastUsed: number;
+  logId: string | undefined;
 }
 
 interface Allocation {
@@ -117,6 +137,8 @@ export class SimConnector {
   readonly host: string;
   readonly counters: SimConnectorCounters = {
     brokerRequests: 0,
+    probeHellos: 0,
+    logIdSessionHits: 0,
     notAuthenticated: 0,
     allocations: 0,
     tagsAdmitted: 0,
@@ -134,6 +156,11 @@ export class SimConnector {
   private healthy = true;
   private unhealthyReason = '';
   private readonly sessions = new Map<string, BrokerSession>();
+  /** CLIENT-LOG-ID → cookie of its session (logIdSessions). */
+  private readonly sessionsByLogId = new Map<string, string>();
+  private readonly ids: 'realistic' | 'short';
+  private readonly setCookieSpelling: string;
+  private readonly logIdSessions: boolean;
   private readonly allocations = new Map<string, Allocation>();
   private readonly admitted = new Map<number, AdmittedSession>();
   private readonly unknownSpis = new Set<number>();
@@ -150,6 +177,9 @@ export class SimConnector {
     this.tagTtlMs = options.tagTtlMs ?? DEFAULT_TAG_TTL_MS;
     this.advertised = options.advertise;
     this.logger = (options.logger ?? createLogger('silent')).child({ sim: options.id });
+    this.ids = options.ids ?? 'realistic';
+    this.setCookieSpelling = options.setCookieSpelling ?? 'Set-Cookie';
+    this.logIdSessions = options.logIdSessions ?? true;
   }
 
   /** Generates a certificate (unless given), binds all three sockets and resolves when they listen. */
@@ -270,12 +300,25 @@ export class SimConnector {
     const msg = parseMessage(body, 'pcoip-client');
     if ('error' in msg) return this.answerText(res, 400, `malformed broker request: ${msg.error}`);
     const now = this.now();
+    const logIdHeader = req.headers['client-log-id'];
+    const logId = typeof logIdHeader === 'string' && logIdHeader !== '' ? logIdHeader : undefined;
     if (msg.name === 'hello') {
+      // The probe asks what this broker is; it starts no session (*sim*: nothing public says otherwise).
+      if (xmlText(msg.body, 'product-name') === PROBE_PRODUCT_NAME) {
+        this.counters.probeHellos++;
+        return this.answerXml(res, 200, wrapMessage('hello-resp', this.helloBody()));
+      }
       const cookie = randomBytes(16).toString('hex').toUpperCase();
-      this.sessions.set(cookie, { authenticated: false, lastUsed: now });
+      this.sessions.set(cookie, { authenticated: false, lastUsed: now, logId });
+      if (logId !== undefined && this.logIdSessions) this.sessionsByLogId.set(logId, cookie);
       return this.answerXml(res, 200, wrapMessage('hello-resp', this.helloBody()), cookie);
     }
-    const cookie = cookieValue(req.headers.cookie, COOKIE_NAME);
+    let cookie = cookieValue(req.headers.cookie, COOKIE_NAME);
+    if (cookie === undefined && logId !== undefined && this.logIdSessions) {
+      cookie = this.sessionsByLogId.get(logId);
+      if (cookie !== undefined) this.counters.logIdSessionHits++;
+      else return this.notAuthenticated(res, msg.name, 'no JSESSIONID cookie, and CLIENT-LOG-ID unknown to this Connector');
+    }
     const session = cookie === undefined ? undefined : this.sessions.get(cookie);
     if (!session) return this.notAuthenticated(res, msg.name, cookie === undefined ? 'no JSESSIONID cookie' : 'JSESSIONID unknown to this Connector');
     session.lastUsed = now;
@@ -300,6 +343,7 @@ export class SimConnector {
       }
       case 'bye':
         this.sessions.delete(cookie!);
+        if (session.logId !== undefined) this.sessionsByLogId.delete(session.logId);
         return this.answerXml(res, 200, wrapMessage('bye-resp', ''));
       default:
         return this.answerText(res, 400, `unknown broker request <${msg.name}>`);
@@ -335,8 +379,7 @@ export class SimConnector {
     let spi: number;
     do spi = randomBytes(4).readUInt32BE(0);
     while (spi === 0 || this.admitted.has(spi));
-    const sessionId = randomBytes(8).toString('hex');
-    const tag = randomBytes(18).toString('base64url');
+    const { sessionId, tag } = this.ids === 'realistic' ? realisticIds() : { sessionId: randomBytes(8).toString('hex'), tag: randomBytes(18).toString('base64url') };
     const sni = `${sessionId}.${this.id}.sim.invalid`;
     this.allocations.set(tag, { sessionId, spi, sni, allocatedAt: now, used: false });
     this.counters.allocations++;
@@ -363,7 +406,7 @@ export class SimConnector {
    */
   private answerXml(res: ServerResponse, status: number, xml: string, setCookie?: string): void {
     const headers = ['Content-Type', XML_CONTENT_TYPE, 'Transfer-Encoding', 'chunked', CONNECTOR_ID_HEADER, this.id];
-    if (setCookie !== undefined) headers.push('Set-Cookie', `${COOKIE_NAME}=${setCookie}; Path=/; Secure; HttpOnly`);
+    if (setCookie !== undefined) headers.push(this.setCookieSpelling, `${COOKIE_NAME}=${setCookie}; Path=/; Secure; HttpOnly`);
     res.writeHead(status, headers);
     // Two writes: the body leaves as more than one chunk, as a streaming broker sends it.
     const split = xml.indexOf('?>') + 2;
@@ -451,9 +494,24 @@ export class SimConnector {
 
   private sweep(): void {
     const now = this.now();
-    for (const [cookie, s] of this.sessions) if (now - s.lastUsed > SESSION_IDLE_MS) this.sessions.delete(cookie);
+    for (const [cookie, s] of this.sessions) {
+      if (now - s.lastUsed <= SESSION_IDLE_MS) continue;
+      this.sessions.delete(cookie);
+      if (s.logId !== undefined) this.sessionsByLogId.delete(s.logId);
+    }
     for (const [tag, a] of this.allocations) if (now - a.allocatedAt > this.tagTtlMs + TAG_MEMORY_MS) this.allocations.delete(tag);
   }
+}
+
+/**
+ * Identifiers shaped like the PCoIP Client SDK's examples (docs/pcoip-protocol.md): a 64-bit decimal session id
+ * (19 digits, e.g. 2305843009213693961) and a connect tag of about 100 URL-encoded characters
+ * starting `SCS1` (*sim*: the bytes inside are random; only the shape is public).
+ */
+function realisticIds(): { sessionId: string; tag: string } {
+  const sessionId = (2n ** 62n + (randomBytes(8).readBigUInt64BE(0) % 2n ** 62n)).toString();
+  const tag = `SCS1${encodeURIComponent(`:${randomBytes(63).toString('base64')}`)}`;
+  return { sessionId, tag };
 }
 
 function cookieValue(header: string | undefined, name: string): string | undefined {

@@ -3,10 +3,12 @@ import { Histogram, type Summary } from './histogram.ts';
 import { UdpPacer, type UdpStreamResult } from './udp-stream.ts';
 import { SessionFailure, establishSession, runMedia, type EstablishedSession, type FailureKind, type SessionTarget, type Stage } from './client.ts';
 import { DEFAULT_PACKET_BYTES } from './wire.ts';
+import { LEGACY_MIX, profileFor, type ClientMix } from './mix.ts';
 
 /**
- * The load generator: N simulated PCoIP users, each logging in (broker exchange over separate
- * TLS connections), opening 4172/TCP with its tag and streaming UDP for a while. At most
+ * The load generator: N simulated PCoIP users, each logging in (the broker exchange, spoken as
+ * its profile in the client mix says: probe hello or not, keep-alive or a connection per request,
+ * cookies or log id only), opening 4172/TCP with its tag and streaming UDP for a while. At most
  * `concurrency` users are in their set-up at once (a logon storm with a bound); streaming users
  * do not hold a slot. The report says who failed and why, and how set-up and media fared.
  */
@@ -24,10 +26,14 @@ export interface LoadOptions {
   concurrency?: number;
   /** Give every user its own source address (127.0.2.1, 127.0.2.2, …), as distinct clients. */
   distinctSources?: boolean;
+  /** With distinct sources: the first user takes the address of user number `sourceOffset` (runs that must not share clients). */
+  sourceOffset?: number;
   requestTimeoutMs?: number;
   /** A user whose echoes fall short by more than this share fails (default 10 %). */
   maxLossPct?: number;
   locateSpi?: (spi: number) => string | undefined;
+  /** How users speak the broker exchange (default LEGACY_MIX); see mix.ts. */
+  mix?: ClientMix;
   onProgress?: (progress: LoadProgress) => void;
   progressEveryMs?: number;
 }
@@ -43,6 +49,10 @@ export interface LoadProgress {
 
 export interface UserOutcome {
   name: string;
+  /** Its profile in the client mix. */
+  profile: string;
+  /** Broker requests sent and TLS connections opened for them (once set up). */
+  broker?: { requests: number; connections: number };
   localAddress: string | undefined;
   connectorId: string | undefined;
   ok: boolean;
@@ -58,6 +68,17 @@ export interface ConnectorSpread {
   users: number;
   ok: number;
   failed: number;
+}
+
+export interface ProfileOutcome {
+  profile: string;
+  users: number;
+  ok: number;
+  failed: number;
+  setupMs: Summary;
+  /** Mean broker requests and TLS connections per user that got through its set-up. */
+  requestsPerUser: number;
+  connectionsPerUser: number;
 }
 
 export interface LoadReport {
@@ -79,8 +100,10 @@ export interface LoadReport {
     rttMs: Summary;
   };
   perConnector: ConnectorSpread[];
+  /** Outcomes per client-mix profile. */
+  perProfile: ProfileOutcome[];
   wallMs: number;
-  settings: { bitrateBps: number; durationMs: number; packetBytes: number; concurrency: number; distinctSources: boolean };
+  settings: { bitrateBps: number; durationMs: number; packetBytes: number; concurrency: number; distinctSources: boolean; mix: string };
 }
 
 /** The i-th user's source address: 127.0.2.1 … 127.0.2.254, then 127.0.3.1 … (all loopback on Linux). */
@@ -95,8 +118,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     packetBytes: options.packetBytes ?? DEFAULT_PACKET_BYTES,
     concurrency: Math.max(1, options.concurrency ?? 32),
     distinctSources: options.distinctSources ?? true,
+    mix: (options.mix ?? LEGACY_MIX).name,
   };
-  if (settings.distinctSources && options.users > 254 * 250) throw new Error(`at most ${254 * 250} users with distinct source addresses`);
+  const mix = options.mix ?? LEGACY_MIX;
+  if (settings.distinctSources && options.users + (options.sourceOffset ?? 0) > 254 * 250) throw new Error(`at most ${254 * 250} users with distinct source addresses`);
   const started = performance.now();
   const pacer = new UdpPacer();
   const rtt = new Histogram();
@@ -112,12 +137,14 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     );
 
   const runOne = async (index: number): Promise<void> => {
+    const profile = profileFor(mix, index);
     const plan = {
       name: `user-${index + 1}`,
-      localAddress: settings.distinctSources ? userSourceAddress(index) : undefined,
+      localAddress: settings.distinctSources ? userSourceAddress(index + (options.sourceOffset ?? 0)) : undefined,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+      behaviour: profile.behaviour,
     };
-    const outcome: UserOutcome = { name: plan.name, localAddress: plan.localAddress, connectorId: undefined, ok: false };
+    const outcome: UserOutcome = { name: plan.name, profile: profile.name, localAddress: plan.localAddress, connectorId: undefined, ok: false };
     outcomes.push(outcome);
     let session: EstablishedSession | undefined;
     const target = typeof options.target === 'function' ? options.target(index) : options.target;
@@ -127,6 +154,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       session = await establishSession(plan, target);
       outcome.connectorId = session.connectorId;
       outcome.setupMs = session.setupMs;
+      outcome.broker = session.broker;
     } catch (err) {
       recordFailure(outcome, err);
     } finally {
@@ -206,6 +234,15 @@ function buildReport(outcomes: UserOutcome[], rtt: Histogram, wallMs: number, se
   }
   const pct = (part: number, whole: number) => (whole === 0 ? 0 : (100 * part) / whole);
   const failures = outcomes.filter((o) => !o.ok);
+  const perProfile = new Map<string, { users: number; ok: number; setup: Histogram; requests: number; connections: number; setUp: number }>();
+  for (const o of outcomes) {
+    const p = perProfile.get(o.profile) ?? { users: 0, ok: 0, setup: new Histogram(), requests: 0, connections: 0, setUp: 0 };
+    p.users++;
+    if (o.ok) p.ok++;
+    if (o.setupMs !== undefined) p.setup.record(o.setupMs);
+    if (o.broker) (p.setUp++, (p.requests += o.broker.requests), (p.connections += o.broker.connections));
+    perProfile.set(o.profile, p);
+  }
   return {
     users: outcomes.length,
     ok: outcomes.length - failures.length,
@@ -223,6 +260,15 @@ function buildReport(outcomes: UserOutcome[], rtt: Histogram, wallMs: number, se
       rttMs: rtt.summary(),
     },
     perConnector: [...spread.values()].sort((a, b) => a.id.localeCompare(b.id)),
+    perProfile: [...perProfile].map(([profile, p]) => ({
+      profile,
+      users: p.users,
+      ok: p.ok,
+      failed: p.users - p.ok,
+      setupMs: p.setup.summary(),
+      requestsPerUser: p.setUp === 0 ? 0 : p.requests / p.setUp,
+      connectionsPerUser: p.setUp === 0 ? 0 : p.connections / p.setUp,
+    })),
     wallMs,
     settings,
   };

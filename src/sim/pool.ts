@@ -16,6 +16,9 @@ export interface SimPoolOptions {
   tagTtlMs?: number;
   advertise?: SimConnectorOptions['advertise'];
   logger?: Logger;
+  ids?: SimConnectorOptions['ids'];
+  setCookieSpelling?: SimConnectorOptions['setCookieSpelling'];
+  logIdSessions?: SimConnectorOptions['logIdSessions'];
 }
 
 /** conn-a … conn-z, then conn-27, conn-28, … */

@@ -7,7 +7,7 @@ export function formatReport(report: LoadReport, maxFailuresListed = 20): string
   const lines: string[] = [];
   lines.push(
     `${report.users} users × ${formatBitrate(s.bitrateBps)} for ${(s.durationMs / 1000).toFixed(1)} s, ${s.packetBytes}-byte datagrams, ` +
-      `${s.concurrency} set-ups at a time, ${s.distinctSources ? 'one source address per user' : 'one shared source address'}; wall time ${(report.wallMs / 1000).toFixed(1)} s`,
+      `${s.concurrency} set-ups at a time, ${s.distinctSources ? 'one source address per user' : 'one shared source address'}, client mix "${s.mix}"; wall time ${(report.wallMs / 1000).toFixed(1)} s`,
     '',
   );
   const kinds = Object.entries(report.failuresByKind)
@@ -34,10 +34,24 @@ export function formatReport(report: LoadReport, maxFailuresListed = 20): string
       report.perConnector.map((c) => [c.id, String(c.users), String(c.ok), String(c.failed), `${fixed((100 * c.users) / Math.max(1, report.users), 1)} %`]),
     ),
   );
+  lines.push('');
+  lines.push(
+    ...table(
+      ['client profile', 'users', 'ok', 'failed', 'set-up ms p50 / p99', 'requests / connections per user'],
+      report.perProfile.map((p) => [
+        p.profile,
+        String(p.users),
+        String(p.ok),
+        String(p.failed),
+        p.setupMs.count === 0 ? 'n/a' : `${fixed(p.setupMs.p50, 1)} / ${fixed(p.setupMs.p99, 1)}`,
+        `${fixed(p.requestsPerUser, 1)} / ${fixed(p.connectionsPerUser, 1)}`,
+      ]),
+    ),
+  );
   if (report.failures.length > 0) {
     lines.push('', `failed users (${report.failures.length}${report.failures.length > maxFailuresListed ? `, first ${maxFailuresListed}` : ''}):`);
     for (const f of report.failures.slice(0, maxFailuresListed)) {
-      lines.push(`  ${f.name}${f.localAddress ? ` (${f.localAddress})` : ''}: ${f.kind ?? 'failed'}: ${f.message ?? ''}`);
+      lines.push(`  ${f.name}${f.localAddress ? ` (${f.localAddress})` : ''} [${f.profile}]: ${f.kind ?? 'failed'}: ${f.message ?? ''}`);
     }
   }
   return lines.join('\n');

@@ -10,6 +10,8 @@ export const COOKIE_NAME = 'JSESSIONID';
 export const BROKER_PATH = '/pcoip-broker/xml';
 export const HEALTH_PATH = '/health';
 export const XML_CONTENT_TYPE = 'text/xml; charset=UTF-8';
+/** The probe hello's product name, as real clients send it first (interstate_love_song). */
+export const PROBE_PRODUCT_NAME = 'QueryBrokerClient';
 
 // ---- 4172/TCP: the connect-tag line protocol (inside TLS) ----
 
@@ -29,7 +31,8 @@ export function formatTagRequest(tag: string): string {
 
 /** The tag from a client's request line, or undefined when the line is not one. */
 export function parseTagRequest(line: string): string | undefined {
-  const m = /^CONNECT-TAG ([A-Za-z0-9+/=_-]{1,128})$/.exec(line);
+  // Realistic tags are ~100 URL-encoded characters (`SCS1%3A…%2B…%3D`): allow '%' and some room.
+  const m = /^CONNECT-TAG ([A-Za-z0-9+/=_%.:-]{1,256})$/.exec(line);
   return m?.[1];
 }
 

@@ -64,6 +64,12 @@ export class StateSync {
     sessions.onLearn((record, origin) => {
       if (origin === 'local') this.replica.publish(record);
     });
+    if (this.options.operatorState) {
+      // An operator's drain/maint/enable here reaches the other instances; one applied from them is not sent back.
+      this.owners.pool.onChange((c) => {
+        if (c.kind === 'state' && c.origin === 'local') this.replica.publish({ kind: 'operator-state', connectorId: c.id, state: c.to, at: this.now() });
+      });
+    }
     this.replica.onRemote((change) => this.apply(change));
     this.flushTimer = setInterval(() => this.flush(), this.options.leaseFlushMs);
     this.flushTimer.unref();
@@ -150,9 +156,16 @@ export class StateSync {
       case 'allocation-claimed':
         sessions.apply(change, now, 'remote');
         return;
-      case 'operator-state':
-        if (this.options.operatorState) pool.setState(change.connectorId, change.state);
+      case 'operator-state': {
+        const before = pool.get(change.connectorId)!.state;
+        if (!this.options.operatorState || before === change.state) return;
+        pool.setState(change.connectorId, change.state, 'remote');
+        this.logger.info(
+          { connector: change.connectorId, from: before, to: change.state, source: 'cluster' },
+          `Connector ${change.connectorId} state ${before} → ${change.state} (set on another instance)`,
+        );
         return;
+      }
     }
   }
 }

@@ -26,7 +26,12 @@ export interface Allocated {
   connectTag: string;
 }
 
-export type Script = (req: BrokerRequest) => Buffer[] | 'close' | undefined;
+/**
+ * A scripted answer: pieces written in order, where a number waits that many ms first and 'end'
+ * half-closes the connection (a Connector ending an idle keep-alive); 'close' destroys it without
+ * answering; undefined: the default answer.
+ */
+export type Script = (req: BrokerRequest) => Array<Buffer | number | 'end'> | 'close' | undefined;
 
 export interface FakeBroker {
   id: string;
@@ -37,6 +42,8 @@ export interface FakeBroker {
   /** Bytes this broker wrote on each connection, in order (to compare with what clients got). */
   written: Buffer[];
   connections: number;
+  /** Connections open right now. */
+  readonly openConnections: number;
   script: Script | undefined;
   /** When set, allocate-resource answers reuse this connect tag (replay/duplicate testing). */
   fixedConnectTag: string | undefined;
@@ -55,6 +62,9 @@ export async function startFakeBroker(id: string, host: string, cert: TestCert):
     allocations: [],
     written: [],
     connections: 0,
+    get openConnections() {
+      return sockets.size;
+    },
     script: undefined,
     fixedConnectTag: undefined,
     close: async () => {
@@ -63,7 +73,7 @@ export async function startFakeBroker(id: string, host: string, cert: TestCert):
     },
   };
 
-  const answer = (req: BrokerRequest): Buffer[] | 'close' => {
+  const answer = (req: BrokerRequest): Array<Buffer | number | 'end'> | 'close' => {
     const scripted = broker.script?.(req);
     if (scripted !== undefined) return scripted;
     if (req.body.includes('<hello')) {
@@ -112,8 +122,12 @@ export async function startFakeBroker(id: string, host: string, cert: TestCert):
           return;
         }
         for (const piece of out) {
-          broker.written.push(piece);
-          socket.write(piece);
+          if (typeof piece === 'number') await new Promise((r) => setTimeout(r, piece));
+          else if (piece === 'end') socket.end();
+          else if (!socket.destroyed) {
+            broker.written.push(piece);
+            socket.write(piece);
+          }
         }
       }
     })();

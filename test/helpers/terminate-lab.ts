@@ -42,7 +42,14 @@ export async function startTerminateLab(options: LabOptions = {}): Promise<Termi
     { certificates: [{ cert: proxyCert.certPath, key: proxyCert.keyPath }], upstream: { ca: connectorCert.certPath }, ...options.tls },
     options,
   );
-  const proxy = await startTestProxy(config);
+  let proxy: TestProxy;
+  try {
+    proxy = await startTestProxy(config);
+  } catch (err) {
+    await Promise.all([...brokers.map((b) => b.close()), ...connectors.map((c) => c.close())]);
+    await cleanup();
+    throw err;
+  }
   return {
     dir,
     proxyCert,

@@ -3,6 +3,7 @@ import type { SimConnector } from '../../src/sim/connector.ts';
 import { simSpecs, spiLocator, startSimPool } from '../../src/sim/pool.ts';
 import { runLoad, type LoadOptions } from '../../src/sim/load.ts';
 import { endpointOf } from '../../src/sim/client.ts';
+import { REALISTIC_MIX } from '../../src/sim/mix.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { alternate, startTestRouter, type RouteRule, type TestRouter } from '../helpers/test-router.ts';
 import { certDir, makeCert } from '../helpers/tls-fixtures.ts';
@@ -53,26 +54,49 @@ describe('simulated PCoIP users: through pcoip-lb they all succeed; through a ro
     expect(report.setupMs.count).toBe(USERS);
   });
 
-  it(`${USERS} users through pcoip-lb terminating TLS on 443 (SNI routing on for 4172/TCP): all ok, broker bytes intact`, async () => {
+  it(`${USERS} users of the realistic client mix through pcoip-lb (passthrough): all ok, every profile`, async () => {
+    const { broker, pcoipTcp, pcoipUdp } = proxy.addresses;
+    const report = await load({ broker: endpointOf(broker), pcoipTcp: endpointOf(pcoipTcp), pcoipUdp: endpointOf(pcoipUdp) }, { mix: REALISTIC_MIX });
+    expect(report.failures).toEqual([]);
+    expect(report.settings.mix).toBe('realistic');
+    expect(report.perProfile.map((p) => p.profile).sort()).toEqual(REALISTIC_MIX.profiles.map((p) => p.name).sort());
+  });
+
+  it.each([
+    ['', {}],
+    [' with lbCookie', { lbCookie: { enabled: true, keyEnv: 'PLB_I14_SIM_LB_KEYS' } }],
+  ])(`${USERS} users of the realistic client mix through pcoip-lb terminating TLS on 443%s (SNI routing on for 4172/TCP): all ok, broker bytes intact`, async (_name, broker) => {
     // The simulated client is as strict as a PCoIP client (chunked XML, "Set-Cookie" spelled so),
     // so this also checks that terminating TLS leaves the broker's bytes as they were.
+    process.env.PLB_I14_SIM_LB_KEYS = 'sim-lb-cookie-key-0123456789-0123456789';
     const { dir, cleanup } = await certDir();
     const cert = await makeCert(dir, 'proxy', ['pcoip-lb.test'], ['127.0.0.1']);
     const config = terminateConfig(
       sims.map((s) => s.connectorConfig()),
       { certificates: [{ cert: cert.certPath, key: cert.keyPath }], upstream: { insecure: true } },
-      { sniRouting: true },
+      { sniRouting: true, broker },
     );
     const terminating = await startTestProxy(config);
+    const counters = () => sims.reduce((n, s) => ({ probes: n.probes + s.counters.probeHellos, byLogId: n.byLogId + s.counters.logIdSessionHits, notAuth: n.notAuth + s.counters.notAuthenticated }), { probes: 0, byLogId: 0, notAuth: 0 });
+    const before = counters();
     try {
-      const { broker, pcoipTcp, pcoipUdp } = terminating.addresses;
-      const report = await load({ broker: endpointOf(broker), pcoipTcp: endpointOf(pcoipTcp), pcoipUdp: endpointOf(pcoipUdp) });
+      const { broker: b, pcoipTcp, pcoipUdp } = terminating.addresses;
+      const report = await load({ broker: endpointOf(b), pcoipTcp: endpointOf(pcoipTcp), pcoipUdp: endpointOf(pcoipUdp) }, { mix: REALISTIC_MIX });
       expect(report.failures).toEqual([]);
       expect(report.ok).toBe(USERS);
       expect(report.perConnector.length).toBeGreaterThanOrEqual(2);
+      const after = counters();
+      expect(after.probes - before.probes).toBeGreaterThan(0);
+      // The cookie-less users were followed by their CLIENT-LOG-ID; nobody was refused.
+      expect(after.byLogId - before.byLogId).toBeGreaterThan(0);
+      expect(after.notAuth - before.notAuth).toBe(0);
+      const keepAlive = report.perProfile.find((p) => p.profile === 'keep-alive, probe')!;
+      expect(keepAlive).toMatchObject({ requestsPerUser: 6, connectionsPerUser: 1 });
+      if ('lbCookie' in broker) expect(terminating.app.stats.brokerEvents.get('lb-cookie-issued') ?? 0).toBeGreaterThan(0);
     } finally {
       await terminating.stop();
       await cleanup();
+      delete process.env.PLB_I14_SIM_LB_KEYS;
     }
   });
 

@@ -1,8 +1,7 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
+import { hasChromium, launchChromium, warnIfNoChromium } from '../helpers/chromium.ts';
 import { startTestProxy, testConfig, type TestProxy } from '../helpers/proxy.ts';
 import { tcpGreeting } from '../helpers/clients.ts';
 import { startCheckedConnector, clientPlacedOn, type CheckedConnector } from '../helpers/checked-connector.ts';
@@ -12,7 +11,6 @@ import { startCheckedConnector, clientPlacedOn, type CheckedConnector } from '..
  * promtool test, it may skip only where its tool cannot be installed: /usr/bin/chromium missing,
  * it says so and skips.
  */
-const CHROMIUM = '/usr/bin/chromium';
 
 // The page.evaluate / waitForFunction callbacks run in the browser; these types (the project has no DOM lib) describe what they use there.
 interface BrowserElement {
@@ -28,33 +26,26 @@ declare const document: {
   body: BrowserElement;
 };
 declare const window: { plbFormat: { duration(seconds: number): string } };
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`status-page test skipped: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+warnIfNoChromium('status-page');
 
 describe.skipIf(!hasChromium)('live status page in headless Chromium', () => {
   let connectors: CheckedConnector[];
   let proxy: TestProxy;
   let context: BrowserContext;
+  let closeBrowser: (() => Promise<void>) | undefined;
   let profile: string;
 
   beforeAll(async () => {
     connectors = await Promise.all([startCheckedConnector('conn-a', '127.0.1.71'), startCheckedConnector('conn-b', '127.0.1.72')]);
     proxy = await startTestProxy(testConfig(connectors.map((c) => c.config()), { health: { interval: '300ms', timeout: '300ms', rise: 2, fall: 2, jitter: '0%' } }));
-    profile = mkdtempSync(join(tmpdir(), 'plb13b-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      // Narrower than a desktop screen, so a table widened by a long reason would show.
-      viewport: { width: 1024, height: 700 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    // Narrower than a desktop screen, so a table widened by a long reason would show.
+    ({ context, profile, close: closeBrowser } = await launchChromium({ width: 1024, height: 700 }, 'plb13b-chromium-'));
   }, 60_000);
 
   afterAll(async () => {
-    await context?.close();
+    await closeBrowser?.();
     await proxy?.stop();
     await Promise.all((connectors ?? []).map((c) => c.close()));
-    if (profile) rmSync(profile, { recursive: true, force: true });
   });
 
   const healthOf = (id: string, status: 'up' | 'down') => `tr[data-connector="${id}"] [data-field="health"].badge.${status}`;

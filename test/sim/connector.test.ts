@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import type { SimConnector } from '../../src/sim/connector.ts';
 import { startSimPool } from '../../src/sim/pool.ts';
 import { requests } from '../../src/sim/broker-xml.ts';
-import { sessionCookie } from '../../src/sim/client.ts';
+import { SessionFailure, establishSession, postBroker, sessionCookie } from '../../src/sim/client.ts';
 import { OFFSET_CLIENT_SEQ, OFFSET_SEQ, OFFSET_SPI, parseTagAnswer } from '../../src/sim/wire.ts';
 import { allocate, nextDatagram, pcoipPacket, post, rawHttps, tagAttempt, udpSocket, waitUntil } from '../helpers/sim-clients.ts';
 
@@ -100,9 +100,77 @@ describe('simulated Connector', () => {
     const alloc = await post(a, requests.allocateResource('1'), cookie);
     expect(alloc.answer.resultId).toBe('ALLOC_SUCCESSFUL');
     expect(alloc.answer.target).toMatchObject({ ipAddress: '127.0.1.1', hostname: 'conn-a.sim.invalid', port: a.pcoipPort });
-    expect(alloc.answer.target!.sni).toMatch(/^[0-9a-f]{16}\.conn-a\.sim\.invalid$/);
-    expect(alloc.answer.target!.sessionId).toMatch(/^[0-9a-f]{16}$/);
-    expect(alloc.answer.target!.connectTag.length).toBeGreaterThanOrEqual(20);
+    // Realistic shapes (docs/pcoip-protocol.md): a 64-bit decimal session id, a ~100-character URL-encoded tag starting SCS1.
+    const t = alloc.answer.target!;
+    expect(t.sessionId).toMatch(/^\d{19}$/);
+    expect(BigInt(t.sessionId) < 2n ** 64n).toBe(true);
+    expect(t.sni).toBe(`${t.sessionId}.conn-a.sim.invalid`);
+    expect(t.connectTag).toMatch(/^SCS1%3A[A-Za-z0-9%]+$/);
+    expect(t.connectTag.length).toBeGreaterThanOrEqual(90);
+    expect(t.connectTag.length).toBeLessThanOrEqual(130);
+    expect(decodeURIComponent(t.connectTag)).toMatch(/^SCS1:[A-Za-z0-9+/=]+$/);
+  });
+
+  it('with ids: short, hands out the short shapes it used before', async () => {
+    const [c] = await startSimPool([{ id: 'conn-s', host: '127.0.1.3' }], { ids: 'short' });
+    try {
+      const { target } = await allocate(c!);
+      expect(target.sessionId).toMatch(/^[0-9a-f]{16}$/);
+      expect(target.connectTag).toMatch(/^[A-Za-z0-9_-]{24}$/);
+    } finally {
+      await c!.stop();
+    }
+  });
+
+  it('answers a probe hello (QueryBrokerClient) with hello-resp but opens no session', async () => {
+    const before = { probes: a.counters.probeHellos };
+    const probe = await post(a, requests.hello('h', 'QueryBrokerClient'));
+    expect([probe.status, probe.answer.name]).toEqual([200, 'hello-resp']);
+    expect(sessionCookie(probe.rawHeaders)).toBeUndefined();
+    expect(a.counters.probeHellos - before.probes).toBe(1);
+  });
+
+  it('finds a session by CLIENT-LOG-ID when a request carries no cookie, and only a log id it saw (logIdSessions)', async () => {
+    const logId = '6f9619ff-8b86-4011-b42d-00c04fc964ff';
+    const byLogId = (xml: string, id = logId) => postBroker({ host: a.host, port: a.brokerPort }, { name: 'u', localAddress: undefined, requestTimeoutMs: 5000 }, xml, id, undefined);
+    await byLogId(requests.hello('h'));
+    const hits = a.counters.logIdSessionHits;
+    expect((await byLogId(requests.authenticate('alice', 'secret', 'd'))).answer.resultId).toBe('AUTH_SUCCESSFUL_AND_COMPLETE');
+    expect((await byLogId(requests.getResourceList())).answer.resultId).toBe('LIST_SUCCESSFUL');
+    expect(a.counters.logIdSessionHits - hits).toBe(2);
+    const unknown = await byLogId(requests.getResourceList(), '00000000-0000-4000-8000-000000000000');
+    expect([unknown.status, unknown.answer.resultId]).toEqual([401, 'NOT_AUTHENTICATED']);
+    expect(unknown.answer.resultStr).toContain('CLIENT-LOG-ID unknown to this Connector');
+    expect((await byLogId(requests.bye())).answer.name).toBe('bye-resp');
+    expect((await byLogId(requests.getResourceList())).answer.resultId).toBe('NOT_AUTHENTICATED');
+  });
+
+  it("with setCookieSpelling: set-cookie, a strict client ignores the cookie and says why", async () => {
+    const [c] = await startSimPool([{ id: 'conn-l', host: '127.0.1.4' }], { setCookieSpelling: 'set-cookie' });
+    try {
+      const failure = await establishSession({ name: 'u', localAddress: undefined, requestTimeoutMs: 5000 }, { broker: { host: c!.host, port: c!.brokerPort } }).catch((e: unknown) => e);
+      expect(failure).toBeInstanceOf(SessionFailure);
+      expect((failure as SessionFailure).message).toBe('hello: cookie header not spelled "Set-Cookie" (PCoIP clients ignore any other spelling)');
+      // A client that relies on CLIENT-LOG-ID gets through (the broker authors' fallback).
+      const session = await establishSession(
+        { name: 'u', localAddress: undefined, requestTimeoutMs: 5000, behaviour: { probe: true, connection: 'keep-alive', cookies: 'none', logIdHeader: 'CLIENT-LOG-ID' } },
+        { broker: { host: c!.host, port: c!.brokerPort } },
+      );
+      session.control.destroy();
+      expect(session.connectorId).toBe('conn-l');
+    } finally {
+      await c!.stop();
+    }
+  });
+
+  it('a keep-alive client sends probe + five requests on one TLS connection; a per-request client opens one each', async () => {
+    const target = { broker: { host: b.host, port: b.brokerPort } };
+    const keep = await establishSession({ name: 'k', localAddress: undefined, requestTimeoutMs: 5000, behaviour: { probe: true, connection: 'keep-alive', cookies: 'jar', logIdHeader: 'CLIENT-LOG-ID' } }, target);
+    const each = await establishSession({ name: 'p', localAddress: undefined, requestTimeoutMs: 5000 }, target);
+    keep.control.destroy();
+    each.control.destroy();
+    expect(keep.broker).toEqual({ requests: 6, connections: 1 });
+    expect(each.broker).toEqual({ requests: 5, connections: 5 });
   });
 
   it('admits its own connect tag once with the session SPI; rejects a foreign tag, a reused tag and garbage, then closes', async () => {

@@ -58,6 +58,25 @@ describe('AllocateResponseParser', () => {
     expect(parse([body])).toMatchObject({ status: 'error', reason });
   });
 
+  it.each(['toString', 'valueOf', 'constructor', '__proto__', 'hasOwnProperty', 'isPrototypeOf', 'toLocaleString', '__defineGetter__'])(
+    'never resolves &%s; to a JavaScript built-in: only the five XML entities and numeric references',
+    (name) => {
+      for (const field of ['sess-0123456789', 'tag+/=secret', 'WS-01.Sessions.Example']) {
+        const result = parse([ALLOC.replace(field, `x&${name};y`)]);
+        expect(result).toMatchObject({ status: 'error', reason: 'malformed' });
+        expect(JSON.stringify(result)).not.toContain('native code');
+      }
+    },
+  );
+
+  it('decodes exactly the five predefined entities and numeric references', () => {
+    const body = ALLOC.replace('sess-0123456789', '&lt;&gt;&amp;&quot;&apos;&#65;&#x42;');
+    expect(parse([body])).toMatchObject({ status: 'allocation', target: { sessionId: `<>&"'AB` } });
+    for (const bad of ['&#0;', '&#x110000;', '&#xD800;', '&LT;', '&amp', '&#;']) {
+      expect(parse([ALLOC.replace('sess-0123456789', bad)]), bad).toMatchObject({ status: 'error', reason: 'malformed' });
+    }
+  });
+
   it('refuses oversized input: total body, field and depth', () => {
     const padded = ALLOC.replace('<resource-id>', `<x>${'a'.repeat(70_000)}</x><resource-id>`);
     expect(parse([padded])).toMatchObject({ status: 'error', reason: 'oversized' });

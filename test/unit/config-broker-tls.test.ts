@@ -41,7 +41,8 @@ describe('listeners.broker.tls config', () => {
       't.yaml',
     );
     expect(cfg.listeners.broker!.tls).toMatchObject({ mode: 'terminate', minVersion: 'TLSv1.3', reloadInterval: 30_000, upstream: { ca: '/ca.pem', insecure: false } });
-    expect(cfg.listeners.broker!.http).toEqual({ maxHeaderBytes: 16384, maxHeaderCount: 100, headerTimeout: 10_000 });
+    expect(cfg.listeners.broker!.http).toEqual({ maxHeaderBytes: 16384, maxHeaderCount: 100, headerTimeout: 10_000, bodyTimeout: 10_000, responseTimeout: 30_000 });
+    expect(cfg.listeners.broker!.lbCookie).toEqual({ enabled: false, name: 'PCOIPLB', maxAge: 3_600_000 });
   });
 
   it.each([

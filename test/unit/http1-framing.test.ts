@@ -74,15 +74,47 @@ describe('Http1Framer: requests', () => {
     ['TE not ending in chunked', 'POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n', 'bad-transfer-encoding'],
     ['bad chunk size', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 'bad-chunk'],
     ['chunk without CRLF', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXY', 'bad-chunk'],
+    // RFC 9112 differentials: what a strict upstream would refuse, the framer refuses too.
+    ['an empty Transfer-Encoding', 'POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n', 'bad-transfer-encoding'],
+    ['a Transfer-Encoding of only commas', 'POST / HTTP/1.1\r\nTransfer-Encoding: , ,\r\n\r\n', 'bad-transfer-encoding'],
+    ['chunked followed by a vertical tab', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\x0b\r\n\r\n', 'bad-header'],
+    ['chunked followed by a form feed', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\x0c\r\n\r\n', 'bad-header'],
+    ['chunked followed by a no-break space (0xA0)', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\xa0\r\n\r\n', 'bad-transfer-encoding'],
+    ['a Transfer-Encoding that is not a token', 'POST / HTTP/1.1\r\nTransfer-Encoding: "chunked"\r\n\r\n', 'bad-transfer-encoding'],
+    ['identical duplicate Content-Length fields', 'POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok', 'bad-content-length'],
+    ['a Content-Length list of identical values', 'POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nok', 'bad-content-length'],
+    ['a Content-Length with a plus sign', 'POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\nok', 'bad-content-length'],
+    ['a Content-Length padded with a vertical tab', 'POST / HTTP/1.1\r\nContent-Length: 2\x0b\r\n\r\nok', 'bad-header'],
+    ['a chunk size with a trailing space', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n\r\n', 'bad-chunk'],
+    ['a chunk size with a trailing tab', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\t\r\nok\r\n0\r\n\r\n', 'bad-chunk'],
+    ['a chunk size with a leading space', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n 2\r\nok\r\n0\r\n\r\n', 'bad-chunk'],
+    ['a control byte in a chunk extension', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;a=\x00\r\nok\r\n0\r\n\r\n', 'bad-chunk'],
+    ['a NUL byte in a header value', 'GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n', 'bad-header'],
+    ['a DEL byte in a header value', 'GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n', 'bad-header'],
+    ['an escape byte in a header value', 'GET / HTTP/1.1\r\nX-A: a\x1bb\r\n\r\n', 'bad-header'],
+    ['a NUL byte in a cookie', 'GET / HTTP/1.1\r\nCookie: JSESSIONID=a\x00b\r\n\r\n', 'bad-header'],
+    ['a control byte in a trailer', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: a\x01\r\n\r\n', 'bad-chunk'],
+    ['a control byte in the request target', 'GET /a\x0bb HTTP/1.1\r\n\r\n', 'bad-start-line'],
+    ['a no-break space in the request target', 'GET /a\xa0b HTTP/1.1\r\n\r\n', 'bad-start-line'],
   ])('rejects %s', (_name, text, code) => {
-    const { events } = run(new Http1Framer('request'), [Buffer.from(text)]);
+    const { events } = run(new Http1Framer('request'), [Buffer.from(text, 'latin1')]);
     const err = events.find((e) => e.type === 'error');
     expect(err).toMatchObject({ type: 'error', code });
   });
 
-  it('accepts identical repeated Content-Length values', () => {
-    const { events } = run(new Http1Framer('request'), [Buffer.from('POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok')]);
-    expect(typeSeq(events)).toEqual(['head', 'data', 'end']);
+  it('trims only SP and HTAB around a field value (OWS), and keeps obs-text inside it', () => {
+    const text = 'POST / HTTP/1.1\r\nX-A: \t v\xe9lue \t\r\nTransfer-Encoding:\tgzip , chunked\t\r\n\r\n2 ;ext=1\r\nok\r\n0\r\n\r\n';
+    const { events, heads } = run(new Http1Framer('request'), [Buffer.from(text, 'latin1')]);
+    expect(typeSeq(events)).toEqual(['head', 'framing', 'data', 'framing', 'end']);
+    expect(heads[0]!.headers).toEqual([
+      ['X-A', 'v\xe9lue'],
+      ['Transfer-Encoding', 'gzip , chunked'],
+    ]);
+  });
+
+  it('accepts empty list elements around chunked (RFC 9110 §5.6.1) but not an empty list', () => {
+    const ok = run(new Http1Framer('request'), [Buffer.from('POST / HTTP/1.1\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n')]);
+    expect(typeSeq(ok.events)).toEqual(['head', 'framing', 'end']);
   });
 
   it('limits header bytes and header count', () => {
@@ -136,6 +168,17 @@ describe('Http1Framer: responses', () => {
     expect(typeSeq(events)).toEqual(['head', 'data', 'end']);
   });
 
+  it.each([
+    ['an empty Transfer-Encoding', 'HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n'],
+    ['identical duplicate Content-Length fields', 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok'],
+    ['a NUL byte in a header value', 'HTTP/1.1 200 OK\r\nSet-Cookie: JSESSIONID=a\x00b\r\nContent-Length: 0\r\n\r\n'],
+    ['a control byte in the reason phrase', 'HTTP/1.1 200 O\x00K\r\nContent-Length: 0\r\n\r\n'],
+    ['a chunk size with a trailing space', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n\r\n'],
+  ])('rejects a response with %s', (_name, text) => {
+    const { events } = run(responseFramer(['GET']), [Buffer.from(text, 'latin1')]);
+    expect(events.find((e) => e.type === 'error')).toBeDefined();
+  });
+
   it('refuses a response nobody asked for', () => {
     const { events } = run(new Http1Framer('response'), [Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n')]);
     expect(events).toEqual([expect.objectContaining({ code: 'unexpected-response' })]);
@@ -182,6 +225,46 @@ describe('Http1Framer properties', () => {
         const payload = Buffer.concat(out.events.flatMap((e) => (e.type === 'data' ? [e.bytes] : [])));
         expect(payload.equals(Buffer.concat(chunks.map((ch) => Buffer.from(ch))))).toBe(true);
         expect(out.events.at(-1)).toEqual({ type: 'end' });
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a header value is accepted exactly when it is field-content (VCHAR, obs-text, inner SP/HTAB); only SP/HTAB are trimmed', () => {
+    // Bytes a value may be made of, biased towards the interesting ones.
+    const byte = fc.oneof(
+      fc.constantFrom(0x00, 0x01, 0x09, 0x0b, 0x0c, 0x1b, 0x1f, 0x20, 0x7f, 0x80, 0xa0, 0xff),
+      fc.integer({ min: 0x21, max: 0x7e }),
+      fc.integer({ min: 0x00, max: 0xff }).filter((b) => b !== 0x0a && b !== 0x0d),
+    );
+    fc.assert(
+      fc.property(fc.array(byte, { maxLength: 24 }), (bytes) => {
+        const value = Buffer.from(bytes);
+        const msg = Buffer.concat([Buffer.from('GET / HTTP/1.1\r\nX-V:'), value, Buffer.from('\r\n\r\n')]);
+        const { events, heads } = run(new Http1Framer('request'), [msg]);
+        const valid = bytes.every((b) => b === 0x09 || (b >= 0x20 && b !== 0x7f));
+        if (!valid) {
+          expect(events).toEqual([expect.objectContaining({ type: 'error', code: 'bad-header' })]);
+          return;
+        }
+        const text = value.toString('latin1');
+        expect(heads[0]!.headers).toEqual([['X-V', text.replace(/^[ \t]+|[ \t]+$/g, '')]]);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('a Transfer-Encoding is chunked exactly when its last non-empty list element is "chunked" (any case)', () => {
+    const element = fc.constantFrom('chunked', 'Chunked', 'gzip', '', ' ', 'chunked\x0b', 'identity', 'chunked;q=1');
+    fc.assert(
+      fc.property(fc.array(element, { minLength: 1, maxLength: 4 }), (elements) => {
+        const te = elements.join(',');
+        const msg = Buffer.from(`POST / HTTP/1.1\r\nTransfer-Encoding: ${te}\r\n\r\n0\r\n\r\n`, 'latin1');
+        const { events } = run(new Http1Framer('request'), [msg]);
+        const codings = te.split(',').map((t) => t.replace(/^[ \t]+|[ \t]+$/g, '')).filter((t) => t !== '');
+        const chunked = codings.length > 0 && codings.at(-1)!.toLowerCase() === 'chunked' && codings.filter((c) => c.toLowerCase() === 'chunked').length === 1 && !te.includes('\x0b');
+        if (chunked) expect(typeSeq(events)).toEqual(['head', 'framing', 'end']);
+        else expect(events.at(-1)).toMatchObject({ type: 'error' });
       }),
       { numRuns: 300 },
     );

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SessionTable, redact, type AllocationInput } from '../../src/balance/sessions.ts';
+import { MAX_COOKIE_CHARS, MAX_LOG_ID_CHARS, SessionTable, redact, type AllocationInput } from '../../src/balance/sessions.ts';
 
 const TTL = 10_000;
 const alloc = (over: Partial<AllocationInput> = {}): AllocationInput => ({
@@ -80,5 +80,48 @@ describe('SessionTable', () => {
     t.learnAllocation(alloc(), 0);
     t.forgetConnector('conn-a');
     expect(t.counts).toEqual({ cookies: 0, logIds: 0, allocations: 0 });
+  });
+
+  it('bounds each kind in bytes too: a flood of long values costs a fixed size per entry, then the oldest go', () => {
+    const t = new SessionTable({ ttlMs: TTL, maxEntries: 1_000_000, maxBytesPerKind: 64 * 1024 });
+    for (let i = 0; i < 5000; i++) t.learnLogId(`${i}-${'x'.repeat(120)}`, 'conn-a', i);
+    expect(t.bytes.logIds).toBeLessThanOrEqual(64 * 1024);
+    expect(t.counts.logIds).toBe(512); // 64 KiB / 128 bytes per digest entry
+    expect(t.connectorForLogId(`4999-${'x'.repeat(120)}`, 5000)).toBe('conn-a');
+    expect(t.connectorForLogId(`0-${'x'.repeat(120)}`, 5000)).toBeUndefined();
+  });
+
+  it('ignores cookies and log ids longer than any real one', () => {
+    const t = new SessionTable({ ttlMs: TTL, maxEntries: 100 });
+    t.learnCookie('c'.repeat(MAX_COOKIE_CHARS + 1), 'conn-a', 0);
+    t.learnLogId('l'.repeat(MAX_LOG_ID_CHARS + 1), 'conn-a', 0);
+    expect(t.counts).toEqual({ cookies: 0, logIds: 0, allocations: 0 });
+    t.learnCookie('c'.repeat(MAX_COOKIE_CHARS), 'conn-a', 0);
+    expect(t.connectorForCookie('c'.repeat(MAX_COOKIE_CHARS), 1)).toBe('conn-a');
+  });
+
+  it('keeps only a digest of a cookie or log id: the value is not anywhere in the table', () => {
+    const t = new SessionTable({ ttlMs: TTL, maxEntries: 100 });
+    t.learnCookie('COOKIE-SECRET-VALUE', 'conn-a', 0);
+    t.learnLogId('LOG-ID-VALUE-0123', 'conn-b', 0);
+    const seen: string[] = [];
+    const walk = (v: unknown, depth: number): void => {
+      if (depth > 6 || v === null) return;
+      if (typeof v === 'string') seen.push(v);
+      else if (v instanceof Map) for (const [k, x] of v) (walk(k, depth + 1), walk(x, depth + 1));
+      else if (typeof v === 'object') for (const x of Object.values(v)) walk(x, depth + 1);
+    };
+    walk(t, 0);
+    expect(seen.join('|')).not.toContain('COOKIE-SECRET');
+    expect(seen.join('|')).not.toContain('LOG-ID-VALUE');
+    expect(t.connectorForCookie('COOKIE-SECRET-VALUE', 1)).toBe('conn-a');
+    expect(t.connectorForLogId('LOG-ID-VALUE-0123', 1)).toBe('conn-b');
+  });
+
+  it('refuses an allocation whose sni or ip-address is longer than a DNS name', () => {
+    const t = new SessionTable({ ttlMs: TTL, maxEntries: 100 });
+    expect(t.learnAllocation(alloc({ sni: `${'a'.repeat(250)}.example` }), 0)).toEqual({ ok: false, reason: 'oversized' });
+    expect(t.learnAllocation(alloc({ ipAddress: 'h'.repeat(300) }), 0)).toEqual({ ok: false, reason: 'oversized' });
+    expect(t.counts.allocations).toBe(0);
   });
 });

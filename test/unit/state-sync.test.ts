@@ -57,6 +57,20 @@ describe('StateSync', () => {
     expect(b.placer.entry('198.51.100.7/32', 1001)?.connectorId).toBe(d.ok ? d.connector.id : '');
   });
 
+  it("an operator's state change is published once; the other instance applies it and does not publish it back", () => {
+    const { a, b, sent } = pair();
+    a.pool.setState('b', 'drain');
+    expect(sent.filter((c) => c.kind === 'operator-state')).toEqual([expect.objectContaining({ kind: 'operator-state', connectorId: 'b', state: 'drain' })]);
+    expect(b.pool.get('b')!.state).toBe('drain');
+    // Applied from elsewhere: announced as remote (the multi-core primary still pushes it to its workers).
+    const origins: string[] = [];
+    a.pool.onChange((c) => (c.kind === 'state' ? origins.push(c.origin) : undefined));
+    b.pool.setState('b', 'active');
+    expect(a.pool.get('b')!.state).toBe('active');
+    expect(origins).toEqual(['remote']);
+    expect(sent.filter((c) => c.kind === 'operator-state')).toHaveLength(2);
+  });
+
   it('learned sessions travel too: a cookie learned on one side routes on the other', () => {
     const { a, b, sent } = pair();
     a.sessions.learnCookie('COOKIE-1', 'b', 1000);
