@@ -35,7 +35,7 @@ const { values } = parseArgs({
     'bg-flows': { type: 'string', default: '4' },
     workers: { type: 'string', default: String(availableParallelism()) },
     'peer-workers': { type: 'string', default: '1' },
-    /** Connector entries in pcoip-lb's config (each health-checked), all pointing at the one echo Connector. */
+    /** Connectors in pcoip-lb's pool (each health-checked): the echo Connector answers on 127.0.1.1 … 127.0.1.N. */
     connectors: { type: 'string', default: '4' },
     /** pcoip-lb variants, "name:key=value;key=value" with keys workers, node (flags), udp (pcoipUdp YAML keys), yaml (a top-level YAML line), root (checkout). */
     lb: { type: 'string', multiple: true },
@@ -362,7 +362,9 @@ try {
 
   const connectorPort = await freeTcpUdpPort(CONNECTOR_HOST);
   const brokerPort = await freeTcpUdpPort(CONNECTOR_HOST);
-  const connector = forkChild('./lib/latency-connector.ts', [CONNECTOR_HOST, String(connectorPort), String(brokerPort)]);
+  const poolAddresses = Array.from({ length: Math.max(1, Number(values.connectors)) }, (_, i) => `127.0.1.${i + 1}`);
+  if (poolAddresses[0] !== CONNECTOR_HOST) throw new Error('the pool starts at CONNECTOR_HOST');
+  const connector = forkChild('./lib/latency-connector.ts', [poolAddresses.join(','), String(connectorPort), String(brokerPort)]);
   kidsList.push(connector);
   await new Promise<void>((resolve, reject) => {
     connector.once('message', () => resolve());
@@ -382,7 +384,7 @@ try {
       name: v.name,
       workers: v.workers,
       connector: { address: CONNECTOR_HOST, pcoipPort: connectorPort, brokerPort },
-      connectorCount: Number(values.connectors),
+      poolAddresses,
       // The defaults operators run (health checks on, logging info), plus an admin server to read /metrics.
       extraYaml: ['admin: { bind: "127.0.0.1:0" }', ...(v.yaml ? [v.yaml] : [])],
       udpKeys: v.udpKeys,
@@ -418,7 +420,7 @@ try {
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
   console.log(
     `bench:latency ${started.toISOString()} — Node ${process.version}, ${availableParallelism()} × ${cpu}, load average ${loadAverage()}\n` +
-      `probe ${probeRate}/s × 1200 B for ${seconds} s per measurement (after ${warmupMs / 1000} s of background), background on ${bgFlows} flows; pcoip-lb with ${values.connectors} Connector entries (health-checked); ` +
+      `probe ${probeRate}/s × 1200 B for ${seconds} s per measurement (after ${warmupMs / 1000} s of background), background on ${bgFlows} flows; pcoip-lb with a pool of ${values.connectors} Connectors (health-checked); ` +
       `${rounds} interleaved rounds × ${cells.length} load cells × ${paths.length} paths (${paths.map((p) => p.name).join(', ')}); ~${Math.round(estimate)} s` +
       (values['cpu-quota'] ? `\neach proxy confined to ${values['cpu-quota']} % of one CPU (cgroup CFS quota, 10 ms period)` : ''),
   );

@@ -3,12 +3,13 @@
  * its own receive time stamped in), counts and discards client → Connector background, and
  * streams Connector → client background on request (bench/lib/latency-wire.ts). It also answers
  * pcoip-lb's default health checks — HTTPS `GET /health` on the broker port and a TCP connect on
- * the pcoip port — so the proxy runs as operators run it, checks on.
+ * the pcoip port — so the proxy runs as operators run it, checks on. It does all of that on
+ * every address it is given (the same ports on each): a pool of Connectors in one process.
  *
- *   fork('bench/lib/latency-connector.ts', [host, udpAndTcpPort, brokerPort])
+ *   fork('bench/lib/latency-connector.ts', ['127.0.1.1,127.0.1.2', udpAndTcpPort, brokerPort])
  * IPC: { type: 'counts', ids } → { type: 'counts', up: [id, n][], down: [id, n][] } (and forgets those ids)
  */
-import { createSocket } from 'node:dgram';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { createServer as createTcpServer } from 'node:net';
 import { createServer as createHttpsServer } from 'node:https';
 import { generateCertificate } from '../../src/sim/certs.ts';
@@ -28,8 +29,9 @@ import {
   datagram,
 } from './latency-wire.ts';
 
-const [host, portText, brokerPortText] = process.argv.slice(2);
-if (!host || !portText || !brokerPortText || !process.send) throw new Error('usage: fork(latency-connector.ts, [host, port, brokerPort])');
+const [hostList, portText, brokerPortText] = process.argv.slice(2);
+if (!hostList || !portText || !brokerPortText || !process.send) throw new Error('usage: fork(latency-connector.ts, [hosts, port, brokerPort])');
+const hosts = hostList.split(',');
 const port = Number(portText);
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
@@ -37,8 +39,7 @@ const upReceived = new Map<number, number>();
 const downSent = new Map<number, number>();
 const downStreams = new Map<number, Pacer>();
 
-const socket = createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
-socket.on('message', (msg, rinfo) => {
+function onDatagram(socket: Socket, msg: Buffer, rinfo: RemoteInfo): void {
   const kind = msg[KIND_OFFSET];
   if (kind === KIND_PROBE) {
     msg.writeBigInt64BE(process.hrtime.bigint(), CONNECTOR_AT_OFFSET);
@@ -67,9 +68,7 @@ socket.on('message', (msg, rinfo) => {
   } else if (kind === KIND_DOWN_STOP) {
     stopStream(msg.readUInt32BE(STREAM_OFFSET));
   }
-});
-// A client that went away answers with ICMP; the stream stops by its stop datagram or duration.
-socket.on('error', () => undefined);
+}
 
 function stopStream(id: number): void {
   const pacer = downStreams.get(id);
@@ -79,22 +78,30 @@ function stopStream(id: number): void {
   downSent.set(id, pacer.sent);
 }
 
-const certificate = await generateCertificate('latency-connector', [host]);
-const https = createHttpsServer({ key: certificate.key, cert: certificate.cert }, (req, res) => {
-  if (req.url === '/health') {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end('{"code":200,"status":"success"}');
-  } else {
-    res.writeHead(404);
-    res.end();
-  }
-});
-const tcp = createTcpServer((s) => s.destroy());
-await Promise.all([
-  new Promise<void>((resolve) => socket.bind(port, host, resolve)),
-  new Promise<void>((resolve) => https.listen(Number(brokerPortText), host, resolve)),
-  new Promise<void>((resolve) => tcp.listen(port, host, resolve)),
-]);
+const certificate = await generateCertificate('latency-connector', hosts);
+await Promise.all(
+  hosts.map((host) => {
+    const socket = createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
+    socket.on('message', (msg, rinfo) => onDatagram(socket, msg, rinfo));
+    // A client that went away answers with ICMP; the stream stops by its stop datagram or duration.
+    socket.on('error', () => undefined);
+    const https = createHttpsServer({ key: certificate.key, cert: certificate.cert }, (req, res) => {
+      if (req.url === '/health') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"code":200,"status":"success"}');
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    const tcp = createTcpServer((s) => s.destroy());
+    return Promise.all([
+      new Promise<void>((resolve) => socket.bind(port, host, resolve)),
+      new Promise<void>((resolve) => https.listen(Number(brokerPortText), host, resolve)),
+      new Promise<void>((resolve) => tcp.listen(port, host, resolve)),
+    ]);
+  }),
+);
 process.send({ type: 'ready' });
 
 process.on('message', (raw) => {

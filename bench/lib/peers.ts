@@ -321,10 +321,10 @@ export interface PcoipLbCliOptions {
   port?: number;
   connector: { address: string; pcoipPort: number; brokerPort?: number };
   /**
-   * Connector entries (conn-1 … conn-N), all at `connector`: a pool of N as far as pcoip-lb's
-   * health checks and placement go, one echo server as far as the traffic goes. Default 1 (conn-a).
+   * A pool instead of one Connector: entries conn-1 … conn-N at these addresses, each with
+   * `connector`'s ports (whose address is then unused). Default: conn-a at `connector.address`.
    */
-  connectorCount?: number;
+  poolAddresses?: string[];
   /** More YAML lines at the top level (health, admin, logging...); defaults apply to what is left out. */
   extraYaml?: string[];
   /** Extra keys inside listeners.pcoipUdp, as YAML flow-map text ("recvBufferSize: 262144"). */
@@ -360,10 +360,8 @@ export async function startPcoipLbCli(dir: string, opts: PcoipLbCliOptions): Pro
       `  pcoipTcp: { bind: "${PROXY_HOST}:${port}" }`,
       `  pcoipUdp: { bind: "${PROXY_HOST}:${port}"${opts.udpKeys ? `, ${opts.udpKeys}` : ''} }`,
       'connectors:',
-      ...Array.from(
-        { length: opts.connectorCount ?? 1 },
-        (_, i) =>
-          `  - { id: ${opts.connectorCount ? `conn-${i + 1}` : 'conn-a'}, address: ${connector.address}, ports: { broker: ${connector.brokerPort ?? connector.pcoipPort}, pcoip: ${connector.pcoipPort} } }`,
+      ...(opts.poolAddresses?.map((address, i) => ({ id: `conn-${i + 1}`, address })) ?? [{ id: 'conn-a', address: connector.address }]).map(
+        (c) => `  - { id: ${c.id}, address: ${c.address}, ports: { broker: ${connector.brokerPort ?? connector.pcoipPort}, pcoip: ${connector.pcoipPort} } }`,
       ),
       `workers: ${opts.workers}`,
       ...(opts.extraYaml ?? []),
