@@ -20,6 +20,8 @@ import { StateSync } from './state/sync.ts';
 import { DataPlane } from './data-plane.ts';
 import { ControlPlane } from './control-plane.ts';
 import { ClusterMember } from './cluster-store/member.ts';
+import type { KernelDataPlane, KernelDescription } from './kernel/data-plane.ts';
+import { boundKernelListeners, startKernelDataPlane } from './kernel/from-config.ts';
 
 export type { ListenerAddresses } from './proxy/listen.ts';
 
@@ -52,6 +54,8 @@ export class App implements AdminView {
   private config: Config;
   /** Where reloads come from and what came of them (/metrics). */
   readonly reloadRequests = new ReloadRequests();
+  /** dataPlane kernel/auto: the nftables table that forwards placed clients' 4172 packets (docs/kernel.md). */
+  private kernel: KernelDataPlane | undefined;
 
   constructor(config: Config, logger: Logger, options: AppOptions = {}) {
     this.config = config;
@@ -131,6 +135,8 @@ export class App implements AdminView {
       // The cluster's operator state (a drain set on another instance) applies before the first client.
       await this.member?.start();
       addresses = await this.data.start();
+      // Once the 4172 listeners are bound (its rules need their ports). Single process only: workers: auto is 1 in kernel mode.
+      this.kernel = await startKernelDataPlane(this.config, addresses, { logger: this.logger, state: this.state, data: this.data, config: () => this.config });
       await this.control.start(this);
     } catch (err) {
       await this.stop(0);
@@ -143,11 +149,21 @@ export class App implements AdminView {
 
   /** Stops accepting at once, lets open flows finish for up to `graceMs`, then closes the rest. */
   async stop(graceMs: number): Promise<void> {
+    // The kernel stops taking new flows with the listeners, and its flows get the same grace.
+    const kernel = this.kernel;
+    this.kernel = undefined;
+    const kernelFlows = kernel?.drain(graceMs);
     const flows = this.data.stop(graceMs);
     this.state.stopSweeps();
-    await Promise.all([flows, this.control.stop()]);
+    await Promise.all([flows, kernelFlows, this.control.stop()]);
+    await kernel?.stop().catch((err: Error) => this.logger.error({ err: err.message, code: (err as { code?: string }).code }, 'kernel data plane: could not delete its table'));
     await this.sync?.stop();
     await this.member?.close();
+  }
+
+  /** The kernel data plane's state (undefined in user space). */
+  describeKernel(): KernelDescription | undefined {
+    return this.kernel?.describe();
   }
 
   activeFlows(): { broker: number; pcoipTcp: number; pcoipUdp: number } {
@@ -180,6 +196,10 @@ export class App implements AdminView {
       flows: () => this.activeFlows(),
     });
     this.config = running;
+    // Targets, SNAT and every element rewritten in one nft transaction (pool and pins were updated above).
+    this.kernel
+      ?.reconfigure({ snat: running.kernel.snat, listeners: boundKernelListeners(running, this.data.listenerAddresses) })
+      .catch((err: Error) => this.logger.error({ err: err.message, code: (err as { code?: string }).code }, 'reload: the kernel data plane kept its previous table'));
     return { diff, pinsDropped };
   }
 

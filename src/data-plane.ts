@@ -212,6 +212,13 @@ export class DataPlane {
     return { broker: this.broker?.trackedClients ?? 0, pcoipTcp: this.pcoipTcp?.trackedClients ?? 0, pcoipUdp: this.pcoipUdp?.trackedClients ?? 0 };
   }
 
+  /** Kernel data plane: these clients' UDP packets take the kernel path now (see UdpProxy.handOver). */
+  handOverUdp(clientKeys: readonly string[], quietMs: number): number {
+    let flows = 0;
+    for (const key of clientKeys) flows += this.pcoipUdp?.handOver(key, quietMs) ?? 0;
+    return flows;
+  }
+
   /** Ends every established flow to one Connector on every listener (health.closeFlowsOnDown). */
   closeFlowsTo(connectorId: string): number {
     const closed = (this.broker?.closeFlowsTo(connectorId) ?? 0) + (this.pcoipTcp?.closeFlowsTo(connectorId) ?? 0) + (this.pcoipUdp?.closeFlowsTo(connectorId) ?? 0);

@@ -33,6 +33,15 @@ export const ErrorCodes = {
   ADMIN_UNREACHABLE: 'PLB_E_ADMIN_UNREACHABLE',
   UNKNOWN_CONNECTOR: 'PLB_E_UNKNOWN_CONNECTOR',
   DRAIN_TIMEOUT: 'PLB_E_DRAIN_TIMEOUT',
+  /** Kernel data plane (docs/kernel.md): a precondition that failed at start, or an nft/conntrack call that failed. */
+  KERNEL_PLATFORM: 'PLB_E_KERNEL_PLATFORM',
+  KERNEL_TOOL: 'PLB_E_KERNEL_TOOL',
+  KERNEL_PERMISSION: 'PLB_E_KERNEL_PERMISSION',
+  KERNEL_SYSCTL: 'PLB_E_KERNEL_SYSCTL',
+  KERNEL_RP_FILTER: 'PLB_E_KERNEL_RP_FILTER',
+  KERNEL_SNAT: 'PLB_E_KERNEL_SNAT',
+  KERNEL_NFT: 'PLB_E_KERNEL_NFT',
+  KERNEL_CONNTRACK: 'PLB_E_KERNEL_CONNTRACK',
   HEALTH_TLS_CA: 'PLB_E_HEALTH_TLS_CA',
   /** cluster: a password or CA file that cannot be read, an empty password. */
   CLUSTER_CONFIG: 'PLB_E_CLUSTER_CONFIG',

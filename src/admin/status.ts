@@ -4,6 +4,7 @@ import type { ConnectorState } from '../config/schema.ts';
 import type { ListenerCounters, ListenerName } from '../proxy/flow-stats.ts';
 import { formatHostPort } from '../util/address.ts';
 import type { AdminView } from './view.ts';
+import type { KernelDescription } from '../kernel/data-plane.ts';
 import type { SessionsDescription } from '../balance/sessions.ts';
 import type { ClusterStatus } from '../cluster-store/view.ts';
 
@@ -76,6 +77,8 @@ export interface PoolStatus {
   sessions: SessionsDescription;
   /** Several instances as one pool (cluster:): the instances, their views of the Connectors, where they disagree. */
   cluster?: ClusterStatus;
+  /** dataPlane kernel only (docs/kernel.md). */
+  kernel?: KernelDescription;
 }
 
 let cachedVersion: string | undefined;
@@ -114,7 +117,13 @@ export function buildStatus(app: AdminView, now = Date.now()): PoolStatus {
     connectFailures: [...app.stats.connectFailures.values()].reduce((a, b) => a + b, 0),
     sessions: app.describeSessions(now),
     ...(app.cluster ? { cluster: app.cluster.status() } : {}),
+    ...kernelStatus(app),
   };
+}
+
+function kernelStatus(app: AdminView): { kernel?: KernelDescription } {
+  const kernel = app.describeKernel?.();
+  return kernel ? { kernel } : {};
 }
 
 /** "broker" → "127.0.0.1:443/tcp", for every bound listener. */

@@ -8,6 +8,7 @@ import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
 import type { Registry } from 'prom-client';
 import type { ClusterStatus } from '../cluster-store/view.ts';
+import type { KernelDescription } from '../kernel/data-plane.ts';
 import type { ReloadCounts } from '../control/reload-requests.ts';
 import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
 
@@ -53,4 +54,6 @@ export interface AdminView {
   workerProcesses?(): WorkerProcessView[];
   /** `cluster:` configured: the cluster view (/status) and the store's metrics; absent otherwise. */
   readonly cluster?: { status(): ClusterStatus; registerMetrics(registry: Registry): void } | undefined;
+  /** dataPlane kernel: the nftables table, its elements and the flows it forwards (docs/kernel.md); undefined in user space. */
+  describeKernel?(): KernelDescription | undefined;
 }

@@ -139,6 +139,16 @@ export class Placer {
   }
 
   /**
+   * A lease for a flow the kernel forwarded on its own (dataPlane: kernel, docs/kernel.md): the
+   * kernel followed the client's pin without asking, so there is no decision to make — only the
+   * pin to keep alive while the flow lives, exactly as a decided flow's lease does. The caller
+   * releases it when conntrack reports the flow's end.
+   */
+  holdLease(key: string, connectorId: string, now: number): Lease {
+    return this.lease(key, connectorId, now);
+  }
+
+  /**
    * A pin learned from the broker exchange (an allocation, a 4172 SNI): the client belongs to
    * `connectorId` from now on, whatever address affinity said. Returns the Connector it was
    * pinned to before, if any.

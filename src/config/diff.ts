@@ -34,6 +34,7 @@ const RESTART_ONLY: ReadonlyArray<{ prefix: string; reason: string }> = [
   { prefix: 'admin', reason: 'the admin server is started (bound, token read) at start' },
   { prefix: 'pidFile', reason: 'the pid file is written at start' },
   { prefix: 'cluster', reason: 'the cluster store connection is made at start' },
+  { prefix: 'kernel.table', reason: 'the nftables table is created under its name at start' },
 ];
 
 /** Listener keys (first path segment) that only take effect when the listener is created. */
@@ -43,6 +44,7 @@ const LISTENER_RESTART_KEYS: Readonly<Record<string, string>> = {
   http: 'the terminating listener is configured at start',
   rewriteTarget: 'the per-Connector listeners are bound at start',
   sniRouting: 'the SNI router is attached when the listener is created',
+  dataPlane: 'the data plane (user space or kernel) is chosen at start',
 };
 
 /** Settings of a terminating broker listener applied on reload (the rest is fixed when it is created). */

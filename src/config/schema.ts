@@ -63,6 +63,90 @@ const port = z.number().int().min(1).max(65535);
 export const CONNECTOR_STATES = ['active', 'drain', 'maint'] as const;
 export type ConnectorState = (typeof CONNECTOR_STATES)[number];
 
+// ---- Kernel data plane (issue 11; docs/kernel.md). Kept in one block so other config work merges cleanly.
+
+export const DATA_PLANES = ['user', 'kernel', 'auto'] as const;
+export type DataPlane = (typeof DATA_PLANES)[number];
+
+/**
+ * Who moves a 4172 listener's packets once a client is placed: `user` (default) relays them in
+ * this process; `kernel` programs nftables (DNAT to the client's Connector, SNAT towards it,
+ * conntrack carries the replies) and refuses to start when the kernel cannot do it; `auto` uses
+ * the kernel when every precondition holds, else user space with one warning line.
+ */
+const dataPlane = z.enum(DATA_PLANES, { error: `must be one of ${DATA_PLANES.join(', ')}` }).default('user');
+
+const ipLiteral = (family: 4 | 6) =>
+  z.string().refine((text) => isIP(text) === family, { message: `must be an IPv${family} address (no brackets, no port)` });
+
+/** The nftables side of `dataPlane: kernel`. */
+const kernelDataPlane = z
+  .strictObject({
+    /** The one nftables table (family inet) pcoip-lb owns: created at start, replaced if stale, deleted at stop. */
+    table: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_]{0,30}$/, 'must be 1-31 letters, digits or "_", starting with a letter')
+      .default('pcoip_lb'),
+    /**
+     * Source address of forwarded packets towards the Connectors (an address of this host on
+     * their side), so their replies come back through this host and conntrack can undo the NAT.
+     */
+    snat: z
+      .strictObject({
+        ipv4: ipLiteral(4).optional(),
+        ipv6: ipLiteral(6).optional(),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+/** Cross-key checks of the kernel data plane; called from configSchema's superRefine. */
+interface KernelCheckInput {
+  workers: 'auto' | number;
+  listeners: { pcoipTcp?: { dataPlane: DataPlane; sniRouting: boolean } | undefined; pcoipUdp?: { dataPlane: DataPlane } | undefined };
+  connectors: ReadonlyArray<{ address: string }>;
+  kernel: { snat: { ipv4?: string | undefined; ipv6?: string | undefined } };
+}
+
+function checkKernelDataPlane(cfg: KernelCheckInput, ctx: z.RefinementCtx): void {
+  const { pcoipTcp, pcoipUdp } = cfg.listeners;
+  if (pcoipTcp && pcoipTcp.dataPlane !== 'user' && pcoipTcp.sniRouting) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['listeners', 'pcoipTcp', 'dataPlane'],
+      message: `${pcoipTcp.dataPlane} cannot be combined with sniRouting: the kernel forwards a connection before any ClientHello is seen (use dataPlane: user or sniRouting: false)`,
+    });
+  }
+  const kernelAsked = [pcoipTcp, pcoipUdp].some((l) => l !== undefined && l.dataPlane !== 'user');
+  if (kernelAsked && typeof cfg.workers === 'number' && cfg.workers > 1) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['workers'],
+      message: 'with dataPlane kernel or auto the kernel forwards the media and one process places the clients: use workers: 1 or auto',
+    });
+  }
+  if (pcoipTcp?.dataPlane !== 'kernel' && pcoipUdp?.dataPlane !== 'kernel') return;
+  // `auto` falls back at start instead; `kernel` must be possible with this config.
+  const families = new Set<number>();
+  cfg.connectors.forEach((c, i) => {
+    const family = isIP(c.address);
+    if (family === 0) {
+      ctx.addIssue({ code: 'custom', path: ['connectors', i, 'address'], message: 'dataPlane: kernel needs an IP address here (nftables DNAT cannot resolve names)' });
+    } else families.add(family);
+  });
+  for (const family of [4, 6] as const) {
+    if (families.has(family) && cfg.kernel.snat[`ipv${family}`] === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kernel', 'snat', `ipv${family}`],
+        message: `dataPlane: kernel with IPv${family} Connectors needs the source address towards them (an address of this host on their side)`,
+      });
+    }
+  }
+}
+
+// ---- end of the kernel data plane block
+
 const tcpListenerFields = {
   bind: hostPort,
   /** How long to wait for the Connector to accept before giving up on the client's connection. */
@@ -193,6 +277,8 @@ const pcoipTcpListener = z.strictObject({
    * by an SNI learned from the broker exchange ahead of address affinity. Needs broker terminate.
    */
   sniRouting: z.boolean().default(false),
+  /** See DATA_PLANES (kernel data plane block). */
+  dataPlane,
 });
 
 const pcoipUdpListener = z.strictObject({
@@ -218,6 +304,8 @@ const pcoipUdpListener = z.strictObject({
    * recvBufferSize of delay. 0s: off (fixed recvBufferSize).
    */
   maxQueueDelay: duration('maxQueueDelay', { min: 5, max: 10 * SECOND, zero: 'off' }).prefault('50ms'),
+  /** See DATA_PLANES (kernel data plane block). */
+  dataPlane,
 });
 
 const connector = z.strictObject({
@@ -459,8 +547,11 @@ export const configSchema = z
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
       })
       .prefault({}),
+    /** The kernel data plane's nftables settings (used when a listener has dataPlane kernel or auto). */
+    kernel: kernelDataPlane,
   })
   .superRefine((cfg, ctx) => {
+    checkKernelDataPlane(cfg, ctx);
     const rewritePorts = cfg.listeners.broker?.rewriteTarget;
     if (typeof cfg.workers === 'number' && cfg.workers > 1 && rewritePorts?.enabled && Object.values(rewritePorts.ports).some((p) => p === 0)) {
       ctx.addIssue({

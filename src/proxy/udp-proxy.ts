@@ -33,7 +33,7 @@ export interface UdpProxyOptions {
   maxQueueDelayMs?: number;
 }
 
-type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'fd-exhausted' | 'shutdown';
+type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'kernel-path' | 'fd-exhausted' | 'shutdown';
 
 /**
  * Receive buffer asked for on the listening socket. Every client's media arrives on this one
@@ -153,6 +153,9 @@ export class UdpProxy {
   /** The listening socket's receive buffer under maxQueueDelay, and what it received (every client's datagrams). */
   private listenerBuffer: BufferState;
   private readonly received = { packets: 0, bytes: 0 };
+  /** Flows handed over to the kernel data plane (handOver), with their packet count when last looked at. */
+  private readonly handedOver = new Map<UdpFlow, number>();
+  private handOverTimer: NodeJS.Timeout | undefined;
   /** False once shutdown began: packets of known flows still pass, unknown sources open nothing. */
   private accepting = true;
   private options: UdpProxyOptions;
@@ -220,6 +223,8 @@ export class UdpProxy {
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     for (const t of this.budgetTimers) clearInterval(t);
+    if (this.handOverTimer) clearInterval(this.handOverTimer);
+    this.handedOver.clear();
     this.awaiting.clear();
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
     try {
@@ -261,6 +266,36 @@ export class UdpProxy {
       closed++;
     }
     return closed;
+  }
+
+  /**
+   * The kernel data plane now forwards this client's packets (docs/kernel.md): its flows here
+   * get no more datagrams from it, but stay open to relay what was already in flight (a
+   * Connector's late replies to this process's socket), and close once no datagram passed either
+   * way for `quietMs`. A flow that keeps moving (the switch did not take) stays. Returns how many.
+   */
+  handOver(clientKey: string, quietMs: number): number {
+    const flows = this.byClient.get(clientKey);
+    if (!flows) return 0;
+    for (const f of flows) this.handedOver.set(f, -1);
+    if (!this.handOverTimer) {
+      this.handOverTimer = setInterval(() => {
+        for (const [f, seen] of this.handedOver) {
+          const now = f.packetsIn + f.packetsOut;
+          if (f.closed) this.handedOver.delete(f);
+          else if (now === seen) {
+            this.handedOver.delete(f);
+            this.closeFlow(f, 'kernel-path');
+          } else this.handedOver.set(f, now);
+        }
+        if (this.handedOver.size === 0) {
+          clearInterval(this.handOverTimer);
+          this.handOverTimer = undefined;
+        }
+      }, quietMs);
+      this.handOverTimer.unref();
+    }
+    return flows.size;
   }
 
   /**

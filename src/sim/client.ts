@@ -380,6 +380,8 @@ export interface MediaOptions {
   rtt: Histogram;
   /** Which Connector saw (and dropped) datagrams with this SPI, when the caller can tell. */
   locateSpi?: (spi: number) => string | undefined;
+  /** The UDP source port (fixed, as real clients have it); default any. */
+  localPort?: number;
 }
 
 /** Runs the UDP media flow, then ends the 4172/TCP control connection. Throws SessionFailure. */
@@ -392,6 +394,7 @@ export async function runMedia(session: EstablishedSession, options: MediaOption
       bitrateBps: options.bitrateBps,
       durationMs: options.durationMs,
       localAddress: session.plan.localAddress,
+      ...(options.localPort !== undefined ? { localPort: options.localPort } : {}),
       remote: options.endpoint,
       rtt: options.rtt,
     });

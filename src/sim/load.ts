@@ -28,6 +28,10 @@ export interface LoadOptions {
   distinctSources?: boolean;
   /** With distinct sources: the first user takes the address of user number `sourceOffset` (runs that must not share clients). */
   sourceOffset?: number;
+  /** With distinctSources: the i-th user's address instead of 127.0.2.x (e.g. inside a network namespace). */
+  sourceAddress?: (userIndex: number) => string;
+  /** Every user's UDP media from this source port (real clients use a fixed one: 4172 or 50002). */
+  udpSourcePort?: number;
   requestTimeoutMs?: number;
   /** A user whose echoes fall short by more than this share fails (default 10 %). */
   maxLossPct?: number;
@@ -140,7 +144,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     const profile = profileFor(mix, index);
     const plan = {
       name: `user-${index + 1}`,
-      localAddress: settings.distinctSources ? userSourceAddress(index + (options.sourceOffset ?? 0)) : undefined,
+      localAddress: settings.distinctSources ? (options.sourceAddress ? options.sourceAddress(index) : userSourceAddress(index + (options.sourceOffset ?? 0))) : undefined,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
       behaviour: profile.behaviour,
     };
@@ -173,6 +177,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
           pacer,
           rtt,
           locateSpi: options.locateSpi,
+          ...(options.udpSourcePort !== undefined ? { localPort: options.udpSourcePort } : {}),
         });
         outcome.ok = true;
       } catch (err) {

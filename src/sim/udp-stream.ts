@@ -14,6 +14,8 @@ export interface UdpStreamOptions {
   durationMs: number;
   /** Source address to bind (e.g. 127.0.2.7), or undefined for any. */
   localAddress: string | undefined;
+  /** Source port (real clients send media from a fixed one: 4172 or 50002); default: any free port. */
+  localPort?: number;
   remote: { host: string; port: number };
   /** Every echo's round-trip time (ms) is recorded here. */
   rtt: Histogram;
@@ -72,7 +74,7 @@ export class UdpStream {
     try {
       await new Promise<void>((resolve, reject) => {
         socket.once('error', reject);
-        socket.bind({ address: options.localAddress, port: 0 }, () => {
+        socket.bind({ address: options.localAddress, port: options.localPort ?? 0 }, () => {
           socket.connect(options.remote.port, options.remote.host, () => {
             socket.off('error', reject);
             resolve();
