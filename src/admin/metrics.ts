@@ -6,6 +6,7 @@ import { readFdLimits } from '../control/fd-limit.ts';
 import type { AdminView } from './view.ts';
 import { registerWorkerMetrics } from './worker-metrics.ts';
 import { clientsByConnector, connectorsWithCounters, packageVersion } from './status.ts';
+import { registerRuntimeMetrics } from './runtime-metrics.ts';
 
 /**
  * Prometheus metrics for one App, in a registry of its own (not prom-client's global one), so
@@ -331,6 +332,6 @@ export function createMetrics(app: AdminView, admin: AdminMetricsSource = { admi
   registerConnectorMetrics(registry, app);
   registerHealthMetrics(registry, app);
   registerProcessMetrics(registry, app, admin);
-  // Further metric sets (event loop, UDP socket queues: issue 12) register here, one line each.
+  registerRuntimeMetrics(registry, app);
   return registry;
 }

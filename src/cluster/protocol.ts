@@ -4,6 +4,7 @@ import type { HealthStatus } from '../pool/pool.ts';
 import type { FlowStatsSnapshot } from '../proxy/flow-stats.ts';
 import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { LookupQuery, StateChange } from '../state/changes.ts';
+import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
 
 /**
  * Messages between the primary and its workers (child_process IPC, one ordered channel per
@@ -30,6 +31,8 @@ export interface WorkerProcessSample {
   /** Open file descriptors (sampled every 10 s; -1: not known yet) and the soft limit (-1: unknown). */
   openFds: number;
   maxFds: number;
+  /** Event-loop delay (src/util/event-loop-monitor.ts; /metrics pcoip_lb_event_loop_delay_*). */
+  eventLoop?: LoopSnapshot;
 }
 
 /** Primary → worker. */
