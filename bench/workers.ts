@@ -9,16 +9,14 @@
  *
  * Linux only (/proc, SO_REUSEPORT); needs iperf3 (`apt-get install iperf3`).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createInterface } from 'node:readline';
 import { freeTcpUdpPort } from './lib/ports.ts';
 import { cpuSecondsOfTree, loadAverage } from './lib/proc.ts';
 import { iperfUdp } from './lib/iperf.ts';
-import { CONNECTOR_HOST, PROXY_HOST } from './lib/peers.ts';
+import { CONNECTOR_HOST, PROXY_HOST, startPcoipLbCli } from './lib/peers.ts';
 
 const { values } = parseArgs({
   options: {
@@ -34,40 +32,6 @@ const workerCounts = values.workers.split(',').map(Number);
 const streams = Number(values.streams);
 const seconds = Number(values.seconds);
 const MAX_LOSS = 0.1;
-const CLI = new URL('../src/cli.ts', import.meta.url).pathname;
-
-async function startProxy(dir: string, port: number, connectorPort: number, workers: number): Promise<ChildProcess> {
-  const configPath = join(dir, `pcoip-lb-${workers}.yaml`);
-  writeFileSync(
-    configPath,
-    [
-      'listeners:',
-      `  pcoipTcp: { bind: "${PROXY_HOST}:${port}" }`,
-      `  pcoipUdp: { bind: "${PROXY_HOST}:${port}" }`,
-      'connectors:',
-      `  - { id: iperf, address: ${CONNECTOR_HOST}, ports: { broker: ${connectorPort}, pcoip: ${connectorPort} } }`,
-      // No health probes (iperf3 would take one for a test), no admin server, errors only.
-      'health: { checks: [], passive: { enabled: false } }',
-      'admin: { enabled: false }',
-      'logging: { level: error }',
-      `workers: ${workers}`,
-      '',
-    ].join('\n'),
-  );
-  // --log-level info for the start-up line only; nothing else is logged per flow at this rate.
-  const child = spawn(process.execPath, [CLI, 'start', '--config', configPath, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('pcoip-lb did not start')), 20_000);
-    child.once('exit', (code) => reject(new Error(`pcoip-lb exited (${code})`)));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (line.includes('pcoip-lb started')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  return child;
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'pcoip-lb-workers-'));
 const best = new Map<number, number>();
@@ -78,8 +42,16 @@ try {
   );
   for (const workers of workerCounts) {
     const connectorPort = await freeTcpUdpPort(CONNECTOR_HOST);
-    const port = await freeTcpUdpPort(PROXY_HOST);
-    const proxy = await startProxy(dir, port, connectorPort, workers);
+    const proxy = await startPcoipLbCli(dir, {
+      name: `pcoip-lb-${workers}`,
+      workers,
+      connector: { address: CONNECTOR_HOST, pcoipPort: connectorPort },
+      // No health probes (iperf3 would take one for a test), no admin server, errors only;
+      // --log-level info for the start-up line only (nothing is logged per flow at this rate).
+      extraYaml: ['health: { checks: [], passive: { enabled: false } }', 'admin: { enabled: false }', 'logging: { level: error }'],
+      logLevel: 'info',
+    });
+    const { port } = proxy;
     const measure = async (mbps: number): Promise<{ lostPercent: number }> => {
       const before = cpuSecondsOfTree(proxy.pid!);
       let r;
@@ -116,8 +88,7 @@ try {
       }
       best.set(workers, good);
     } finally {
-      proxy.kill('SIGTERM');
-      await new Promise((r) => proxy.once('exit', r));
+      await proxy.stop();
     }
   }
 } finally {

@@ -6,7 +6,8 @@
  */
 import { spawn, spawnSync, fork, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
-import { writeFileSync, existsSync } from 'node:fs';
+import { writeFileSync, existsSync, createWriteStream } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
@@ -308,5 +309,92 @@ export async function startNginx(dir: string, connectorPort: number, workers: nu
     // The master forks the workers that do the proxying: charge master + workers.
     cpuSeconds: () => cpuSecondsOfTree(pid),
     stop: () => stopChild(child),
+  };
+}
+
+// ---------------------------------------------------------------- pcoip-lb through its CLI
+
+export interface PcoipLbCliOptions {
+  /** Names the config and log files (several instances may run side by side). */
+  name: string;
+  /** The `workers` key: 1 is the single-process path, N a primary and N workers. */
+  workers: number | 'auto';
+  /** Port number of pcoipTcp and pcoipUdp (picked free when omitted). */
+  port?: number;
+  connector: { address: string; pcoipPort: number; brokerPort?: number };
+  /**
+   * A pool instead of one Connector: entries conn-1 … conn-N at these addresses, each with
+   * `connector`'s ports (whose address is then unused). Default: conn-a at `connector.address`.
+   */
+  poolAddresses?: string[];
+  /** More YAML lines at the top level (health, admin, logging...); defaults apply to what is left out. */
+  extraYaml?: string[];
+  /** Extra keys inside listeners.pcoipUdp, as YAML flow-map text ("recvBufferSize: 262144"). */
+  udpKeys?: string;
+  /** Node flags for the primary; its worker processes inherit them (child_process.fork's execArgv). */
+  nodeFlags?: string[];
+  /** Run the CLI of another checkout (e.g. an export of main, to compare before/after in one run). */
+  root?: string;
+  /** Every line the process writes to stdout (JSON logs, --trace-gc lines) goes here too. */
+  logFile?: string;
+  /** Passed to `pcoip-lb start --log-level`. */
+  logLevel?: string;
+}
+
+export interface PcoipLbCliPeer extends Peer {
+  child: ChildProcess;
+  /** The admin server's base URL, when the config enables it. */
+  adminUrl: string | undefined;
+}
+
+/**
+ * `pcoip-lb start` (the real CLI: primary + workers when workers > 1) from the TypeScript
+ * sources, resolved once its start-up line is out.
+ */
+export async function startPcoipLbCli(dir: string, opts: PcoipLbCliOptions): Promise<PcoipLbCliPeer> {
+  const port = opts.port ?? (await freeTcpUdpPort(PROXY_HOST));
+  const { connector } = opts;
+  const configPath = join(dir, `${opts.name}.yaml`);
+  writeFileSync(
+    configPath,
+    [
+      'listeners:',
+      `  pcoipTcp: { bind: "${PROXY_HOST}:${port}" }`,
+      `  pcoipUdp: { bind: "${PROXY_HOST}:${port}"${opts.udpKeys ? `, ${opts.udpKeys}` : ''} }`,
+      'connectors:',
+      ...(opts.poolAddresses?.map((address, i) => ({ id: `conn-${i + 1}`, address })) ?? [{ id: 'conn-a', address: connector.address }]).map(
+        (c) => `  - { id: ${c.id}, address: ${c.address}, ports: { broker: ${connector.brokerPort ?? connector.pcoipPort}, pcoip: ${connector.pcoipPort} } }`,
+      ),
+      `workers: ${opts.workers}`,
+      ...(opts.extraYaml ?? []),
+      '',
+    ].join('\n'),
+  );
+  const cli = join(opts.root ?? fileURLToPath(new URL('../..', import.meta.url)), 'src/cli.ts');
+  const args = [...(opts.nodeFlags ?? []), cli, 'start', '--config', configPath, ...(opts.logLevel ? ['--log-level', opts.logLevel] : [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = tail(child);
+  const log = opts.logFile ? createWriteStream(opts.logFile) : undefined;
+  if (log) child.stdout!.pipe(log);
+  const adminUrl = await new Promise<string | undefined>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${opts.name} did not start within 30 s: ${output()}`)), 30_000);
+    child.once('exit', (code) => reject(new Error(`${opts.name} exited during start (${code}): ${output()}`)));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (!line.includes('pcoip-lb started')) return;
+      clearTimeout(timer);
+      resolve((JSON.parse(line) as { admin?: string }).admin?.replace(/\/$/, ''));
+    });
+  });
+  const pid = child.pid!;
+  return {
+    name: opts.name,
+    host: PROXY_HOST,
+    port,
+    udp: true,
+    pid,
+    child,
+    adminUrl,
+    cpuSeconds: () => cpuSecondsOfTree(pid),
+    stop: () => stopChild(child, 15_000),
   };
 }

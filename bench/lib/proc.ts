@@ -1,5 +1,5 @@
 /** Reads CPU time and memory of processes from Linux /proc (the benches run on Linux only). */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ: 100 on every Linux architecture Node supports
 
@@ -77,5 +77,38 @@ export function openFileLimit(pid: number): number | undefined {
     return match ? Number(match[1]) : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** Inodes of the sockets `pid` holds open (from the /proc/<pid>/fd links "socket:[N]"). */
+export function socketInodes(pid: number): number[] {
+  const out: number[] = [];
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return out;
+  }
+  for (const fd of fds) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) out.push(Number(m[1]));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * Nanoseconds the main thread of `pid` has spent runnable but waiting for a CPU (the second
+ * field of /proc/<pid>/schedstat): on a shared machine, the delay the scheduler adds on top of
+ * whatever the process does itself.
+ */
+export function runQueueWaitNs(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]);
+  } catch {
+    return 0;
   }
 }

@@ -8,6 +8,7 @@ import { registerWorkerMetrics } from './worker-metrics.ts';
 import { registerMediaMetrics } from './media-metrics.ts';
 import { CountedHistogram, collected, type Labels, type Samples } from './collected-metrics.ts';
 import { clientsByConnector, connectorsWithCounters, packageVersion } from './status.ts';
+import { registerRuntimeMetrics } from './runtime-metrics.ts';
 
 /**
  * Prometheus metrics for one App, in a registry of its own (not prom-client's global one), so
@@ -277,7 +278,7 @@ export function createMetrics(app: AdminView, admin: AdminMetricsSource = { admi
   registerConnectorMetrics(registry, app);
   registerHealthMetrics(registry, app);
   registerProcessMetrics(registry, app, admin);
+  registerRuntimeMetrics(registry, app);
   registerMediaMetrics(registry, app.sessionViews);
-  // Further metric sets (event loop, UDP socket queues: issue 12) register here, one line each.
   return registry;
 }

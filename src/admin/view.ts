@@ -12,6 +12,7 @@ import type { Registry } from 'prom-client';
 import type { ClusterStatus } from '../cluster-store/view.ts';
 import type { KernelDescription } from '../kernel/data-plane.ts';
 import type { ReloadCounts } from '../control/reload-requests.ts';
+import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
 
 /** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
 export interface WorkerProcessView {
@@ -29,6 +30,8 @@ export interface WorkerProcessView {
   /** Open file descriptors and the soft limit; -1 when not known (yet). */
   openFds: number;
   maxFds: number;
+  /** The worker's last event-loop delay report (undefined until its first stats message). */
+  eventLoop?: LoopSnapshot | undefined;
 }
 
 /** The per-session view of an instance (docs/sessions.md): a single process's registry, or the primary's merge of its workers'. */

@@ -200,6 +200,7 @@ export class Supervisor implements AdminView {
         eventLoopUtilization: p?.eventLoopUtilization ?? 0,
         openFds: p?.openFds ?? -1,
         maxFds: p?.maxFds ?? -1,
+        eventLoop: p?.eventLoop,
       };
     });
   }

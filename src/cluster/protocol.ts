@@ -6,6 +6,7 @@ import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { LookupQuery, StateChange } from '../state/changes.ts';
 import type { SessionFragment } from '../sessions/summary.ts';
 import type { MediaTotalsSnapshot } from '../sessions/media-totals.ts';
+import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
 
 /**
  * Messages between the primary and its workers (child_process IPC, one ordered channel per
@@ -32,6 +33,8 @@ export interface WorkerProcessSample {
   /** Open file descriptors (sampled every 10 s; -1: not known yet) and the soft limit (-1: unknown). */
   openFds: number;
   maxFds: number;
+  /** Event-loop delay (src/util/event-loop-monitor.ts; /metrics pcoip_lb_event_loop_delay_*). */
+  eventLoop?: LoopSnapshot;
 }
 
 /** Primary → worker. */

@@ -10,6 +10,7 @@ import { IpcReplica } from './ipc-replica.ts';
 import type { ConnectorHealthState, FromWorker, ToWorker, WorkerProcessSample } from './protocol.ts';
 import { OpenFdSampler } from '../util/open-fds.ts';
 import { readFdLimits } from '../control/fd-limit.ts';
+import { processLoopMonitor } from '../util/event-loop-monitor.ts';
 
 /** How often lease deltas go to the primary (its TTL accounting), and counters. */
 const LEASE_FLUSH_MS = 100;
@@ -57,6 +58,7 @@ class Worker {
   }
 
   async start(): Promise<void> {
+    processLoopMonitor(); // measure the event loop from the start; snapshots go with the stats
     this.sync.start();
     const addresses = await this.data.start();
     this.state.startSweeps();
@@ -148,6 +150,7 @@ class Worker {
       eventLoopUtilization: elu.utilization,
       openFds: this.fds.sample(),
       maxFds: softFdLimit === undefined || !Number.isFinite(softFdLimit) ? -1 : softFdLimit,
+      eventLoop: processLoopMonitor().snapshot(),
     };
   }
 }

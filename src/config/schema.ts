@@ -297,6 +297,13 @@ const pcoipUdpListener = z.strictObject({
   recvBufferSize: z.number().int().min(65_536).max(1_073_741_824).default(4 * 1024 * 1024),
   /** SO_SNDBUF (bytes) of the same sockets; unset: the OS default (capped by net.core.wmem_max). */
   sendBufferSize: z.number().int().min(65_536).max(1_073_741_824).optional(),
+  /**
+   * Latency budget of each receive queue: each buffer follows what its socket receives in this
+   * long (within 256 KiB..recvBufferSize; up at once, down after a few seconds of lower rate),
+   * so a stall turns into at most about this much delay, and loss beyond it, instead of up to
+   * recvBufferSize of delay. 0s: off (fixed recvBufferSize).
+   */
+  maxQueueDelay: duration('maxQueueDelay', { min: 5, max: 10 * SECOND, zero: 'off' }).prefault('50ms'),
   /** See DATA_PLANES (kernel data plane block). */
   dataPlane,
   /** Per-flow media quality from the clear ESP header of each datagram (loss, reordering, jitter, rekeys; docs/sessions.md). */

@@ -5,7 +5,8 @@ import type { HealthStatus, Pool } from '../pool/pool.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import { formatDuration } from '../util/duration.ts';
 import { fdExhaustedMessage } from '../util/fd-exhaustion.ts';
-import { runRound, type CheckOptions, type CheckResult, type RoundResult } from './checks.ts';
+import type { CheckOptions, CheckResult, RoundResult } from './checks.ts';
+import { CheckThread } from './check-thread.ts';
 import { HealthScheduler } from './scheduler.ts';
 import { applyRound, FailureWindow, forceDown, initialHealth, type HealthCounters, type RiseFall } from './state.ts';
 
@@ -63,6 +64,8 @@ export class HealthMonitor {
   private riseFall: RiseFall;
   private scheduler: HealthScheduler | undefined;
   private checkOptions: CheckOptions;
+  /** Rounds run off this event loop (which, with workers: 1, is also the UDP data path). */
+  private readonly checks: CheckThread;
 
   constructor(pool: Pool, config: HealthConfig, logger: Logger, now: () => number = Date.now) {
     this.pool = pool;
@@ -71,6 +74,7 @@ export class HealthMonitor {
     this.now = now;
     this.riseFall = { rise: config.rise, fall: config.fall };
     this.checkOptions = { checks: config.checks, timeoutMs: config.timeout, brokerPath: config.brokerPath, ca: undefined };
+    this.checks = new CheckThread(logger);
   }
 
   /** Reads the CA file (if any) and starts checking every Connector in the pool. */
@@ -89,6 +93,11 @@ export class HealthMonitor {
   }
 
   stop(): void {
+    this.stopScheduler();
+    this.checks.close();
+  }
+
+  private stopScheduler(): void {
     this.scheduler?.stop();
     this.scheduler = undefined;
   }
@@ -101,7 +110,7 @@ export class HealthMonitor {
   reconfigure(config: HealthConfig): void {
     const ca = readCa(config);
     const running = this.scheduler !== undefined;
-    this.stop();
+    this.stopScheduler();
     this.config = config;
     this.riseFall = { rise: config.rise, fall: config.fall };
     this.checkOptions = { checks: config.checks, timeoutMs: config.timeout, brokerPath: config.brokerPath, ca };
@@ -166,7 +175,7 @@ export class HealthMonitor {
         ? // No active checks: each round counts as passing, so a Connector marked down by passive
           // detection is tried again after rise × interval.
           { ok: true, reason: '', results: [] }
-        : await runRound(view, this.checkOptions);
+        : await this.checks.run(view, this.checkOptions);
     const t = this.tracker(id);
     // Removed, or moved to another address while the round ran: this result is about a machine we no longer use.
     if (!t || t.target !== targetOf(view)) return;

@@ -37,5 +37,5 @@ export function pcoipTcpOptions(l: NonNullable<Listeners['pcoipTcp']>): TcpProxy
 }
 
 export function pcoipUdpOptions(l: NonNullable<Listeners['pcoipUdp']>): UdpProxyOptions {
-  return { ...l, idleTimeoutMs: l.idleTimeout };
+  return { ...l, idleTimeoutMs: l.idleTimeout, maxQueueDelayMs: l.maxQueueDelay };
 }

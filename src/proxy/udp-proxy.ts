@@ -15,6 +15,8 @@ import { bindUdp } from './listen.ts';
 import type { UdpTap } from '../sessions/registry.ts';
 import { UdpProbe, type ProbeWinner } from './udp-probe.ts';
 import { ownExhaustion } from '../util/fd-exhaustion.ts';
+import { budgetedBufferSize, decayedPeak, MIN_BUDGET_BUFFER_BYTES, resizeTo } from './queue-budget.ts';
+import { inSlices } from '../util/slices.ts';
 
 export interface UdpProxyOptions {
   bind: HostPort;
@@ -29,6 +31,8 @@ export interface UdpProxyOptions {
   recvBufferSize?: number;
   /** SO_SNDBUF of the same sockets (default: the OS's). */
   sendBufferSize?: number;
+  /** Latency budget of each receive queue, ms: buffers are resized to rate × budget every second (queue-budget.ts). 0 or unset: fixed recvBufferSize. */
+  maxQueueDelayMs?: number;
   /** The probe fan-out for a shared address (listeners.pcoipUdp.probe, experimental; udp-probe.ts). */
   probe?: { enabled: boolean; candidates: number; datagrams: number; deadline: number };
   /** affinity.perSession: a re-pin of an address does not cut the flows of its other live sessions. */
@@ -54,6 +58,37 @@ const LISTENER_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
  * cap, not an allocation: the kernel charges only what is queued, within net.ipv4.udp_mem.
  */
 const FLOW_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/** Idle flows closed per event-loop turn by the sweep (~2-5 ms of work). */
+const SWEEP_SLICE = 100;
+
+/** Flows visited per event-loop turn when sizing buffers. */
+const BUDGET_SLICE = 2000;
+
+/**
+ * How often receive buffers follow their socket's rate (listeners.pcoipUdp.maxQueueDelay): the
+ * listener's every 100 ms (its rate is one counter; a burst after a lull must find room within
+ * 100 ms), each flow's every second (that walks every flow). The peaks they follow halve in
+ * ~1.4 s (listener) and ~2 s (flows) once the rate falls, so a buffer shrinks only after a
+ * few seconds of lower rate (bench:throughput lost its ≤ 0.1 % rate when the listener shrank
+ * during the 1-2 s between iperf3 tests and the next one began in a small buffer).
+ */
+const LISTENER_BUDGET_MS = 100;
+const FLOW_BUDGET_MS = 1000;
+const LISTENER_PEAK_DECAY = 0.95;
+const FLOW_PEAK_DECAY = 0.7;
+
+/** A socket's receive buffer under the latency budget: the size asked for, its decaying peak target, and the counters at the last check. */
+interface BufferState {
+  asked: number;
+  peak: number;
+  packets: number;
+  bytes: number;
+}
+
+function newBufferState(size: number): BufferState {
+  return { asked: size, peak: size, packets: 0, bytes: 0 };
+}
 
 /** Packets held while a new flow's upstream socket connects; PCoIP sends a few at most by then. */
 const MAX_PENDING_PACKETS = 64;
@@ -95,6 +130,8 @@ interface UdpFlow {
   bytesIn: number;
   bytesOut: number;
   closed: boolean;
+  /** The upstream socket's receive buffer (Connector → client queue) under maxQueueDelay. */
+  recvBuffer: BufferState;
   /** Its session's view: meters each datagram's ESP header (docs/sessions.md). */
   tap: UdpTap | undefined;
   /** Placed by the probe fan-out (its own session's evidence), not by its address's pin. */
@@ -122,6 +159,10 @@ export class UdpProxy {
   private readonly perClient: PerClientLimit;
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private budgetTimers: NodeJS.Timeout[] = [];
+  /** The listening socket's receive buffer under maxQueueDelay, and what it received (every client's datagrams). */
+  private listenerBuffer: BufferState;
+  private readonly received = { packets: 0, bytes: 0 };
   /** Flows handed over to the kernel data plane (handOver), with their packet count when last looked at. */
   private readonly handedOver = new Map<UdpFlow, number>();
   private handOverTimer: NodeJS.Timeout | undefined;
@@ -137,6 +178,7 @@ export class UdpProxy {
     this.now = deps.now ?? Date.now;
     this.refusals = new RefusalLog('pcoipUdp', deps.stats, deps.logger);
     this.perClient = new PerClientLimit(options.maxFlowsPerClient ?? Infinity);
+    this.listenerBuffer = newBufferState(options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES);
     const type: SocketType = isIP(options.bind.host) === 6 ? 'udp6' : 'udp4';
     this.socket = createSocket({
       type,
@@ -162,6 +204,7 @@ export class UdpProxy {
     this.options = { ...this.options, ...options };
     this.perClient.setMax(this.options.maxFlowsPerClient ?? Infinity);
     this.scheduleSweep();
+    this.scheduleQueueBudget();
   }
 
   async listen(): Promise<AddressInfo> {
@@ -172,6 +215,7 @@ export class UdpProxy {
         errorLog.maybe(this.now(), (suppressed) => this.deps.logger.error({ listener: 'pcoipUdp', err, suppressed }, 'UDP listener error')),
     });
     this.scheduleSweep();
+    this.scheduleQueueBudget();
     return address;
   }
 
@@ -190,6 +234,7 @@ export class UdpProxy {
   /** Stops receiving client packets; closes every flow. */
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const t of this.budgetTimers) clearInterval(t);
     if (this.handOverTimer) clearInterval(this.handOverTimer);
     this.handedOver.clear();
     this.awaiting.clear();
@@ -268,22 +313,29 @@ export class UdpProxy {
   }
 
   /**
-   * Closes flows idle for longer than the idle timeout; returns how many. A datagram only sets
-   * `seen`; the sweep turns that into a time. So a flow closes between idleTimeout and
-   * idleTimeout + 2 sweep intervals (≤ 1.5 × idleTimeout) after its last datagram.
+   * Closes flows idle for longer than the idle timeout; returns how many it found. A datagram
+   * only sets `seen`; the sweep turns that into a time. So a flow closes between idleTimeout and
+   * idleTimeout + 2 sweep intervals (≤ 1.5 × idleTimeout) after its last datagram. The idle ones
+   * close SWEEP_SLICE at a time, one slice per event-loop turn.
    */
   sweepIdle(now = this.now()): number {
-    let closed = 0;
+    const idle: UdpFlow[] = [];
     for (const flow of this.flows.values()) {
       if (flow.seen) {
         flow.seen = false;
         flow.lastActivity = now;
       } else if (this.options.idleTimeoutMs > 0 && now - flow.lastActivity > this.options.idleTimeoutMs) {
-        this.closeFlow(flow, 'idle-timeout');
-        closed++;
+        idle.push(flow);
       }
     }
-    return closed;
+    // Many flows go idle together (a shift ends, a logon storm's probes time out): closing 3000
+    // in one go (socket close, accounting, a log line each) held the event loop for 70-180 ms,
+    // and every live session's datagrams waited behind it (bench/README.md, "bench:latency").
+    // Between slices the loop forwards what queued; a flow that saw a datagram meanwhile stays.
+    inSlices(idle, SWEEP_SLICE, (flow) => {
+      if (!flow.seen) this.closeFlow(flow, 'idle-timeout');
+    });
+    return idle.length;
   }
 
   private scheduleSweep(): void {
@@ -293,6 +345,45 @@ export class UdpProxy {
     const every = this.options.idleTimeoutMs === 0 ? 5000 : Math.max(50, Math.min(5000, Math.floor(this.options.idleTimeoutMs / 4)));
     this.sweepTimer = setInterval(() => this.sweepIdle(), every);
     this.sweepTimer.unref();
+  }
+
+  private scheduleQueueBudget(): void {
+    for (const t of this.budgetTimers) clearInterval(t);
+    this.budgetTimers = [setInterval(() => this.budgetListener(), LISTENER_BUDGET_MS), setInterval(() => this.budgetFlows(), FLOW_BUDGET_MS)];
+    for (const t of this.budgetTimers) t.unref();
+  }
+
+  /**
+   * listeners.pcoipUdp.maxQueueDelay: sizes a receive buffer to its socket's recent rate × the
+   * budget (queue-budget.ts): at once when the rate rises, after a while when it falls; with no
+   * budget, back to recvBufferSize. A setsockopt only when a size moves past the hysteresis band.
+   */
+  private resizeBuffer(socket: UdpSocket, state: BufferState, packets: number, bytes: number, intervalMs: number, decay: number): void {
+    const cap = this.options.recvBufferSize ?? LISTENER_RECV_BUFFER_BYTES;
+    const delay = this.options.maxQueueDelayMs ?? 0;
+    const target = delay > 0 ? budgetedBufferSize(packets - state.packets, bytes - state.bytes, intervalMs, { maxQueueDelayMs: delay, maxBytes: cap, minBytes: MIN_BUDGET_BUFFER_BYTES }) : cap;
+    state.packets = packets;
+    state.bytes = bytes;
+    state.peak = delay > 0 ? Math.min(cap, decayedPeak(state.peak, target, decay)) : cap;
+    const size = resizeTo(state.asked, state.peak);
+    if (size === undefined) return;
+    try {
+      socket.setRecvBufferSize(size);
+      state.asked = size;
+    } catch {
+      // closing, or not connected yet: the next check tries again
+    }
+  }
+
+  private budgetListener(): void {
+    this.resizeBuffer(this.socket, this.listenerBuffer, this.received.packets, this.received.bytes, LISTENER_BUDGET_MS, LISTENER_PEAK_DECAY);
+  }
+
+  /** Every flow's upstream socket (Connector → client), BUDGET_SLICE flows per event-loop turn (3000 flows took 0.37 ms; maxFlows is 100 000). */
+  private budgetFlows(): void {
+    inSlices([...this.flows.values()], BUDGET_SLICE, (flow) => {
+      if (flow.pending === undefined && !flow.closed) this.resizeBuffer(flow.upstream, flow.recvBuffer, flow.packetsOut, flow.bytesOut, FLOW_BUDGET_MS, FLOW_PEAK_DECAY);
+    });
   }
 
   /** The per-datagram path: one table lookup, counters, one send. No string building, no clock. */
@@ -399,6 +490,8 @@ export class UdpProxy {
   }
 
   private forward(flow: UdpFlow, msg: Buffer): void {
+    this.received.packets++;
+    this.received.bytes += msg.length;
     flow.seen = true;
     flow.packetsIn++;
     flow.bytesIn += msg.length;
@@ -471,6 +564,7 @@ export class UdpProxy {
       bytesIn: 0,
       bytesOut: 0,
       closed: false,
+      recvBuffer: newBufferState(recvBufferSize ?? FLOW_RECV_BUFFER_BYTES),
       tap: undefined,
       probed: reused !== undefined,
     };

@@ -21,8 +21,8 @@ describe('cluster store codec', () => {
   };
 
   it('round-trips every stored kind', () => {
-    const pin = { kind: 'pin', key: '10.0.0.1', connectorId: 'conn-a', reason: 'learned', at: 5 } as const;
-    expect(decodeValue({ kind: 'pin', key: '10.0.0.1' }, encodeValue(pin, 'lb-a'), known)).toEqual({ ok: true, value: pin });
+    const pin = { kind: 'pin', key: '192.0.2.1', connectorId: 'conn-a', reason: 'learned', at: 5 } as const;
+    expect(decodeValue({ kind: 'pin', key: '192.0.2.1' }, encodeValue(pin, 'lb-a'), known)).toEqual({ ok: true, value: pin });
     const cookie = { kind: 'cookie', key: 'd1', connectorId: 'conn-b', at: 7 } as const;
     expect(decodeValue({ kind: 'cookie', key: 'd1' }, encodeValue(cookie, 'lb-a'), known)).toEqual({ ok: true, value: cookie });
     const decoded = decodeValue({ kind: 'allocation', sni: 's1.example' }, encodeValue(allocation, 'lb-a'), known);
@@ -32,9 +32,9 @@ describe('cluster store codec', () => {
   });
 
   it('the stored value names the writer; the key names the client (a value cannot re-key itself)', () => {
-    const text = encodeValue({ kind: 'pin', key: '10.0.0.1', connectorId: 'conn-a', reason: 'placed', at: 5 }, 'lb-a');
+    const text = encodeValue({ kind: 'pin', key: '192.0.2.1', connectorId: 'conn-a', reason: 'placed', at: 5 }, 'lb-a');
     expect(JSON.parse(text)).toEqual({ connector: 'conn-a', reason: 'placed', at: 5, by: 'lb-a' });
-    expect(decodeValue({ kind: 'pin', key: '10.9.9.9' }, text, known)).toMatchObject({ ok: true, value: { key: '10.9.9.9' } });
+    expect(decodeValue({ kind: 'pin', key: '192.0.2.99' }, text, known)).toMatchObject({ ok: true, value: { key: '192.0.2.99' } });
   });
 
   it.each([
@@ -69,7 +69,7 @@ describe('cluster store codec', () => {
   });
 
   it('checks heartbeats, including that a heartbeat names its own key', () => {
-    const h = { id: 'lb-a', version: '1', startedAt: 1, at: 2, listeners: { broker: '10.0.0.1:443/tcp' }, connectors: [{ id: 'conn-x', health: 'down' as const, state: 'active' as const, reason: 'r' }] };
+    const h = { id: 'lb-a', version: '1', startedAt: 1, at: 2, listeners: { broker: '192.0.2.1:443/tcp' }, connectors: [{ id: 'conn-x', health: 'down' as const, state: 'active' as const, reason: 'r' }] };
     expect(decodeHeartbeat('lb-a', encodeHeartbeat(h))).toEqual({ ok: true, value: h });
     expect(decodeHeartbeat('lb-b', encodeHeartbeat(h))).toMatchObject({ ok: false, reason: expect.stringMatching(/names itself/) });
     expect(decodeHeartbeat('lb-a', '{"id":"lb-a"}').ok).toBe(false);

@@ -83,18 +83,18 @@ describe('kernel plan (pure)', () => {
 
   it('diffs programmed against desired: a changed target is a delete plus an add', () => {
     const have = new Map([
-      ['4|1.1.1.1', el('1.1.1.1', '10.0.0.1')],
-      ['4|1.1.1.2', el('1.1.1.2', '10.0.0.1')],
-      ['4|1.1.1.3', el('1.1.1.3', '10.0.0.1')],
+      ['4|198.51.100.1', el('198.51.100.1', '192.0.2.1')],
+      ['4|198.51.100.2', el('198.51.100.2', '192.0.2.1')],
+      ['4|198.51.100.3', el('198.51.100.3', '192.0.2.1')],
     ]);
     const want = new Map([
-      ['4|1.1.1.1', el('1.1.1.1', '10.0.0.1')],
-      ['4|1.1.1.2', el('1.1.1.2', '10.0.0.2', 'b')],
-      ['4|1.1.1.4', el('1.1.1.4', '10.0.0.1')],
+      ['4|198.51.100.1', el('198.51.100.1', '192.0.2.1')],
+      ['4|198.51.100.2', el('198.51.100.2', '192.0.2.2', 'b')],
+      ['4|198.51.100.4', el('198.51.100.4', '192.0.2.1')],
     ]);
     const d = diffElements(have, want);
-    expect(d.deletes.map((e) => e.key)).toEqual(['1.1.1.2', '1.1.1.3']);
-    expect(d.adds.map((e) => `${e.key}>${e.target.address}`)).toEqual(['1.1.1.2>10.0.0.2', '1.1.1.4>10.0.0.1']);
+    expect(d.deletes.map((e) => e.key)).toEqual(['198.51.100.2', '198.51.100.3']);
+    expect(d.adds.map((e) => `${e.key}>${e.target.address}`)).toEqual(['198.51.100.2>192.0.2.2', '198.51.100.4>192.0.2.1']);
     expect(diffElements(want, want)).toEqual({ deletes: [], adds: [] });
   });
 });
@@ -127,17 +127,17 @@ describe('nft scripts (pure)', () => {
   it('refuses values that are not what they claim to be (no script injection from a config)', () => {
     expect(() => renderTable(plan({ table: 'x; flush ruleset' }), [])).toThrow(/table name/);
     expect(() => renderTable(plan({ snat: { ipv4: '1.2.3.4 ; flush ruleset' } }), [])).toThrow(/IPv4/);
-    expect(() => renderElementChanges('t', { deletes: [], adds: [el('1.2.3.4 }', '10.0.0.1')] })).toThrow(/IPv4/);
-    expect(() => renderElementChanges('t', { deletes: [], adds: [{ ...el('1.2.3.4', '10.0.0.1'), target: { address: '10.0.0.1', port: 70_000 } }] })).toThrow(/port/);
+    expect(() => renderElementChanges('t', { deletes: [], adds: [el('1.2.3.4 }', '192.0.2.1')] })).toThrow(/IPv4/);
+    expect(() => renderElementChanges('t', { deletes: [], adds: [{ ...el('1.2.3.4', '192.0.2.1'), target: { address: '192.0.2.1', port: 70_000 } }] })).toThrow(/port/);
   });
 
   it('batches element changes into one transaction, deletes first', () => {
-    const text = renderElementChanges('pcoip_lb', { deletes: [el('1.1.1.2', '10.0.0.1')], adds: [el('1.1.1.2', '10.0.0.2'), el('fd00::1', 'fd00::9', 'v6', 6)] });
+    const text = renderElementChanges('pcoip_lb', { deletes: [el('198.51.100.2', '192.0.2.1')], adds: [el('198.51.100.2', '192.0.2.2'), el('fd00::1', 'fd00::9', 'v6', 6)] });
     expect(text).toBe(
-      'delete element inet pcoip_lb client4 { 1.1.1.2 }\nadd element inet pcoip_lb client4 { 1.1.1.2 : 10.0.0.2 . 4172 }\nadd element inet pcoip_lb client6 { fd00::1 : fd00::9 . 4172 }\n',
+      'delete element inet pcoip_lb client4 { 198.51.100.2 }\nadd element inet pcoip_lb client4 { 198.51.100.2 : 192.0.2.2 . 4172 }\nadd element inet pcoip_lb client6 { fd00::1 : fd00::9 . 4172 }\n',
     );
     expect(renderElementChanges('pcoip_lb', { deletes: [], adds: [] })).toBe('');
-    expect(renderReplaceElements(plan(), [el('1.1.1.1', '10.0.0.1')])).toBe('flush map inet pcoip_lb client4\nadd element inet pcoip_lb client4 { 1.1.1.1 : 10.0.0.1 . 4172 }\n');
+    expect(renderReplaceElements(plan(), [el('198.51.100.1', '192.0.2.1')])).toBe('flush map inet pcoip_lb client4\nadd element inet pcoip_lb client4 { 198.51.100.1 : 192.0.2.1 . 4172 }\n');
     expect(renderDeleteTable('pcoip_lb')).toBe('add table inet pcoip_lb\ndelete table inet pcoip_lb\n');
   });
 
@@ -208,7 +208,7 @@ describe('conntrack lines and limits (pure)', () => {
     expect(parseConntrackLine('[UPDATE] tcp      6 120 TIME_WAIT src=198.18.1.7 dst=198.18.0.1 sport=40000 dport=4172 src=198.19.0.11 dst=198.19.0.1 sport=4172 dport=40000 [ASSURED] id=7')?.state).toBe('TIME_WAIT');
     expect(parseConntrackLine('tcp      6 431999 ESTABLISHED src=198.18.1.7 dst=198.18.0.1 sport=40000 dport=4172 src=198.19.0.11 dst=198.19.0.1 sport=4172 dport=40000 [ASSURED] mark=0 use=1 id=8')).toMatchObject({ type: 'LIST', state: 'ESTABLISHED' });
     expect(parseConntrackLine('conntrack v1.4.7 (conntrack-tools): 2 flow entries have been shown.')).toBeUndefined();
-    expect(parseConntrackLine('[NEW] icmp 1 30 src=1.1.1.1 dst=2.2.2.2 type=8 code=0 id=1')).toBeUndefined();
+    expect(parseConntrackLine('[NEW] icmp 1 30 src=198.51.100.1 dst=2.2.2.2 type=8 code=0 id=1')).toBeUndefined();
   });
 
   it('knows a forwarded flow (to a listener of ours, DNATed to a target) from pcoip-lb\'s own and from strangers', () => {
