@@ -163,6 +163,7 @@ try {
   const media = sessions.map((s) =>
     failoverMedia({
       spi: s.session.spi,
+      replySpi: s.session.replySpi,
       localAddress: s.session.plan.localAddress!,
       endpoints: [s.udpVia, ...survivors.filter((x) => x !== s.udpVia)].map((x) => x.pcoipUdp),
       intervalMs: 20,

@@ -5,6 +5,7 @@
  *   npm run bench:sessions -- --target demo --users 50          (against a running `npm start`)
  *   npm run bench:sessions -- --workers 2 --tls terminate        (multi-core, terminating broker)
  *   npm run bench:sessions -- --tls terminate --lb-cookie [--mix realistic|legacy]
+ *   npm run bench:sessions -- --tls terminate --same-source --users 60 [--per-session]   (users behind one address)
  *
  * By default it starts simulated Connectors on 127.0.1.x (in this process) and pcoip-lb (the
  * App, all listeners on 127.0.0.1 port 0, in a child process), runs the load generator, prints
@@ -66,6 +67,7 @@ const args = await yargs(hideBin(process.argv))
   .option('tls', { type: 'string', choices: ['passthrough', 'terminate'], default: 'passthrough', describe: 'broker listener TLS mode (self-hosted mode); terminate uses a throwaway self-signed certificate' })
   .option('mix', { type: 'string', choices: Object.keys(CLIENT_MIXES), default: 'realistic', describe: 'client mix: realistic (probe hello, keep-alive and per-request, log-id-only users; see src/sim/mix.ts) or legacy (one connection per request, no probe)' })
   .option('lb-cookie', { type: 'boolean', default: false, describe: 'with --tls terminate: listeners.broker.lbCookie on (a throwaway key)' })
+  .option('per-session', { type: 'boolean', default: false, describe: 'with --tls terminate: affinity.perSession on (with sniRouting and the UDP probe it needs): users behind one address placed per session' })
   .strict()
   .help()
   .parseAsync();
@@ -103,15 +105,20 @@ if (args.target !== undefined) {
       writeFileSync(join(certDir, 'lb-cookie.keys'), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
       brokerTls.lbCookie = { enabled: true, keyFile: join(certDir, 'lb-cookie.keys') };
     }
-  } else if (args.lbCookie) {
-    throw new Error('--lb-cookie needs --tls terminate');
+  } else if (args.lbCookie || args.perSession) {
+    throw new Error(`--${args.lbCookie ? 'lb-cookie' : 'per-session'} needs --tls terminate`);
   }
+  // affinity.perSession and what it needs (docs/sessions.md).
+  const perSession = args.perSession
+    ? { affinity: { perSession: true }, pcoipTcp: { sniRouting: true }, pcoipUdp: { probe: { enabled: true } } }
+    : { affinity: {}, pcoipTcp: {}, pcoipUdp: {} };
   proxy.send({
     type: 'start',
     logLevel: args.proxyLogLevel,
     config: {
       workers,
-      listeners: { broker: { bind: '127.0.0.1:0', ...brokerTls }, pcoipTcp: { bind: '127.0.0.1:0' }, pcoipUdp: { bind: '127.0.0.1:0' } },
+      listeners: { broker: { bind: '127.0.0.1:0', ...brokerTls }, pcoipTcp: { bind: '127.0.0.1:0', ...perSession.pcoipTcp }, pcoipUdp: { bind: '127.0.0.1:0', ...perSession.pcoipUdp } },
+      affinity: perSession.affinity,
       connectors: sims.map((s) => s.connectorConfig()),
       // Health checks run against the simulators as in production; no admin server (its default
       // port could clash with a running demo).
@@ -126,7 +133,7 @@ if (args.target !== undefined) {
 
 const mix = CLIENT_MIXES[args.mix]!;
 const where = proxy
-  ? `pcoip-lb (child process, workers: ${args.workers}, broker TLS ${args.tls}${args.lbCookie ? ', lbCookie on' : ''}) in front of ${sims.length} simulated Connectors`
+  ? `pcoip-lb (child process, workers: ${args.workers}, broker TLS ${args.tls}${args.lbCookie ? ', lbCookie on' : ''}${args.perSession ? ', affinity.perSession on' : ''}) in front of ${sims.length} simulated Connectors`
   : args.direct
     ? `no proxy, straight to ${sims.length} simulated Connectors`
     : `the pcoip-lb at ${args.target === 'demo' ? `${DEMO_BROKER.host}:${DEMO_BROKER.port} (the demo)` : args.target}`;

@@ -33,7 +33,7 @@ const { values: args } = parseArgs({
 });
 if (args.help) {
   process.stdout.write(
-    'usage: npm run bench:throughput -- [--quick] [--peer-workers 1|auto] [--tcp-seconds N] [--udp-seconds N] [--only pcoip-lb,haproxy,nginx,direct]\n',
+    'usage: npm run bench:throughput -- [--quick] [--peer-workers 1|auto] [--tcp-seconds N] [--udp-seconds N] [--only pcoip-lb,haproxy,nginx,direct,pcoip-lb-mq-off]\n',
   );
   process.exit(0);
 }
@@ -218,7 +218,14 @@ async function main(): Promise<void> {
         skipped.push(`${name} (failed to start: ${(err as Error).message.split('\n').slice(-1)[0]})`);
       }
     };
-    if (want('pcoip-lb')) await tryStart('pcoip-lb', () => startPcoipLb(dir, serverPort));
+    // The cost of the media-quality meters: the same proxy with listeners.pcoipUdp.mediaQuality off
+    // (only when asked for), run in the order --only names them so repeated runs can alternate.
+    const order = args.only ? args.only.split(',') : [];
+    const variants = [
+      { name: 'pcoip-lb', wanted: want('pcoip-lb'), start: () => startPcoipLb(dir, serverPort) },
+      { name: 'pcoip-lb-mq-off', wanted: only?.has('pcoip-lb-mq-off') === true, start: () => startPcoipLb(dir, serverPort, { mediaQuality: false }) },
+    ].sort((x, y) => order.indexOf(x.name) - order.indexOf(y.name));
+    for (const v of variants) if (v.wanted) await tryStart(v.name, v.start);
     if (want('haproxy')) {
       if (pkgs.haproxy) await tryStart('haproxy', () => startHaproxy(dir, serverPort, peerWorkers));
       else skipped.push('haproxy (not installed)');

@@ -7,7 +7,7 @@ import type { SessionTable, SessionsDescription } from './balance/sessions.ts';
 import type { FlowStats } from './proxy/flow-stats.ts';
 import type { ListenerAddresses } from './proxy/listen.ts';
 import type { HealthMonitor } from './health/monitor.ts';
-import type { AdminView } from './admin/view.ts';
+import type { AdminView, SessionViews } from './admin/view.ts';
 import type { ReloadOutcome } from './control/reload-outcome.ts';
 import { ReloadRequests } from './control/reload-requests.ts';
 import type { StateReplica } from './state/replica.ts';
@@ -123,6 +123,12 @@ export class App implements AdminView {
   /** Learned broker sessions for /status and logs; no secrets (see SessionTable.describeSessions). */
   describeSessions(now = Date.now()): SessionsDescription {
     return this.state.sessions.describeSessions(now);
+  }
+
+  /** The per-session view (GET /sessions, the live page, media metrics). */
+  get sessionViews(): SessionViews {
+    const registry = this.state.registry;
+    return { fragments: async (now) => registry.fragments(now), mediaTotals: () => registry.mediaTotals() };
   }
 
   /** Binds every configured listener, then starts health checks and the admin server; on any failure, closes what was opened and rethrows. */

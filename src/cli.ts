@@ -13,6 +13,7 @@ import { resolveWorkers } from './cluster/workers.ts';
 import { removePidFile, writePidFile } from './control/pid-file.ts';
 import { AdminClient } from './admin/client.ts';
 import { ADMIN_TOKEN_ENV, adminTarget, setStateCommand, statusCommand, waitForDrain } from './admin/commands.ts';
+import { sessionsCommand } from './admin/sessions-command.ts';
 import { parseDuration } from './util/duration.ts';
 import { createInterface } from 'node:readline';
 import { parseAdminAddress, parseHostPort, type HostPort } from './util/address.ts';
@@ -272,6 +273,22 @@ export async function main(argv: string[]): Promise<void> {
       },
     )
     .command(
+      'sessions',
+      'list the sessions of a running pcoip-lb (broker exchange, 4172/TCP, UDP flows, media quality), worst quality first',
+      (y) =>
+        withAdmin(y)
+          .option('connector', { type: 'string', describe: 'only sessions on this Connector' })
+          .option('client', { type: 'string', describe: 'only sessions of this client address' })
+          .option('state', { type: 'string', describe: 'only sessions in this state: logging-in, allocated, connected, streaming, ended' })
+          .option('sort', { type: 'string', choices: ['quality', 'started'], describe: 'quality (default): worst loss and jitter first; started: newest first' })
+          .option('limit', { type: 'number', describe: 'sessions per page (1–500, default 100)' })
+          .option('offset', { type: 'number', describe: 'skip this many sessions (paging)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the raw /sessions JSON' }),
+      async (args) => {
+        await sessionsCommand(adminClient(args), process.stdout, args);
+      },
+    )
+    .command(
       'drain <id>',
       'stop sending new clients to a Connector; its pinned clients keep reconnecting to it',
       (y) =>
@@ -338,7 +355,7 @@ export async function main(argv: string[]): Promise<void> {
       },
     )
     .completion('completion', 'print a bash/zsh completion script (e.g. pcoip-lb completion >> ~/.bashrc)')
-    .demandCommand(1, 'name a command: start, reload, check-config, status, drain, enable, maint, demo, simulate, completion (see --help)')
+    .demandCommand(1, 'name a command: start, reload, check-config, status, sessions, drain, enable, maint, demo, simulate, completion (see --help)')
     .strict()
     .version(pkg.version)
     .help()

@@ -3,6 +3,7 @@ import type { Logger } from './logger.ts';
 import type { ConnectorView, Pool } from './pool/pool.ts';
 import type { Placer } from './balance/placer.ts';
 import type { SessionTable } from './balance/sessions.ts';
+import type { SessionRegistry } from './sessions/registry.ts';
 import type { FlowStats } from './proxy/flow-stats.ts';
 import type { LookupQuery } from './state/changes.ts';
 import type { ListenerAddresses } from './proxy/listen.ts';
@@ -32,6 +33,8 @@ export interface DataPlaneState {
   placer: Placer;
   sessions: SessionTable;
   stats: FlowStats;
+  /** The per-session view the listeners report their flows to (observability only). */
+  registry: SessionRegistry;
 }
 
 export interface DataPlaneOptions {
@@ -94,10 +97,12 @@ export class DataPlane {
   async start(): Promise<ListenerAddresses> {
     const listeners = this.options.shared ? sharedListeners(this.config.listeners, this.options.shared.ports) : this.config.listeners;
     const reusePort = this.options.shared !== undefined;
-    const { placer, stats, sessions, pool } = this.state;
+    const { placer, stats, sessions, pool, registry } = this.state;
     const deps = {
       placer,
       stats,
+      registry,
+      pool,
       logger: this.logger,
       onConnectFailure: this.options.onConnectFailure,
       ...(this.options.beforeDecide ? { beforeDecide: this.options.beforeDecide } : {}),
@@ -139,7 +144,7 @@ export class DataPlane {
             admission: brokerAdmissionOptions(b),
             ...(direct ? { rewriteTarget: (c: ConnectorView) => direct.targetFor(c) } : {}),
           },
-          { ...deps, pool, sessions, ...(this.options.beforeSessionRoute ? { beforeSessionRoute: this.options.beforeSessionRoute } : {}) },
+          { ...deps, pool, sessions, perSession: this.config.affinity.perSession, ...(this.options.beforeSessionRoute ? { beforeSessionRoute: this.options.beforeSessionRoute } : {}) },
         );
         addresses.broker = await this.broker.listen();
       } else if (listeners.broker) {
@@ -150,7 +155,7 @@ export class DataPlane {
         const lookupAllocation = this.options.beforeSessionRoute;
         const sniRouter = listeners.pcoipTcp.sniRouting
           ? new SniRouter(
-              { placer, sessions, logger: this.logger, now: Date.now, ...(lookupAllocation ? { lookupAllocation: (sni: string) => lookupAllocation({ kind: 'allocation', sni }) } : {}) },
+              { placer, sessions, registry, logger: this.logger, now: Date.now, ...(lookupAllocation ? { lookupAllocation: (sni: string) => lookupAllocation({ kind: 'allocation', sni }) } : {}) },
               SNI_PEEK_TIMEOUT_MS,
             )
           : undefined;
@@ -158,7 +163,7 @@ export class DataPlane {
         addresses.pcoipTcp = await this.pcoipTcp.listen();
       }
       if (listeners.pcoipUdp) {
-        this.pcoipUdp = new UdpProxy(pcoipUdpOptions(listeners.pcoipUdp), deps);
+        this.pcoipUdp = new UdpProxy({ ...pcoipUdpOptions(listeners.pcoipUdp), perSession: this.config.affinity.perSession }, deps);
         addresses.pcoipUdp = await this.pcoipUdp.listen();
       }
     } catch (err) {

@@ -12,6 +12,8 @@ import { MIN_CLIENT_PACKET_BYTES, OFFSET_CLIENT_SEQ, OFFSET_SEQ, OFFSET_SPI } fr
  */
 export interface FailoverOptions {
   spi: number;
+  /** The SPI the Connector's echoes carry (its own SA); default: `spi`. */
+  replySpi?: number;
   localAddress: string;
   /** The instance to start on first; the rest are tried in order when it stops answering. */
   endpoints: Endpoint[];
@@ -46,7 +48,7 @@ export function failoverMedia(options: FailoverOptions): Promise<FailoverResult>
   const packet = Buffer.alloc(Math.max(MIN_CLIENT_PACKET_BYTES, options.packetBytes));
   packet.writeUInt32BE(options.spi, OFFSET_SPI);
   socket.on('message', (msg) => {
-    if (msg.length < MIN_CLIENT_PACKET_BYTES || msg.readUInt32BE(OFFSET_SPI) !== options.spi) return;
+    if (msg.length < MIN_CLIENT_PACKET_BYTES || msg.readUInt32BE(OFFSET_SPI) !== (options.replySpi ?? options.spi)) return;
     result.received++;
     lastEcho = performance.now();
     if (result.moved && !result.resumed) {

@@ -153,6 +153,8 @@ export interface PcoipLbOptions {
   /** listeners.pcoipUdp.idleTimeout (e.g. "10m": the memory bench holds quiet flows open longer than the default 120 s). */
   udpIdleTimeout?: string;
   connectors?: Array<{ id: string; address: string; port: number }>;
+  /** listeners.pcoipUdp.mediaQuality (default on); a peer with it off is named `pcoip-lb-mq-off`. */
+  mediaQuality?: boolean;
 }
 
 export interface PcoipLbPeer extends Peer {
@@ -169,7 +171,7 @@ export async function startPcoipLb(dir: string, connectorPort: number, opts: Pco
   const yaml = [
     'listeners:',
     `  pcoipTcp: { bind: "${PROXY_HOST}:${port}" }`,
-    `  pcoipUdp: { bind: "${PROXY_HOST}:${port}"${opts.udpMaxFlows ? `, maxFlows: ${opts.udpMaxFlows}` : ''}${opts.udpIdleTimeout ? `, idleTimeout: ${opts.udpIdleTimeout}` : ''} }`,
+    `  pcoipUdp: { bind: "${PROXY_HOST}:${port}"${opts.udpMaxFlows ? `, maxFlows: ${opts.udpMaxFlows}` : ''}${opts.udpIdleTimeout ? `, idleTimeout: ${opts.udpIdleTimeout}` : ''}${opts.mediaQuality === false ? ', mediaQuality: false' : ''} }`,
     'connectors:',
     ...connectors.map((c) => `  - { id: ${c.id}, address: ${c.address}, ports: { broker: ${c.port}, pcoip: ${c.port} } }`),
     // No active checks: an HTTPS probe of the iperf3 server's port would look to iperf3 like a
@@ -201,7 +203,7 @@ export async function startPcoipLb(dir: string, connectorPort: number, opts: Pco
   await ready;
   const pid = child.pid!;
   return {
-    name: 'pcoip-lb',
+    name: opts.mediaQuality === false ? 'pcoip-lb-mq-off' : 'pcoip-lb',
     host: PROXY_HOST,
     port,
     udp: true,

@@ -1,10 +1,12 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricType, type MetricValueWithName } from 'prom-client';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { CONNECTOR_STATES } from '../config/schema.ts';
 import { mayTakeNewClients } from '../pool/pool.ts';
 import { CONNECT_SECONDS_BUCKETS, FLOW_SECONDS_BUCKETS, LISTENER_NAMES, type HistogramCounts, type ListenerCounters } from '../proxy/flow-stats.ts';
 import { readFdLimits } from '../control/fd-limit.ts';
 import type { AdminView } from './view.ts';
 import { registerWorkerMetrics } from './worker-metrics.ts';
+import { registerMediaMetrics } from './media-metrics.ts';
+import { CountedHistogram, collected, type Labels, type Samples } from './collected-metrics.ts';
 import { clientsByConnector, connectorsWithCounters, packageVersion } from './status.ts';
 import { registerRuntimeMetrics } from './runtime-metrics.ts';
 
@@ -15,67 +17,11 @@ import { registerRuntimeMetrics } from './runtime-metrics.ts';
  * from FlowStats when scraped (collect callbacks): the data path keeps adding to plain numbers
  * and never touches a metric object. Names and meanings: docs/metrics.md.
  */
-type Labels = Record<string, string>;
-type Samples = () => Iterable<[Labels, number]>;
 
 /** What the admin server adds that App does not know. */
 export interface AdminMetricsSource {
   /** Admin connections not accepted because the process was out of descriptors. */
   adminFdExhausted(): number;
-}
-
-/**
- * A metric whose samples are computed when scraped. Counters are rebuilt from FlowStats' running
- * totals (reset, then inc by the total), which keeps them monotonic as long as the totals are.
- */
-export function collected(registry: Registry, type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], samples: Samples): void {
-  const registers = [registry];
-  if (type === 'gauge') {
-    new Gauge({ name, help, labelNames, registers, collect() { this.reset(); for (const [labels, v] of samples()) this.set(labels, v); } });
-  } else {
-    new Counter({ name, help, labelNames, registers, collect() { this.reset(); for (const [labels, v] of samples()) this.inc(labels, v); } });
-  }
-}
-
-/**
- * A histogram whose buckets are kept elsewhere (FlowStats' plain counts, summed over the
- * workers) and only exported here: prom-client's Histogram cannot be set, only observed into.
- */
-class CountedHistogram extends Histogram<string> {
-  private readonly read: () => Iterable<[Labels, HistogramCounts]>;
-  private readonly bounds: readonly number[];
-  private readonly metricName: string;
-  private readonly metricHelp: string;
-
-  constructor(registry: Registry, name: string, help: string, labelNames: string[], bounds: readonly number[], read: () => Iterable<[Labels, HistogramCounts]>) {
-    super({ name, help, labelNames, buckets: [...bounds], registers: [registry] });
-    this.read = read;
-    this.bounds = bounds;
-    this.metricName = name;
-    this.metricHelp = help;
-  }
-
-  override async get(): Promise<MetricObjectWithValues<MetricValueWithName<string>>> {
-    const values: Array<MetricValueWithName<string>> = [];
-    for (const [labels, h] of this.read()) {
-      let cumulative = 0;
-      this.bounds.forEach((le, i) => {
-        cumulative += h.counts[i] ?? 0;
-        values.push({ metricName: `${this.metricName}_bucket`, labels: { ...labels, le }, value: cumulative });
-      });
-      values.push({ metricName: `${this.metricName}_bucket`, labels: { ...labels, le: '+Inf' }, value: h.count });
-      values.push({ metricName: `${this.metricName}_sum`, labels, value: h.sum });
-      values.push({ metricName: `${this.metricName}_count`, labels, value: h.count });
-    }
-    // prom-client's typings call the type an enum; at run time it is the string the text format prints.
-    const type = 'histogram' as unknown as MetricType;
-    return { name: this.metricName, help: this.metricHelp, type, values, aggregator: 'sum', collect: () => undefined };
-  }
-
-  /** The registry prefers this one for the text format. */
-  getForPromString(): Promise<MetricObjectWithValues<MetricValueWithName<string>>> {
-    return this.get();
-  }
 }
 
 /** `listener|connector` keyed histograms as labelled samples. */
@@ -132,7 +78,7 @@ function registerFlowMetrics(registry: Registry, app: AdminView): void {
     registry,
     'counter',
     'pcoip_lb_placements_total',
-    'Placement decisions, by reason and Connector (pinned: followed an affinity record; placed: new client; repinned: moved off an unusable Connector)',
+    'Placement decisions, by reason and Connector (pinned: followed an affinity record; placed: new client; repinned: moved off an unusable Connector; learned: from the broker exchange; session: a flow placed by its own session — a learned 4172 SNI, the UDP probe)',
     ['reason', 'connector'],
     splitKeys(app.placer.decisionCounts, '|', 'reason', 'connector'),
   );
@@ -333,5 +279,6 @@ export function createMetrics(app: AdminView, admin: AdminMetricsSource = { admi
   registerHealthMetrics(registry, app);
   registerProcessMetrics(registry, app, admin);
   registerRuntimeMetrics(registry, app);
+  registerMediaMetrics(registry, app.sessionViews);
   return registry;
 }

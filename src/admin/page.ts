@@ -13,6 +13,8 @@ import { CLUSTER_RENDER_JS, CLUSTER_SECTION_HTML } from '../cluster-store/page.t
  * poll does not inflate it). The chart is the server's 15-minute history (/history, one point
  * per 10 s) extended by the page's own per-second points since the last history fetch.
  */
+import { SESSIONS_SCRIPT, SESSIONS_SECTION_HTML, SESSIONS_STYLE } from './sessions-page.ts';
+
 export const STATUS_PAGE_HTML = `<!doctype html>
 <html lang="en">
 <head>
@@ -63,7 +65,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   .reason { color:var(--down); font-size:12px; max-width:340px; overflow-wrap:anywhere; }
   td.health { min-width:120px; max-width:360px; }
   tr.down td { background:#fff8f8; }
-</style>
+${SESSIONS_STYLE}</style>
 </head>
 <body>
 <header><h1>pcoip-lb</h1><span class="meta" id="meta"></span><span class="live stale" id="live">connecting…</span></header>
@@ -89,7 +91,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <thead><tr><th>Connector</th><th>Health</th><th>State</th><th>Sessions</th><th>Flows 443/tcp/udp</th><th>In</th><th>Out</th><th>Connect fails</th><th>Last check</th></tr></thead>
     <tbody id="rows"></tbody>
   </table>${CLUSTER_SECTION_HTML}
-</main>
+${SESSIONS_SECTION_HTML}</main>
 <script>
 (function () {
   var token = (location.hash.match(/token=([^&]+)/) || [])[1];
@@ -276,7 +278,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   poll();
   setTimeout(pollHistory, 300);
 })();
-</script>
+${SESSIONS_SCRIPT}</script>
 </body>
 </html>
 `;

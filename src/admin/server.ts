@@ -13,6 +13,7 @@ import { STATUS_PAGE_HTML } from './page.ts';
 import { buildConnectorStatus, buildStatus, connectorsWithCounters } from './status.ts';
 import { bearerMatches, isLoopbackHost } from './token.ts';
 import { listenTcp } from '../proxy/listen.ts';
+import { sessionsAnswer } from './sessions-api.ts';
 import { RateLimitedLog } from '../logger.ts';
 import { fdExhaustedMessage, ownExhaustion } from '../util/fd-exhaustion.ts';
 import { ThroughputHistory } from './history.ts';
@@ -87,6 +88,7 @@ export class AdminServer {
       { pattern: /^\/connectors\/([^/]+)$/, methods: { GET: (_q, res, [id]) => this.connector(res, id!) } },
       { pattern: /^\/connectors\/([^/]+)\/(drain|enable|maint)$/, methods: { POST: (req, res, [id, action]) => this.setState(req, res, id!, action!) } },
       { pattern: /^\/affinity\/([^/]+)$/, methods: { GET: (_q, res, [client]) => this.affinity(res, client!) } },
+      { pattern: /^\/sessions$/, methods: { GET: (req, res) => sessionsAnswer(this.app.sessionViews, req.url).then((a) => sendJson(res, a.status, a.body)) } },
       { pattern: /^\/reload$/, methods: { POST: (req, res) => this.reload(req, res) } },
     ];
     this.server = createServer((req, res) => void this.handle(req, res));

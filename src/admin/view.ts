@@ -6,6 +6,8 @@ import type { FlowStats } from '../proxy/flow-stats.ts';
 import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { HealthMonitor } from '../health/monitor.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
+import type { SessionFragment } from '../sessions/summary.ts';
+import type { MediaTotalsSnapshot } from '../sessions/media-totals.ts';
 import type { Registry } from 'prom-client';
 import type { ClusterStatus } from '../cluster-store/view.ts';
 import type { KernelDescription } from '../kernel/data-plane.ts';
@@ -32,6 +34,14 @@ export interface WorkerProcessView {
   eventLoop?: LoopSnapshot | undefined;
 }
 
+/** The per-session view of an instance (docs/sessions.md): a single process's registry, or the primary's merge of its workers'. */
+export interface SessionViews {
+  /** Every session the instance knows, fragments of one session joined. */
+  fragments(now: number): Promise<SessionFragment[]>;
+  /** Media-quality and probe aggregates (monotonic counters, histograms). */
+  mediaTotals(): MediaTotalsSnapshot;
+}
+
 /**
  * What the admin server (API, /status, /metrics, the live page) reads of the process it serves:
  * the single-process App or the multi-core primary. Read-only apart from the operator's state
@@ -47,6 +57,7 @@ export interface AdminView {
   readonly listenerAddresses: ListenerAddresses;
   readonly currentConfig: Config;
   describeSessions(now?: number): SessionsDescription;
+  readonly sessionViews: SessionViews;
   requestReload(): ReloadOutcome | undefined;
   /** What came of the reload requests so far (/metrics). */
   readonly reloadRequests: { readonly results: ReloadCounts };

@@ -29,7 +29,7 @@ export interface Lease {
 }
 
 export type Decision =
-  | { ok: true; connector: ConnectorView; clientKey: string; reason: 'pinned' | PlacementReason; lease: Lease }
+  | { ok: true; connector: ConnectorView; clientKey: string; reason: 'pinned' | 'session' | PlacementReason; lease: Lease }
   | { ok: false; clientKey: string; reason: RefusalReason };
 
 /**
@@ -136,6 +136,20 @@ export class Placer {
     this.write(key, chosen.id, reason, 'local', now);
     this.count(reason, chosen.id);
     return { ok: true, connector: chosen, clientKey: key, reason, lease: this.lease(key, chosen.id, now) };
+  }
+
+  /**
+   * One flow placed by evidence of its own session (the UDP probe fan-out: the Connector that
+   * answered its datagrams), not by the client's address: the flow goes to `connectorId` and holds
+   * a lease on the client's record, but the client's pin is not touched — other sessions of the
+   * same address stay where they are. Refused when that Connector no longer admits pinned clients.
+   */
+  decideOn(address: string, connectorId: string, now: number): Decision {
+    const key = this.keyFor(address);
+    const connector = this.pool.get(connectorId);
+    if (!connector || !admitsPinnedClients(connector)) return { ok: false, clientKey: key, reason: 'no-eligible-connector' };
+    this.count('session', connector.id);
+    return { ok: true, connector, clientKey: key, reason: 'session', lease: this.lease(key, connector.id, now) };
   }
 
   /**
@@ -252,7 +266,7 @@ export class Placer {
     for (const l of this.pinListeners) l(change);
   }
 
-  private count(reason: 'pinned' | PlacementReason, connectorId: string): void {
+  private count(reason: 'pinned' | 'session' | PlacementReason, connectorId: string): void {
     const key = `${reason}|${connectorId}`;
     this.decisionCounts.set(key, (this.decisionCounts.get(key) ?? 0) + 1);
   }

@@ -93,7 +93,8 @@ export type LearnResult =
   /** oversized: a field longer than any real one (a hostile or broken Connector); nothing kept. */
   | { ok: false; reason: 'reused-tag' | 'no-connect-tag' | 'oversized' };
 
-export type SniMatch = { ok: true; allocation: Allocation } | { ok: false; reason: 'unknown' | 'tag-expired' };
+/** ambiguous: more than one live allocation carried this SNI (a constant default?): it names no one session. */
+export type SniMatch = { ok: true; allocation: Allocation } | { ok: false; reason: 'unknown' | 'tag-expired' | 'ambiguous' };
 
 /** A value safe for logs: its first 4 characters and its length ("ab12…(32)"). */
 export function redact(secret: string): string {
@@ -159,6 +160,8 @@ export class SessionTable {
   private readonly allocations: BoundedMap<Allocation>;
   /** Fingerprints of connect tags seen, with when they stop mattering (a tag is single-use). */
   private readonly tagsSeen: BoundedMap<number>;
+  /** SNIs seen in more than one live allocation, with until when they stay ambiguous. */
+  private readonly ambiguousSnis: BoundedMap<number>;
   private options: Required<SessionTableOptions>;
   private readonly learnListeners: Array<(record: SessionRecord, origin: 'local' | 'remote') => void> = [];
 
@@ -169,6 +172,7 @@ export class SessionTable {
     this.logIds = new BoundedMap<KeyedEntry>(() => KEYED_ENTRY_BYTES, limits);
     this.allocations = new BoundedMap<Allocation>((key, a) => ALLOCATION_BYTES + key.length + a.clientAddress.length + (a.ipAddress?.length ?? 0) + a.sessionIdHint.length, limits);
     this.tagsSeen = new BoundedMap<number>(() => TAG_FINGERPRINT_BYTES, limits);
+    this.ambiguousSnis = new BoundedMap<number>((key) => TAG_FINGERPRINT_BYTES + key.length, limits);
   }
 
   setTtl(ttlMs: number): void {
@@ -231,6 +235,7 @@ export class SessionTable {
   /** Records an allocation (learned here or replicated) and its tag; returns it and whether it replaced one. */
   private storeAllocation(record: AllocationRecord): { allocation: Allocation; replaced: boolean } {
     this.tagsSeen.set(record.tagFingerprint, record.tagExpiresAt);
+    this.noteSharedSni(record);
     const allocation: Allocation = {
       sni: record.sni === '' ? undefined : record.sni,
       connectorId: record.connectorId,
@@ -252,10 +257,25 @@ export class SessionTable {
   }
 
   /**
+   * A second live allocation with the same SNI makes that SNI ambiguous — a Connector that puts a
+   * constant default there, not a per-session value — until the TTL after the last such allocation
+   * could still be in use: routing by it would send a session to whichever allocation came last.
+   */
+  private noteSharedSni(record: AllocationRecord): void {
+    const sni = record.sni.toLowerCase();
+    if (!sni) return;
+    const existing = this.allocations.get(sni);
+    const shared = this.ambiguousSnis.get(sni) !== undefined || (existing !== undefined && existing.tagFingerprint !== record.tagFingerprint && !this.isExpired(existing, record.learnedAt));
+    if (shared) this.ambiguousSnis.set(sni, record.tagExpiresAt + this.options.ttlMs);
+  }
+
+  /**
    * The allocation a 4172 ClientHello's SNI names. An unclaimed allocation whose tag expired is
    * dropped (the client can no longer use it). Does not claim: call `flowOpened` once the flow is up.
    */
   matchSni(sni: string, now: number): SniMatch {
+    const until = this.ambiguousSnis.get(sni.toLowerCase());
+    if (until !== undefined && until > now) return { ok: false, reason: 'ambiguous' };
     const a = this.allocations.get(sni.toLowerCase());
     if (!a) return { ok: false, reason: 'unknown' };
     if (this.isExpired(a, now)) {
@@ -286,6 +306,7 @@ export class SessionTable {
     }
     for (const [k, a] of this.allocations) if (this.isExpired(a, now)) (this.allocations.delete(k), removed++);
     for (const [k, until] of this.tagsSeen) if (until <= now) this.tagsSeen.delete(k);
+    for (const [k, until] of this.ambiguousSnis) if (until <= now) this.ambiguousSnis.delete(k);
     return removed;
   }
 

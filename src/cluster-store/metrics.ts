@@ -1,5 +1,5 @@
 import { Histogram, type Registry } from 'prom-client';
-import { collected } from '../admin/metrics.ts';
+import { collected } from '../admin/collected-metrics.ts';
 
 /**
  * The cluster store's own numbers, kept as plain counters by the replica and exposed to

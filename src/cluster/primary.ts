@@ -11,7 +11,8 @@ import type { Pool } from '../pool/pool.ts';
 import type { FlowStats } from '../proxy/flow-stats.ts';
 import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { HealthMonitor } from '../health/monitor.ts';
-import type { AdminView, WorkerProcessView } from '../admin/view.ts';
+import type { AdminView, SessionViews, WorkerProcessView } from '../admin/view.ts';
+import { mergeFragments, type SessionFragment } from '../sessions/summary.ts';
 import type { ReloadOutcome } from '../control/reload-outcome.ts';
 import { ReloadRequests } from '../control/reload-requests.ts';
 import type { LookupQuery, StateChange } from '../state/changes.ts';
@@ -33,6 +34,8 @@ const START_TIMEOUT_MS = 15_000;
 const MAX_RESTARTS_PER_MINUTE = 5;
 /** How often a clustered primary sends its instance's lease deltas to the store. */
 const STORE_LEASE_FLUSH_MS = 1000;
+/** GET /sessions waits this long for the workers' fragments; a worker that has not answered by then is left out. */
+const SESSION_QUERY_TIMEOUT_MS = 1000;
 
 interface WorkerHandle {
   index: number;
@@ -82,6 +85,9 @@ export class Supervisor implements AdminView {
   /** Where reloads come from and what came of them (/metrics). */
   readonly reloadRequests = new ReloadRequests();
   private readonly onFatal: (err: Error) => void;
+  /** GET /sessions in flight: the workers' answers by query id. */
+  private readonly sessionQueries = new Map<number, { waiting: number; fragments: SessionFragment[]; done: () => void }>();
+  private nextSessionQuery = 0;
 
   constructor(config: Config, logger: Logger, workers: number, onFatal: (err: Error) => void, options: SupervisorOptions = {}) {
     this.config = config;
@@ -145,6 +151,29 @@ export class Supervisor implements AdminView {
 
   describeSessions(now = Date.now()): SessionsDescription {
     return this.state.sessions.describeSessions(now);
+  }
+
+  /**
+   * Sessions live in the workers that carry their flows: GET /sessions asks every worker for its
+   * fragments (bounded wait) and joins the fragments of one session (docs/sessions.md). Media
+   * aggregates come with the workers' stats every second.
+   */
+  get sessionViews(): SessionViews {
+    return { fragments: () => this.workerFragments(), mediaTotals: () => this.totals.media() };
+  }
+
+  private async workerFragments(): Promise<SessionFragment[]> {
+    const targets = [...this.workers.values()].filter((w) => w.listening && w.child.connected);
+    if (targets.length === 0) return [];
+    const id = ++this.nextSessionQuery;
+    const fragments: SessionFragment[] = [];
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, SESSION_QUERY_TIMEOUT_MS);
+      this.sessionQueries.set(id, { waiting: targets.length, fragments, done: () => (clearTimeout(timer), resolve()) });
+      for (const w of targets) this.sendTo(w, { type: 'sessions', id });
+    });
+    this.sessionQueries.delete(id);
+    return mergeFragments(fragments);
   }
 
   setReloadSource(source: () => ReloadOutcome): void {
@@ -300,6 +329,13 @@ export class Supervisor implements AdminView {
       case 'connect-failure':
         this.control.health.reportConnectFailure(msg.connectorId);
         break;
+      case 'sessions': {
+        const query = this.sessionQueries.get(msg.id);
+        if (!query) break;
+        query.fragments.push(...msg.fragments);
+        if (--query.waiting === 0) query.done();
+        break;
+      }
       case 'stats':
         w.process = msg.process;
         this.totals.report(w.index, msg);

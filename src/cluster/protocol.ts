@@ -4,6 +4,8 @@ import type { HealthStatus } from '../pool/pool.ts';
 import type { FlowStatsSnapshot } from '../proxy/flow-stats.ts';
 import type { ListenerAddresses } from '../proxy/listen.ts';
 import type { LookupQuery, StateChange } from '../state/changes.ts';
+import type { SessionFragment } from '../sessions/summary.ts';
+import type { MediaTotalsSnapshot } from '../sessions/media-totals.ts';
 import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
 
 /**
@@ -55,6 +57,8 @@ export type ToWorker =
   | { type: 'remote'; change: StateChange }
   | { type: 'pool'; connectors: ConnectorHealthState[] }
   | { type: 'reload'; config: Config }
+  /** GET /sessions on the primary: this worker's session fragments, please (answered with 'sessions'). */
+  | { type: 'sessions'; id: number }
   | { type: 'stop'; graceMs: number };
 
 /** Worker → primary. */
@@ -66,6 +70,7 @@ export type FromWorker =
   /** Net flow opens (+) and closes (−) per client key since the last batch. */
   | { type: 'leases'; deltas: Array<[string, number]> }
   | { type: 'connect-failure'; connectorId: string }
+  | { type: 'sessions'; id: number; fragments: SessionFragment[] }
   | {
       type: 'stats';
       stats: FlowStatsSnapshot;
@@ -74,4 +79,6 @@ export type FromWorker =
       /** Placement decisions by `reason|connector` since the worker started. */
       decisions: Array<[string, number]>;
       process: WorkerProcessSample;
+      /** Media-quality and probe aggregates since the worker started (monotonic). */
+      media: MediaTotalsSnapshot;
     };

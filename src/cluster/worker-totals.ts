@@ -1,8 +1,10 @@
 import { FlowStats, type FlowStatsSnapshot } from '../proxy/flow-stats.ts';
 import type { Flows } from './protocol.ts';
+import { emptyMediaTotals, sumMediaTotals, type MediaTotalsSnapshot } from '../sessions/media-totals.ts';
 
 interface Report {
   stats: FlowStatsSnapshot;
+  media: MediaTotalsSnapshot;
   flows: Flows;
   tracked: Flows;
   decisions: Array<[string, number]>;
@@ -25,6 +27,7 @@ export class WorkerTotals {
   private readonly live = new Map<number, Report>();
   private retired: FlowStatsSnapshot = new FlowStats().snapshot();
   private readonly retiredDecisions = new Map<string, number>();
+  private retiredMedia: MediaTotalsSnapshot = emptyMediaTotals();
 
   report(worker: number, report: Report): void {
     this.live.set(worker, report);
@@ -37,6 +40,12 @@ export class WorkerTotals {
     if (!last) return;
     this.retired = FlowStats.sum([this.retired, FlowStats.retired(last.stats)]);
     for (const [k, n] of last.decisions) this.retiredDecisions.set(k, (this.retiredDecisions.get(k) ?? 0) + n);
+    this.retiredMedia = sumMediaTotals([this.retiredMedia, last.media]);
+  }
+
+  /** Media-quality aggregates: retired workers' plus the live workers' latest (monotonic, as the flow counters). */
+  media(): MediaTotalsSnapshot {
+    return sumMediaTotals([this.retiredMedia, ...[...this.live.values()].map((r) => r.media)]);
   }
 
   /** Writes the sums into the primary's counters (in place, for readers holding them). */

@@ -36,9 +36,11 @@ class Worker {
   /** The data path's descriptors (the workers hold them, not the primary): for fd-usage alerts. */
   private readonly fds = new OpenFdSampler();
   private stopping = false;
+  private readonly index: number;
 
   constructor(msg: Extract<ToWorker, { type: 'init' }>, send: (msg: FromWorker) => void) {
     this.config = msg.config;
+    this.index = msg.index;
     this.send = send;
     this.logger = createLogger(msg.config.logging.level).child({ worker: msg.index });
     this.state = new ProcessState(msg.config);
@@ -81,6 +83,9 @@ class Worker {
         break;
       case 'stop':
         void this.stop(msg.graceMs);
+        break;
+      case 'sessions':
+        this.send({ type: 'sessions', id: msg.id, fragments: this.state.registry.fragments(Date.now(), this.index) });
         break;
       case 'init':
         break;
@@ -127,6 +132,7 @@ class Worker {
       tracked: this.data.trackedClients(),
       decisions: [...this.state.placer.decisionCounts],
       process: this.processSample(),
+      media: this.state.registry.mediaTotals(),
     };
   }
 

@@ -28,6 +28,7 @@ export interface ConfigDiff {
 
 /** Top-level sections or paths (prefix match) that only take effect at start. */
 const RESTART_ONLY: ReadonlyArray<{ prefix: string; reason: string }> = [
+  { prefix: 'affinity.perSession', reason: 'per-session placement is wired into the listeners at start' },
   { prefix: 'affinity.ipv4Prefix', reason: 'changing a client-key prefix re-keys every client and would move pinned clients' },
   { prefix: 'affinity.ipv6Prefix', reason: 'changing a client-key prefix re-keys every client and would move pinned clients' },
   { prefix: 'workers', reason: 'the number of worker processes is fixed at start' },
@@ -44,6 +45,7 @@ const LISTENER_RESTART_KEYS: Readonly<Record<string, string>> = {
   http: 'the terminating listener is configured at start',
   rewriteTarget: 'the per-Connector listeners are bound at start',
   sniRouting: 'the SNI router is attached when the listener is created',
+  probe: 'the UDP probe fan-out is attached when the listener is created',
   dataPlane: 'the data plane (user space or kernel) is chosen at start',
 };
 

@@ -306,6 +306,22 @@ const pcoipUdpListener = z.strictObject({
   maxQueueDelay: duration('maxQueueDelay', { min: 5, max: 10 * SECOND, zero: 'off' }).prefault('50ms'),
   /** See DATA_PLANES (kernel data plane block). */
   dataPlane,
+  /** Per-flow media quality from the clear ESP header of each datagram (loss, reordering, jitter, rekeys; docs/sessions.md). */
+  mediaQuality: z.boolean().default(true),
+  /**
+   * Experimental, unverified with real Connectors, off by default (docs/sessions.md): a new flow
+   * from an address with live sessions on several Connectors is sent to each (newest first, at
+   * most `candidates`, `datagrams` each) and pinned to the one that answers within `deadline`.
+   */
+  probe: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      candidates: z.number().int().min(2).max(8).default(3),
+      datagrams: z.number().int().min(1).max(16).default(4),
+      // Long enough for a round trip to a Connector, short enough that media waiting for it is not stale.
+      deadline: duration('deadline', { min: 50, max: 10_000 }).prefault('500ms'),
+    })
+    .prefault({}),
 });
 
 const connector = z.strictObject({
@@ -523,6 +539,12 @@ export const configSchema = z
         ipv6Prefix: z.number().int().min(0).max(128).default(64),
         /** How long a client stays pinned after its last flow ends. */
         ttl: duration('ttl', { min: SECOND, max: 30 * DAY }).prefault('1h'),
+        /**
+         * Experimental, off by default (docs/sessions.md): users behind one shared address are
+         * placed per session, not per address — logins spread by their session, 4172/TCP by the
+         * learned SNI, UDP by the probe fan-out. Needs a terminating broker, sniRouting and the probe.
+         */
+        perSession: z.boolean().default(false),
       })
       .prefault({}),
     /** Where `start` writes its pid, so that `pcoip-lb reload` can signal it (SIGHUP). Not written when unset. */
@@ -571,6 +593,14 @@ export const configSchema = z
     rejectTcpBindConflicts(cfg, ctx);
     if (pcoipTcp?.sniRouting && broker?.tls.mode !== 'terminate') {
       ctx.addIssue({ code: 'custom', path: ['listeners', 'pcoipTcp', 'sniRouting'], message: 'needs listeners.broker.tls.mode: terminate (SNI values are learned from the broker exchange)' });
+    }
+    if (cfg.affinity.perSession) {
+      const missing = [
+        broker?.tls.mode !== 'terminate' ? 'listeners.broker.tls.mode: terminate (sessions are learned from the broker exchange)' : undefined,
+        !pcoipTcp?.sniRouting ? 'listeners.pcoipTcp.sniRouting: true (4172/TCP follows its session by SNI)' : undefined,
+        !cfg.listeners.pcoipUdp?.probe.enabled ? 'listeners.pcoipUdp.probe.enabled: true (4172/UDP finds its session by the probe)' : undefined,
+      ].filter((m) => m !== undefined);
+      if (missing.length > 0) ctx.addIssue({ code: 'custom', path: ['affinity', 'perSession'], message: `needs ${missing.join(', and ')}` });
     }
     const rewrite = broker?.rewriteTarget;
     if (rewrite?.enabled) {

@@ -513,7 +513,7 @@ export class BrokerConnection {
         this.log().warn({ listener: 'broker', client: this.clientAddress, connector: connector.id, code, err: err.message }, 'connect to Connector failed');
         // A client placed just now has no session there yet: another Connector may serve it.
         // A session (cookie, log id, pinned address) lives on its Connector: moving it would only fail later.
-        const movable = route.via === 'address' && route.placement?.reason !== 'pinned';
+        const movable = (route.via === 'address' || route.via === 'session') && route.placement?.reason !== 'pinned';
         this.frontRoute = undefined; // its lease was released above
         if (movable) {
           this.failedConnectors.add(connector.id);
@@ -681,7 +681,7 @@ export class BrokerConnection {
       if (result.status === 'allocation' && result.target.resultId === ALLOC_SUCCESSFUL) up.held.success = true;
       else this.releaseHeld(up, false);
     }
-    if (result.status === 'allocation') this.deps.router.learnAllocation(result.target, up.connector, this.clientAddress);
+    if (result.status === 'allocation') this.deps.router.learnAllocation(result.target, up.connector, this.clientAddress, up.pending[0]?.exchange.logId);
     else if (result.status === 'error')
       this.log().info({ listener: 'broker', client: this.clientAddress, connector: up.connector.id, reason: result.reason, err: result.message }, 'broker XML response not understood; forwarded as is, nothing learned');
     if (result.status !== 'need-more') up.allocation = undefined;

@@ -8,6 +8,7 @@ import { ErrorCodes } from '../errors.ts';
 import type { FlowStats } from './flow-stats.ts';
 import type { LbCookie } from './lb-cookie.ts';
 import { headerValues, requestCookie, responseSetCookie, type MessageHead } from './http1-framing.ts';
+import type { SessionRegistry } from '../sessions/registry.ts';
 
 /**
  * Session-aware routing of broker requests, and learning from the Connectors' answers.
@@ -25,7 +26,7 @@ export const LOG_ID_HEADER = 'CLIENT-LOG-ID';
 /** The broker's XML endpoint: only responses to POSTs there can carry an allocation. */
 export const BROKER_XML_PATH = '/pcoip-broker/xml';
 
-export type RouteVia = 'lb-cookie' | 'cookie' | 'log-id' | 'address';
+export type RouteVia = 'lb-cookie' | 'cookie' | 'log-id' | 'session' | 'address';
 
 export type Route =
   | {
@@ -63,6 +64,10 @@ export interface BrokerRoutingDeps {
   beforeSessionRoute?: (query: { kind: 'cookie' | 'log-id'; key: string }) => Promise<void> | undefined;
   /** Multi-core / cluster: ask the replica about a client address with no local pin. */
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
+  /** The per-session view (observability): told of every routed request (docs/sessions.md). */
+  registry?: SessionRegistry;
+  /** affinity.perSession: a new login is placed by its CLIENT-LOG-ID, not by its address (bySession). */
+  perSession?: boolean;
 }
 
 export class BrokerRouter {
@@ -118,13 +123,30 @@ export class BrokerRouter {
     }
     if (!route && cookie !== undefined) route = this.byKey('cookie', cookie, sessions.connectorForCookie(cookie, now), clientAddress, avoid);
     if (!route && logId) route = this.byKey('log-id', logId, sessions.connectorForLogId(logId, now), clientAddress, avoid);
+    if (!route && logId && this.deps.perSession) route = this.bySession(logId, clientAddress, now, avoid);
     if (!route) {
       const decision = placer.decide(clientAddress, now, avoid);
       if (!decision.ok) return { ok: false };
       route = { ok: true, connector: decision.connector, via: 'address', placement: { clientKey: decision.clientKey, reason: decision.reason, lease: decision.lease } };
     }
     if (!route.ok) return route;
+    this.deps.registry?.brokerRequest(clientAddress, route.connector.id, logId, now);
     return { ...route, ...(logId ? { logId } : {}), ...(lbCookieFor === route.connector.id ? { lbCookieCurrent: true } : {}) };
+  }
+
+  /**
+   * affinity.perSession: the first request of a login (no LB cookie, cookie or log id that leads
+   * anywhere yet) is placed by consistent hashing of its CLIENT-LOG-ID instead of its address, so
+   * the logins of users behind one address spread as if each had an address of its own; the
+   * login's later requests follow its cookie and log id as usual. The address's pin is not touched
+   * (another user's session may hold it); the request's connection holds a lease on it.
+   */
+  private bySession(logId: string, clientAddress: string, now: number, avoid?: ReadonlySet<string>): Route | undefined {
+    const { placer } = this.deps;
+    const connectorId = placer.pickNew(`login:${logId}`, avoid);
+    const decision = connectorId === undefined ? undefined : placer.decideOn(clientAddress, connectorId, now);
+    if (!decision?.ok) return undefined;
+    return { ok: true, connector: decision.connector, via: 'session', placement: { clientKey: decision.clientKey, reason: decision.reason, lease: decision.lease } };
   }
 
   /** A value longer than any real one is no identifier: ignored, counted, logged (rate-limited). */
@@ -203,9 +225,10 @@ export class BrokerRouter {
 
   /**
    * An allocate-resource-resp from `connector` to `clientAddress`: record the allocation and pin
-   * the client address to that Connector so its 4172 TCP and UDP flows follow.
+   * the client address to that Connector so its 4172 TCP and UDP flows follow. `logId`: the
+   * CLIENT-LOG-ID of the request it answers (tells the session view which login it belongs to).
    */
-  learnAllocation(target: AllocationTarget, connector: ConnectorView, clientAddress: string): void {
+  learnAllocation(target: AllocationTarget, connector: ConnectorView, clientAddress: string, logId?: string): void {
     const { sessions, placer, logger } = this.deps;
     const now = this.deps.now();
     const fields = {
@@ -221,6 +244,7 @@ export class BrokerRouter {
       logger.info({ ...fields, resultId: target.resultId.slice(0, 64) }, 'allocation refused by the Connector; nothing learned');
       return;
     }
+    this.deps.registry?.allocationAnswered(logId);
     const learned = sessions.learnAllocation({ connectorId: connector.id, clientAddress, ...target }, now);
     if (!learned.ok) {
       const why = { 'reused-tag': 'its connect tag was already used', 'no-connect-tag': 'no connect tag', oversized: 'a field is longer than any real one' }[learned.reason];

@@ -13,6 +13,7 @@ import type { FlowStats } from './flow-stats.ts';
 import type { FramerLimits } from './http1-framing.ts';
 import { CertificateStore } from './tls-certificates.ts';
 import { BrokerRouter } from './broker-routing.ts';
+import type { SessionRegistry } from '../sessions/registry.ts';
 import { BrokerConnection } from './broker-connection.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import type { RewriteTo } from '../pcoip/rewrite-target.ts';
@@ -66,6 +67,10 @@ export interface BrokerTerminateDeps {
   beforeSessionRoute?: (query: { kind: 'cookie' | 'log-id'; key: string } | { kind: 'allocation'; sni: string }) => Promise<void> | undefined;
   /** Multi-core / cluster: look up a client address with no local pin before placing it. */
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
+  /** The per-session view (docs/sessions.md). */
+  registry?: SessionRegistry;
+  /** affinity.perSession: new logins placed by their session (BrokerRouter.bySession). */
+  perSession?: boolean;
 }
 
 export class BrokerTerminateListener {
@@ -109,6 +114,8 @@ export class BrokerTerminateListener {
       ...(lbCookie ? { lbCookie } : {}),
       ...(deps.beforeSessionRoute ? { beforeSessionRoute: deps.beforeSessionRoute } : {}),
       ...(deps.beforeDecide ? { beforeDecide: deps.beforeDecide } : {}),
+      ...(deps.registry ? { registry: deps.registry } : {}),
+      ...(deps.perSession ? { perSession: true } : {}),
     });
     this.server = createTlsServer(
       {

@@ -6,6 +6,7 @@ import type { Allocation, SessionTable } from '../balance/sessions.ts';
 import type { ConnectorView } from '../pool/pool.ts';
 import { ClientHelloPeeker, DEFAULT_MAX_HELLO_BYTES, type HelloResult } from '../pcoip/client-hello.ts';
 import type { EarlyRouting } from './tcp-proxy.ts';
+import type { SessionRegistry } from '../sessions/registry.ts';
 
 /**
  * 4172/TCP routing by the SNI of the client's TLS ClientHello (listeners.pcoipTcp.sniRouting,
@@ -59,12 +60,15 @@ export interface SniRouterDeps {
   now: () => number;
   /** Multi-core / cluster: ask the replica about an SNI this process has no allocation for (bounded). */
   lookupAllocation?: (sni: string) => Promise<void> | undefined;
+  /** Counts SNIs that name no one session (pcoip_lb_sni_ambiguous_total). */
+  registry?: Pick<SessionRegistry, 'countAmbiguousSni'>;
 }
 
 export class SniRouter {
   private readonly deps: SniRouterDeps;
   private readonly timeoutMs: number;
   private readonly notTlsLog = new RateLimitedLog();
+  private readonly ambiguousLog = new RateLimitedLog();
 
   constructor(deps: SniRouterDeps, timeoutMs: number) {
     this.deps = deps;
@@ -96,10 +100,19 @@ export class SniRouter {
       }
     }
     if (!match.ok) {
+      if (match.reason === 'ambiguous') {
+        this.deps.registry?.countAmbiguousSni();
+        this.ambiguousLog.maybe(now, (suppressed) =>
+          logger.info(
+            { listener: 'pcoipTcp', client: clientAddress, sni: outcome.sni, suppressed },
+            'SNI was seen in more than one live session (a constant default?): it names no one session; routing by address affinity',
+          ),
+        );
+      }
       if (match.reason === 'tag-expired') {
         logger.info({ listener: 'pcoipTcp', client: clientAddress, sni: outcome.sni }, 'SNI names an allocation whose connect tag expired unused; routing by address');
       }
-      return { consumed };
+      return { consumed, sni: outcome.sni };
     }
     const allocation = match.allocation;
     const before = placer.learn(clientAddress, allocation.connectorId, now);
@@ -107,7 +120,7 @@ export class SniRouter {
       { listener: 'pcoipTcp', client: clientAddress, sni: outcome.sni, connector: allocation.connectorId, ...(before && before !== allocation.connectorId ? { overrides: before } : {}) },
       before && before !== allocation.connectorId ? 'SNI matches a learned allocation: routed by it, overriding address affinity' : 'SNI matches a learned allocation: routed by it',
     );
-    return { consumed, ...this.flowHooks(allocation) };
+    return { consumed, sni: outcome.sni, connectorId: allocation.connectorId, ...this.flowHooks(allocation) };
   };
 
   /** Counts this connection on the allocation (it lives while its flows do) if it reached that Connector. */

@@ -3,12 +3,13 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '../logger.ts';
 import { RefusalLog } from './limits.ts';
 import type { Placer, Decision, Lease } from '../balance/placer.ts';
-import type { ConnectorView } from '../pool/pool.ts';
+import type { ConnectorView, Pool } from '../pool/pool.ts';
 import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
 import type { FlowStats, ListenerCounters, ListenerName } from './flow-stats.ts';
 import { TcpAdmission, type TcpAdmissionOptions } from './tcp-admission.ts';
 import { listenTcp } from './listen.ts';
+import type { FlowTap, SessionRegistry } from '../sessions/registry.ts';
 import { ownExhaustion } from '../util/fd-exhaustion.ts';
 
 export interface TcpProxyOptions extends TcpAdmissionOptions {
@@ -39,6 +40,14 @@ export interface EarlyRouting {
   opened?: (connector: ConnectorView) => void;
   /** Called once when a connected flow ends. */
   closed?: () => void;
+  /** The SNI of the client's ClientHello, when one was read (links the flow to its session). */
+  sni?: string;
+  /**
+   * The Connector this connection's own session names (a learned SNI): it goes there — not
+   * wherever its address is pinned, which another session of the same address may have moved
+   * meanwhile — unless that Connector can no longer take it.
+   */
+  connectorId?: string;
 }
 
 export interface ProxyDeps {
@@ -54,6 +63,10 @@ export interface ProxyDeps {
    * undefined (always, in a single process) means decide now.
    */
   beforeDecide?: (clientAddress: string) => Promise<void> | undefined;
+  /** The per-session view (observability): each flow reports its start and end to it (docs/sessions.md). */
+  registry?: SessionRegistry;
+  /** The pool, for the UDP probe fan-out (which Connectors may still take a flow). */
+  pool?: Pool;
 }
 
 type CloseReason =
@@ -84,6 +97,8 @@ interface TcpFlow {
   error: string | undefined;
   closed: boolean;
   early: EarlyRouting | undefined;
+  /** Its session's view of it (docs/sessions.md). */
+  tap: FlowTap | undefined;
 }
 
 /**
@@ -204,6 +219,7 @@ export class TcpProxy {
       error: undefined,
       closed: false,
       early: undefined,
+      tap: undefined,
     };
     this.flows.add(flow);
     client.on('error', (err: NodeJS.ErrnoException) => this.finish(flow, 'client-error', err.code ?? err.message));
@@ -232,7 +248,9 @@ export class TcpProxy {
         flow.early = routing;
         // The client may have gone while we read its first bytes.
         if (flow.closed || client.destroyed) return;
-        this.connectUpstream(flow, this.deps.placer.decide(clientAddress, this.now()), new Set());
+        const { placer } = this.deps;
+        const own = routing.connectorId === undefined ? undefined : placer.decideOn(clientAddress, routing.connectorId, this.now());
+        this.connectUpstream(flow, own?.ok ? own : placer.decide(clientAddress, this.now()), new Set());
       },
       (err: unknown) => this.finish(flow, 'client-error', err instanceof Error ? err.message : String(err)),
     );
@@ -284,7 +302,7 @@ export class TcpProxy {
       // A client placed just now has no session on that Connector yet: try another one.
       // A pinned client's session lives on its Connector, so moving it would only fail later.
       failed.add(connector.id);
-      if (decision.reason !== 'pinned') {
+      if (decision.reason !== 'pinned' && decision.reason !== 'session') {
         const retry = placer.decide(flow.clientAddress, this.now(), failed);
         if (retry.ok) return this.connectUpstream(flow, retry, failed);
       }
@@ -310,6 +328,7 @@ export class TcpProxy {
     flow.connector = connector;
     this.connected++;
     const counters: ListenerCounters = this.deps.stats.opened(this.options.name, connector.id);
+    flow.tap = this.deps.registry?.tcpOpened(this.options.name, { clientAddress: flow.clientAddress, clientPort: client.remotePort ?? 0, connectorId: connector.id, sni: flow.early?.sni, now: this.now(), bytes: () => ({ bytesIn: client.bytesRead, bytesOut: client.bytesWritten }) });
     if (flow.early) {
       // Bytes read by the early-routing step go first, exactly as the client sent them.
       if (flow.early.consumed.length > 0) upstream.write(flow.early.consumed);
@@ -363,6 +382,7 @@ export class TcpProxy {
     if (!flow.connector) return;
     this.connected--;
     flow.early?.closed?.();
+    flow.tap?.closed(now);
     this.deps.stats.closed(this.options.name, flow.connector.id, now - flow.startedAt);
     this.deps.logger.info(
       {

@@ -3,7 +3,7 @@ import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { RateLimitedLog } from '../logger.ts';
-import type { ConnectorView } from '../pool/pool.ts';
+import { admitsPinnedClients, type ConnectorView } from '../pool/pool.ts';
 import { unmapIpv4, type HostPort } from '../util/address.ts';
 import { ErrorCodes } from '../errors.ts';
 import type { ListenerCounters } from './flow-stats.ts';
@@ -12,6 +12,8 @@ import type { Lease, PinChange } from '../balance/placer.ts';
 import { PerClientLimit, RefusalLog } from './limits.ts';
 import { AddressPortTable } from './address-port-table.ts';
 import { bindUdp } from './listen.ts';
+import type { UdpTap } from '../sessions/registry.ts';
+import { UdpProbe, type ProbeWinner } from './udp-probe.ts';
 import { ownExhaustion } from '../util/fd-exhaustion.ts';
 import { budgetedBufferSize, decayedPeak, MIN_BUDGET_BUFFER_BYTES, resizeTo } from './queue-budget.ts';
 import { inSlices } from '../util/slices.ts';
@@ -31,6 +33,10 @@ export interface UdpProxyOptions {
   sendBufferSize?: number;
   /** Latency budget of each receive queue, ms: buffers are resized to rate × budget every second (queue-budget.ts). 0 or unset: fixed recvBufferSize. */
   maxQueueDelayMs?: number;
+  /** The probe fan-out for a shared address (listeners.pcoipUdp.probe, experimental; udp-probe.ts). */
+  probe?: { enabled: boolean; candidates: number; datagrams: number; deadline: number };
+  /** affinity.perSession: a re-pin of an address does not cut the flows of its other live sessions. */
+  perSession?: boolean;
 }
 
 type UdpCloseReason = 'idle-timeout' | 'connector-unreachable' | 'connector-error' | 'connector-down' | 'repinned' | 'kernel-path' | 'fd-exhausted' | 'shutdown';
@@ -126,6 +132,10 @@ interface UdpFlow {
   closed: boolean;
   /** The upstream socket's receive buffer (Connector → client queue) under maxQueueDelay. */
   recvBuffer: BufferState;
+  /** Its session's view: meters each datagram's ESP header (docs/sessions.md). */
+  tap: UdpTap | undefined;
+  /** Placed by the probe fan-out (its own session's evidence), not by its address's pin. */
+  probed: boolean;
 }
 
 /**
@@ -160,6 +170,7 @@ export class UdpProxy {
   private accepting = true;
   private options: UdpProxyOptions;
   private readonly deps: ProxyDeps;
+  private readonly probe: UdpProbe | undefined;
 
   constructor(options: UdpProxyOptions, deps: ProxyDeps) {
     this.options = options;
@@ -177,6 +188,7 @@ export class UdpProxy {
       lookup: literalLookup,
     });
     this.socket.on('message', (msg, rinfo) => this.onClientPacket(msg, rinfo));
+    this.probe = this.probeFanOut();
   }
 
   get activeFlows(): number {
@@ -226,6 +238,7 @@ export class UdpProxy {
     if (this.handOverTimer) clearInterval(this.handOverTimer);
     this.handedOver.clear();
     this.awaiting.clear();
+    this.probe?.close();
     for (const flow of this.flows.values()) this.closeFlow(flow, 'shutdown');
     try {
       this.socket.close();
@@ -261,6 +274,7 @@ export class UdpProxy {
     let closed = 0;
     for (const flow of [...flows]) {
       if (flow.connector.id === change.to) continue;
+      if (this.belongsToAnotherSession(flow)) continue;
       this.deps.stats.movedByRepin('pcoipUdp', flow.connector.id);
       this.closeFlow(flow, 'repinned', change.to);
       closed++;
@@ -380,11 +394,71 @@ export class UdpProxy {
         this.deps.stats.refused('pcoipUdp', 'shutting-down');
         return;
       }
-      if (this.deps.beforeDecide && this.awaitDecision(msg, rinfo)) return;
-      flow = this.openFlow(rinfo, this.now());
+      if (this.probe && this.flows.size + this.probe.active < this.options.maxFlows && this.probe.handle(msg, rinfo)) return;
+      flow = this.newFlow(msg, rinfo);
       if (flow === undefined) return;
     }
     this.forward(flow, msg);
+  }
+
+  /**
+   * A re-pin of the address is another session's: a flow the probe placed (or, with
+   * affinity.perSession, any flow) stays while its own Connector still holds a live session of
+   * the address and can take it.
+   */
+  private belongsToAnotherSession(flow: UdpFlow): boolean {
+    const { registry, pool } = this.deps;
+    if (!(flow.probed || this.options.perSession) || !registry?.hasLiveSession(flow.clientAddress, flow.connector.id)) return false;
+    const connector = pool?.get(flow.connector.id);
+    return connector !== undefined && admitsPinnedClients(connector);
+  }
+
+  /** A new source placed by its address (after the replica's look-up where one is needed); undefined: queued or refused. */
+  private newFlow(msg: Buffer, rinfo: RemoteInfo): UdpFlow | undefined {
+    if (this.deps.beforeDecide && this.awaitDecision(msg, rinfo)) return undefined;
+    return this.openFlow(rinfo, this.now());
+  }
+
+  private probeFanOut(): UdpProbe | undefined {
+    const probe = this.options.probe;
+    const { registry, pool } = this.deps;
+    if (!probe?.enabled || !registry || !pool) return undefined;
+    const options = { candidates: probe.candidates, datagrams: probe.datagrams, deadlineMs: probe.deadline, recvBufferSize: this.options.recvBufferSize ?? FLOW_RECV_BUFFER_BYTES, sendBufferSize: this.options.sendBufferSize };
+    return new UdpProbe(options, { pool, registry, logger: this.deps.logger, now: this.now, settle: (rinfo, winner, sent, pending) => this.settleProbe(rinfo, winner, sent, pending) });
+  }
+
+  /** The probe decided: open the flow on the winner (or by address), then pass on what it held. */
+  private settleProbe(rinfo: RemoteInfo, winner: ProbeWinner | undefined, sent: Buffer[], pending: Buffer[]): void {
+    if (!this.accepting || this.flows.has(rinfo.address, rinfo.port)) {
+      winner?.upstream.close();
+      return;
+    }
+    if (!winner) {
+      for (const msg of pending) {
+        const flow = this.flows.get(rinfo.address, rinfo.port) ?? this.newFlow(msg, rinfo);
+        if (flow) this.forward(flow, msg);
+      }
+      return;
+    }
+    const flow = this.openFlow(rinfo, this.now(), winner);
+    if (!flow?.probed) {
+      // Refused, or placed elsewhere (the winner could no longer take it): its probe socket goes.
+      try {
+        winner.upstream.close();
+      } catch {
+        // already closed
+      }
+      if (flow) for (const msg of [...sent, ...pending]) this.forward(flow, msg);
+      return;
+    }
+    // The winner has these already: counted and metered as forwarded (held as if connecting, then
+    // dropped), not sent twice.
+    flow.pending = [];
+    for (const msg of sent) this.forward(flow, msg);
+    flow.pending = undefined;
+    // The answer that decided the race goes to the client like any later one (the flow's reply path).
+    flow.upstream.emit('message', winner.firstReply, { address: winner.connector.address, port: winner.connector.ports.pcoip, family: 'IPv4', size: winner.firstReply.length });
+    for (const msg of pending) this.forward(flow, msg);
   }
 
   /**
@@ -423,6 +497,7 @@ export class UdpProxy {
     flow.bytesIn += msg.length;
     flow.counters.packetsIn++;
     flow.counters.bytesIn += msg.length;
+    flow.tap?.fromClient(msg);
     if (flow.pending !== undefined) {
       if (flow.pending.length < MAX_PENDING_PACKETS) flow.pending.push(msg);
       return;
@@ -430,7 +505,7 @@ export class UdpProxy {
     flow.upstream.send(msg);
   }
 
-  private openFlow(rinfo: RemoteInfo, now: number): UdpFlow | undefined {
+  private openFlow(rinfo: RemoteInfo, now: number, probed?: ProbeWinner): UdpFlow | undefined {
     const { logger, stats, placer } = this.deps;
     const clientAddress = unmapIpv4(rinfo.address);
     if (this.flows.size >= this.options.maxFlows) {
@@ -454,18 +529,23 @@ export class UdpProxy {
       );
       return undefined;
     }
-    const decision = placer.decide(clientAddress, now);
+    // Placed by the probe: on the Connector that answered (its pin is not the address's), unless it can no longer take it.
+    let decision = probed ? placer.decideOn(clientAddress, probed.connector.id, now) : placer.decide(clientAddress, now);
+    if (probed && !decision.ok) decision = placer.decide(clientAddress, now);
     if (!decision.ok) {
       this.refusals.refuse(now, decision.reason, ErrorCodes.NO_CONNECTOR, { client: clientAddress }, 'UDP flow refused: no Connector may take this client');
       return undefined;
     }
     const connector = decision.connector;
     const { recvBufferSize, sendBufferSize } = this.options;
-    const upstream = createSocket({
-      type: isIP(connector.address) === 6 ? 'udp6' : 'udp4',
-      recvBufferSize: recvBufferSize ?? FLOW_RECV_BUFFER_BYTES,
-      ...(sendBufferSize ? { sendBufferSize } : {}),
-    });
+    const reused = probed && connector.id === probed.connector.id ? probed.upstream : undefined;
+    const upstream =
+      reused ??
+      createSocket({
+        type: isIP(connector.address) === 6 ? 'udp6' : 'udp4',
+        recvBufferSize: recvBufferSize ?? FLOW_RECV_BUFFER_BYTES,
+        ...(sendBufferSize ? { sendBufferSize } : {}),
+      });
     const flow: UdpFlow = {
       clientAddress,
       clientPort: rinfo.port,
@@ -475,7 +555,7 @@ export class UdpProxy {
       connector,
       upstream,
       counters: stats.opened('pcoipUdp', connector.id),
-      pending: [],
+      pending: reused ? undefined : [],
       startedAt: now,
       lastActivity: now,
       seen: false,
@@ -485,7 +565,11 @@ export class UdpProxy {
       bytesOut: 0,
       closed: false,
       recvBuffer: newBufferState(recvBufferSize ?? FLOW_RECV_BUFFER_BYTES),
+      tap: undefined,
+      probed: reused !== undefined,
     };
+    const probe = reused ? { candidates: probed!.candidates, outcome: 'answered' as const, winner: connector.id } : undefined;
+    flow.tap = this.deps.registry?.udpOpened({ clientAddress, clientPort: rinfo.port, connectorId: connector.id, now, counters: flow, probe });
     this.flows.set(rinfo.address, rinfo.port, flow);
     let same = this.byClient.get(decision.clientKey);
     if (!same) this.byClient.set(decision.clientKey, (same = new Set()));
@@ -497,6 +581,7 @@ export class UdpProxy {
       flow.bytesOut += reply.length;
       flow.counters.packetsOut++;
       flow.counters.bytesOut += reply.length;
+      flow.tap?.fromConnector(reply);
       this.socket.send(reply, flow.clientPort, flow.replyAddress);
     });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
@@ -524,6 +609,7 @@ export class UdpProxy {
       );
       this.closeFlow(flow, unreachable ? 'connector-unreachable' : 'connector-error');
     });
+    if (reused) return flow;
     upstream.connect(connector.ports.pcoip, connector.address, () => {
       if (flow.closed) return;
       const queued = flow.pending ?? [];
@@ -548,6 +634,7 @@ export class UdpProxy {
     }
     this.perClient.release(flow.clientKey);
     flow.lease.release(now);
+    flow.tap?.closed(now);
     this.deps.stats.closed('pcoipUdp', flow.connector.id, now - flow.startedAt);
     this.deps.logger.info(
       {

@@ -109,7 +109,9 @@ export interface EstablishedSession {
   /** The Connector that answered hello (and so every later step). */
   connectorId: string;
   allocation: AllocateTarget;
+  /** The SPI of this user's datagrams, and the one the Connector's answers carry (each direction has its own). */
   spi: number;
+  replySpi: number;
   control: TLSSocket;
   setupMs: number;
   /** Broker requests sent and TLS connections opened for them. */
@@ -192,8 +194,8 @@ async function exchange(plan: UserPlan, target: SessionTarget, state: { home: st
 
     const connectorId = state.home!;
     const tcpEndpoint = target.pcoipTcp ?? { host: allocation.ipAddress, port: allocation.port };
-    const { control, spi } = await presentTag(tcpEndpoint, plan, allocation, connectorId);
-    return { plan, connectorId, allocation, spi, control, setupMs: performance.now() - started, broker: { requests: broker.requests, connections: broker.connections } };
+    const { control, spi, replySpi } = await presentTag(tcpEndpoint, plan, allocation, connectorId);
+    return { plan, connectorId, allocation, spi, replySpi, control, setupMs: performance.now() - started, broker: { requests: broker.requests, connections: broker.connections } };
   } finally {
     broker.close();
   }
@@ -332,7 +334,7 @@ export async function presentTag(
   plan: UserPlan,
   allocation: AllocateTarget,
   connectorId: string,
-): Promise<{ control: TLSSocket; spi: number }> {
+): Promise<{ control: TLSSocket; spi: number; replySpi: number }> {
   // The TCP socket is made first so it can be bound to the user's source address.
   const tcp = netConnect({ host: endpoint.host, port: endpoint.port, localAddress: plan.localAddress, noDelay: true });
   const socket = tlsConnect({ socket: tcp, servername: allocation.sni, rejectUnauthorized: false });
@@ -365,7 +367,7 @@ export async function presentTag(
     throw new SessionFailure('pcoip-tcp', 'rejected', `pcoip-tcp: ${connectorId} rejected the tag: ${answer.code}: ${answer.text}`);
   }
   socket.resume();
-  return { control: socket, spi: answer.spi };
+  return { control: socket, spi: answer.spi, replySpi: answer.replySpi };
 }
 
 export interface MediaOptions {
@@ -390,6 +392,7 @@ export async function runMedia(session: EstablishedSession, options: MediaOption
   try {
     stream = await UdpStream.open({
       spi: session.spi,
+      replySpi: session.replySpi,
       packetBytes: options.packetBytes,
       bitrateBps: options.bitrateBps,
       durationMs: options.durationMs,

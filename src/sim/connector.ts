@@ -77,6 +77,11 @@ export interface SimConnectorOptions {
    * saw is NOT_AUTHENTICATED, so misrouting stays visible.
    */
   logIdSessions?: boolean;
+  /**
+   * Put this value in every allocation's `sni` instead of one per session (a Connector whose SNI
+   * is a constant default): pcoip-lb must then not route 4172/TCP by it (docs/sessions.md).
+   */
+  constantSni?: string;
 }
 
 export interface SimConnectorCounters {
@@ -106,7 +111,10 @@ interface BrokerSession {
 
 interface Allocation {
   sessionId: string;
+  /** The client → Connector SA (what the client's datagrams carry). */
   spi: number;
+  /** The Connector → client SA (what this Connector's echoes carry): each direction has its own SPI. */
+  replySpi: number;
   sni: string;
   allocatedAt: number;
   used: boolean;
@@ -161,6 +169,7 @@ export class SimConnector {
   private readonly ids: 'realistic' | 'short';
   private readonly setCookieSpelling: string;
   private readonly logIdSessions: boolean;
+  private readonly constantSni: string | undefined;
   private readonly allocations = new Map<string, Allocation>();
   private readonly admitted = new Map<number, AdmittedSession>();
   private readonly unknownSpis = new Set<number>();
@@ -180,6 +189,7 @@ export class SimConnector {
     this.ids = options.ids ?? 'realistic';
     this.setCookieSpelling = options.setCookieSpelling ?? 'Set-Cookie';
     this.logIdSessions = options.logIdSessions ?? true;
+    this.constantSni = options.constantSni;
   }
 
   /** Generates a certificate (unless given), binds all three sockets and resolves when they listen. */
@@ -376,12 +386,16 @@ export class SimConnector {
 
   /** Prepares a session for this client: a single-use connect tag and the UDP SPI it will get. */
   private allocate(now: number): string {
+    // SPIs 0–255 are reserved (RFC 4303).
     let spi: number;
     do spi = randomBytes(4).readUInt32BE(0);
-    while (spi === 0 || this.admitted.has(spi));
+    while (spi < 256 || this.admitted.has(spi));
+    let replySpi: number;
+    do replySpi = randomBytes(4).readUInt32BE(0);
+    while (replySpi < 256 || replySpi === spi);
     const { sessionId, tag } = this.ids === 'realistic' ? realisticIds() : { sessionId: randomBytes(8).toString('hex'), tag: randomBytes(18).toString('base64url') };
-    const sni = `${sessionId}.${this.id}.sim.invalid`;
-    this.allocations.set(tag, { sessionId, spi, sni, allocatedAt: now, used: false });
+    const sni = this.constantSni ?? `${sessionId}.${this.id}.sim.invalid`;
+    this.allocations.set(tag, { sessionId, spi, replySpi, sni, allocatedAt: now, used: false });
     this.counters.allocations++;
     const pcoip = this.advertised ?? { address: this.host, port: this.pcoipPort };
     const target =
@@ -445,7 +459,7 @@ export class SimConnector {
     const session: AdmittedSession = { allocation, socket, seq: 0, servername };
     this.admitted.set(allocation.spi, session);
     this.counters.tagsAdmitted++;
-    socket.write(formatAdmit(this.id, allocation.sessionId, allocation.spi));
+    socket.write(formatAdmit(this.id, allocation.sessionId, allocation.spi, allocation.replySpi));
     // The control channel stays open for the session; its bytes are not interpreted here.
     socket.on('data', () => undefined);
     socket.resume();
@@ -484,7 +498,9 @@ export class SimConnector {
     }
     this.counters.udpIn++;
     session.seq = (session.seq + 1) >>> 0;
-    // Node hands each datagram its own buffer, so it can be rewritten and sent back as is.
+    // Node hands each datagram its own buffer, so it can be rewritten and sent back as is: the
+    // echo leaves on this Connector's own SA (its SPI, its sequence numbers).
+    msg.writeUInt32BE(session.allocation.replySpi, OFFSET_SPI);
     msg.writeUInt32BE(session.seq, OFFSET_SEQ);
     this.udp.send(msg, rinfo.port, rinfo.address);
     this.counters.udpOut++;

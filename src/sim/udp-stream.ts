@@ -8,6 +8,8 @@ const PACER_TICK_MS = 2;
 
 export interface UdpStreamOptions {
   spi: number;
+  /** The SPI the Connector's echoes carry (its own SA); default: `spi`. */
+  replySpi?: number;
   /** Bytes of UDP payload per datagram (PCoIP's default MTU is 1200). */
   packetBytes: number;
   bitrateBps: number;
@@ -129,7 +131,7 @@ export class UdpStream {
   }
 
   private onEcho(msg: Buffer): void {
-    if (msg.length < MIN_CLIENT_PACKET_BYTES || msg.readUInt32BE(OFFSET_SPI) !== this.options.spi) {
+    if (msg.length < MIN_CLIENT_PACKET_BYTES || msg.readUInt32BE(OFFSET_SPI) !== (this.options.replySpi ?? this.options.spi)) {
       this.result.foreign++;
       return;
     }

@@ -22,7 +22,8 @@ export type TagRejectCode = (typeof TAG_REJECT_CODES)[number];
 export const MAX_LINE_BYTES = 512;
 
 export type TagAnswer =
-  | { ok: true; connectorId: string; sessionId: string; spi: number }
+  /** spi: the client's SA (its datagrams carry it); replySpi: the Connector's own SA, on its datagrams (RFC 4301: an SA is one-way). */
+  | { ok: true; connectorId: string; sessionId: string; spi: number; replySpi: number }
   | { ok: false; connectorId: string; code: TagRejectCode; text: string };
 
 export function formatTagRequest(tag: string): string {
@@ -36,8 +37,8 @@ export function parseTagRequest(line: string): string | undefined {
   return m?.[1];
 }
 
-export function formatAdmit(connectorId: string, sessionId: string, spi: number): string {
-  return `OK ${connectorId} ${sessionId} ${spiHex(spi)}\n`;
+export function formatAdmit(connectorId: string, sessionId: string, spi: number, replySpi: number): string {
+  return `OK ${connectorId} ${sessionId} ${spiHex(spi)} ${spiHex(replySpi)}\n`;
 }
 
 export function formatReject(connectorId: string, code: TagRejectCode, text: string): string {
@@ -45,8 +46,8 @@ export function formatReject(connectorId: string, code: TagRejectCode, text: str
 }
 
 export function parseTagAnswer(line: string): TagAnswer | undefined {
-  const ok = /^OK (\S+) (\S+) ([0-9a-f]{8})$/.exec(line);
-  if (ok) return { ok: true, connectorId: ok[1]!, sessionId: ok[2]!, spi: Number.parseInt(ok[3]!, 16) };
+  const ok = /^OK (\S+) (\S+) ([0-9a-f]{8})(?: ([0-9a-f]{8}))?$/.exec(line);
+  if (ok) return { ok: true, connectorId: ok[1]!, sessionId: ok[2]!, spi: Number.parseInt(ok[3]!, 16), replySpi: Number.parseInt(ok[4] ?? ok[3]!, 16) };
   const rej = /^REJECT (\S+) (\S+) ?(.*)$/.exec(line);
   if (rej && (TAG_REJECT_CODES as readonly string[]).includes(rej[2]!)) {
     return { ok: false, connectorId: rej[1]!, code: rej[2] as TagRejectCode, text: rej[3] ?? '' };

@@ -4,6 +4,7 @@ import { SimConnector } from '../../src/sim/connector.ts';
 import { startCli, rawTestConfig, hasMsg, type CliProcess, type LogLine } from './cli-process.ts';
 import { parsePrometheusText, type Exposition } from './prom-text.ts';
 import { pcoipPacket } from './sim-clients.ts';
+import { certDir, makeCert } from './tls-fixtures.ts';
 
 /**
  * pcoip-lb as operators run it — the real CLI, `workers` as given (default `auto`), health checks
@@ -22,6 +23,32 @@ export async function startSims(ids: string[], hostBase: string): Promise<SimCon
 export function simConfig(sims: SimConnector[], extra: Record<string, unknown> = {}): Record<string, unknown> {
   const connectors = sims.map((s) => ({ ...s.connectorConfig(), weight: 1, state: 'active' as const }));
   return rawTestConfig(connectors, { workers: 'auto', health: FAST_HEALTH, ...extra });
+}
+
+/**
+ * Simulated Connectors and a throwaway proxy certificate, for a terminating broker with sniRouting:
+ * `config(extra)` is simConfig with those listeners (all on 127.0.0.1:0).
+ */
+export async function startTerminateSims(ids: string[], hostBase: string): Promise<{ sims: SimConnector[]; config(extra?: Record<string, unknown>): Record<string, unknown>; close(): Promise<void> }> {
+  const sims = await startSims(ids, hostBase);
+  const dir = await certDir();
+  const cert = await makeCert(dir.dir, 'proxy', ['broker.example'], ['127.0.0.1']);
+  return {
+    sims,
+    config: (extra = {}) =>
+      simConfig(sims, {
+        listeners: {
+          broker: { bind: '127.0.0.1:0', tls: { mode: 'terminate', certificates: [{ cert: cert.certPath, key: cert.keyPath }], upstream: { insecure: true } } },
+          pcoipTcp: { bind: '127.0.0.1:0', sniRouting: true },
+          pcoipUdp: { bind: '127.0.0.1:0' },
+        },
+        ...extra,
+      }),
+    close: async () => {
+      await Promise.all(sims.map((s) => s.stop()));
+      await dir.cleanup();
+    },
+  };
 }
 
 export interface StatusConnector {

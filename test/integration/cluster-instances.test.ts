@@ -155,11 +155,11 @@ describe('two instances, one pool (terminating broker, simulated Connectors)', (
     // and B, which never saw it, sends its 4172/TCP and 4172/UDP there.
     const mediaFrom = steps[3]!.address;
     const plan: UserPlan = { name: 'cluster-user', localAddress: mediaFrom, requestTimeoutMs: 5000 };
-    const { control, spi } = await presentTag(b.pcoipTcp, plan, allocation!, home);
+    const { control, spi, replySpi } = await presentTag(b.pcoipTcp, plan, allocation!, home);
     const udp = await udpFrom(mediaFrom);
     try {
       const echo = await udpAnswer(udp, b.pcoipUdp, pcoipPacket(spi, 1));
-      expect(echo.readUInt32BE(OFFSET_SPI)).toBe(spi);
+      expect(echo.readUInt32BE(OFFSET_SPI)).toBe(replySpi);
     } finally {
       udp.close();
       control.destroy();
@@ -208,17 +208,17 @@ describe('two instances, one pool (terminating broker, simulated Connectors)', (
       cookie ??= sessionCookie(reply.rawHeaders);
       allocation = reply.answer.target ?? allocation;
     }
-    const { control, spi } = await presentTag(a.pcoipTcp, plan, allocation!, home);
+    const { control, spi, replySpi } = await presentTag(a.pcoipTcp, plan, allocation!, home);
     const udp = await udpFrom(client);
     try {
-      expect((await udpAnswer(udp, a.pcoipUdp, pcoipPacket(spi, 1))).readUInt32BE(OFFSET_SPI)).toBe(spi);
+      expect((await udpAnswer(udp, a.pcoipUdp, pcoipPacket(spi, 1))).readUInt32BE(OFFSET_SPI)).toBe(replySpi);
       await eventually(() => redis.cli('EXISTS', `i10t:pin:${client}/32`) === '1', 3000, 'pin stored');
       expect(await metricsText(a)).toMatch(/^pcoip_lb_cluster_store_up 1$/m);
 
       await redis.kill();
       await eventually(async () => /^pcoip_lb_cluster_store_up 0$/m.test(await metricsText(a)), 5000, 'metric flipped on A');
       // Media keeps flowing; a new client is placed (by hashing) without waiting for the store.
-      for (let seq = 2; seq < 12; seq++) expect((await udpAnswer(udp, a.pcoipUdp, pcoipPacket(spi, seq))).readUInt32BE(OFFSET_SPI)).toBe(spi);
+      for (let seq = 2; seq < 12; seq++) expect((await udpAnswer(udp, a.pcoipUdp, pcoipPacket(spi, seq))).readUInt32BE(OFFSET_SPI)).toBe(replySpi);
       const fresh = await establishSession({ name: 'new-user', localAddress: '127.0.13.201', requestTimeoutMs: 5000 }, { broker: b.broker, pcoipTcp: b.pcoipTcp });
       fresh.control.destroy();
       await new Promise((r) => setTimeout(r, 1500)); // several reconnect attempts
@@ -233,7 +233,7 @@ describe('two instances, one pool (terminating broker, simulated Connectors)', (
       // The restarted store is empty (no persistence): the instances re-published what is live.
       await eventually(() => redis.cli('EXISTS', `i10t:pin:${client}/32`) === '1', 3000, 'pin re-published');
       expect(JSON.parse(redis.cli('GET', `i10t:pin:${client}/32`))).toMatchObject({ connector: home });
-      expect((await udpAnswer(udp, a.pcoipUdp, pcoipPacket(spi, 20))).readUInt32BE(OFFSET_SPI)).toBe(spi);
+      expect((await udpAnswer(udp, a.pcoipUdp, pcoipPacket(spi, 20))).readUInt32BE(OFFSET_SPI)).toBe(replySpi);
     } finally {
       udp.close();
       control.destroy();

@@ -9,11 +9,10 @@ import { postBroker, sessionCookie, type UserPlan } from '../../src/sim/client.t
 import { requests } from '../../src/sim/broker-xml.ts';
 import { readLine } from '../../src/sim/line-reader.ts';
 import { formatTagRequest, parseTagAnswer } from '../../src/sim/wire.ts';
-import { certDir, makeCert, type TestCert } from '../helpers/tls-fixtures.ts';
 import { startCli, type CliProcess, type LogLine } from '../helpers/cli-process.ts';
 import { runCli } from '../helpers/cli.ts';
 import { writeConfig } from '../helpers/cli-process.ts';
-import { FixedPortMedia, simConfig, startLabCli, startSims, workersThatClosed } from '../helpers/cli-lab.ts';
+import { FixedPortMedia, simConfig, startLabCli, startSims, startTerminateSims, workersThatClosed } from '../helpers/cli-lab.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,35 +23,21 @@ import { join } from 'node:path';
  * known to every other, since the kernel hands each of a client's connections to any of them.
  */
 describe('multi-core with tls.mode: terminate and sniRouting', () => {
-  let sims: SimConnector[];
-  let cert: TestCert;
-  let cleanupCerts: () => Promise<void>;
+  let lab: Awaited<ReturnType<typeof startTerminateSims>>;
   let cli: (CliProcess & { started: LogLine }) | undefined;
 
   beforeAll(async () => {
-    sims = await startSims(['mt-a', 'mt-b', 'mt-c'], '127.0.31.');
-    const dir = await certDir();
-    cleanupCerts = dir.cleanup;
-    cert = await makeCert(dir.dir, 'proxy', ['broker.example'], ['127.0.0.1']);
+    lab = await startTerminateSims(['mt-a', 'mt-b', 'mt-c'], '127.0.31.');
   });
   afterEach(async () => {
     await cli?.cleanup();
     cli = undefined;
   });
   afterAll(async () => {
-    await Promise.all(sims.map((s) => s.stop()));
-    await cleanupCerts();
+    await lab.close();
   });
 
-  const terminate = (extra: Record<string, unknown> = {}) =>
-    simConfig(sims, {
-      listeners: {
-        broker: { bind: '127.0.0.1:0', tls: { mode: 'terminate', certificates: [{ cert: cert.certPath, key: cert.keyPath }], upstream: { insecure: true } } },
-        pcoipTcp: { bind: '127.0.0.1:0', sniRouting: true },
-        pcoipUdp: { bind: '127.0.0.1:0' },
-      },
-      ...extra,
-    });
+  const terminate = (extra: Record<string, unknown> = {}) => lab.config(extra);
 
   /**
    * One login whose every broker request comes from another source address (a client behind a

@@ -226,7 +226,9 @@ describe('simulated Connector', () => {
     const echo2 = await nextDatagram(udp);
 
     expect(echo1.length).toBe(1200);
-    expect([echo1.readUInt32BE(OFFSET_SPI), echo1.readUInt32BE(OFFSET_SEQ), echo1.readUInt32BE(OFFSET_CLIENT_SEQ)]).toEqual([spi, 1, 41]);
+    // The echo leaves on the Connector's own SA: its SPI (not the client's), its sequence numbers.
+    expect(answer.replySpi).not.toBe(spi);
+    expect([echo1.readUInt32BE(OFFSET_SPI), echo1.readUInt32BE(OFFSET_SEQ), echo1.readUInt32BE(OFFSET_CLIENT_SEQ)]).toEqual([answer.replySpi, 1, 41]);
     expect([echo2.readUInt32BE(OFFSET_SEQ), echo2.readUInt32BE(OFFSET_CLIENT_SEQ)]).toEqual([2, 42]);
     expect(a.counters.udpUnknownSpi - counters.udpUnknownSpi).toBe(1);
     expect(a.counters.udpMalformed - counters.udpMalformed).toBe(1);

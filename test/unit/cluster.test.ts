@@ -3,6 +3,7 @@ import { configSchema } from '../../src/config/schema.ts';
 import { resolveWorkers } from '../../src/cluster/workers.ts';
 import { LeaseLedger } from '../../src/cluster/lease-ledger.ts';
 import { WorkerTotals } from '../../src/cluster/worker-totals.ts';
+import { emptyMediaTotals } from '../../src/sessions/media-totals.ts';
 import { FlowStats } from '../../src/proxy/flow-stats.ts';
 
 const base = { listeners: { broker: { bind: '0.0.0.0:443' }, pcoipUdp: { bind: '0.0.0.0:4172' } }, connectors: [{ id: 'a', address: '192.0.2.1' }] };
@@ -67,7 +68,10 @@ describe('WorkerTotals', () => {
     for (let i = 0; i < total; i++) stats.opened('pcoipUdp', 'a');
     for (let i = 0; i < total - active; i++) stats.closed('pcoipUdp', 'a');
     stats.refused('pcoipUdp', 'max-flows');
-    return { stats: stats.snapshot(), flows: { broker: 0, pcoipTcp: 0, pcoipUdp: active }, tracked: { broker: 0, pcoipTcp: 0, pcoipUdp: active }, decisions: [['placed|a', decisions]] as Array<[string, number]> };
+    const media = emptyMediaTotals();
+    media.directions.fromClient.lost = total;
+    media.probes.answered = decisions;
+    return { media, stats: stats.snapshot(), flows: { broker: 0, pcoipTcp: 0, pcoipUdp: active }, tracked: { broker: 0, pcoipTcp: 0, pcoipUdp: active }, decisions: [['placed|a', decisions]] as Array<[string, number]> };
   };
 
   it('sums live reports, keeps a retired worker totals but not its open flows, never goes down', () => {
@@ -91,5 +95,8 @@ describe('WorkerTotals', () => {
     totals.writeInto(stats, decisions);
     expect(stats.counters('a').pcoipUdp).toMatchObject({ total: 16, active: 6 });
     expect(decisions.get('placed|a')).toBe(16);
+    // Media aggregates are monotonic the same way.
+    expect(totals.media().directions.fromClient.lost).toBe(16);
+    expect(totals.media().probes.answered).toBe(16);
   });
 });

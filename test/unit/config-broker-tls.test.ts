@@ -4,20 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.ts';
 import { App } from '../../src/app.ts';
 import { createLogger } from '../../src/logger.ts';
-import { PlbError } from '../../src/errors.ts';
 import { LogCapture } from '../helpers/proxy.ts';
+import { configErrors } from '../helpers/config-errors.ts';
 import { certDir, makeCert, type TestCert } from '../helpers/tls-fixtures.ts';
 import { terminateConfig } from '../helpers/terminate-lab.ts';
 
-function configErrors(yaml: string): string[] {
-  try {
-    parseConfigText(yaml, 'test.yaml');
-  } catch (err) {
-    if (err instanceof PlbError) return [...err.details];
-    throw err;
-  }
-  return [];
-}
 
 const base = (tls: string, pcoipTcp = '') => `
 listeners:

@@ -99,7 +99,7 @@ describe('effectiveConfig', () => {
     const running = effectiveConfig(from, to, diffConfig(from, to));
     expect(running.listeners.broker).toMatchObject({ bind: { host: '0.0.0.0', port: 443 }, idleTimeout: 60_000 });
     expect(running.listeners.pcoipUdp).toEqual(from.listeners.pcoipUdp);
-    expect(running.affinity).toEqual({ ipv4Prefix: 32, ipv6Prefix: 64, ttl: 7_200_000 });
+    expect(running.affinity).toEqual({ ipv4Prefix: 32, ipv6Prefix: 64, perSession: false, ttl: 7_200_000 });
     expect(running.connectors[0]!.weight).toBe(9);
     // The diff from the running config to the effective one is exactly what was applied.
     expect(diffConfig(running, effectiveConfig(running, to, diffConfig(running, to))).restartRequired).toEqual([]);

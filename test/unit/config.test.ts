@@ -25,10 +25,10 @@ connectors:
 describe('config', () => {
   it('fills documented defaults', () => {
     const cfg = parseConfigText(MINIMAL, 'x.yaml');
-    expect(cfg.listeners.pcoipUdp).toEqual({ bind: { host: '127.0.0.1', port: 4172 }, idleTimeout: 120_000, maxFlows: 100_000, maxFlowsPerClient: 1000, recvBufferSize: 4_194_304, maxQueueDelay: 50, dataPlane: 'user' });
+    expect(cfg.listeners.pcoipUdp).toEqual({ bind: { host: '127.0.0.1', port: 4172 }, idleTimeout: 120_000, maxFlows: 100_000, maxFlowsPerClient: 1000, recvBufferSize: 4_194_304, maxQueueDelay: 50, dataPlane: 'user', mediaQuality: true, probe: { enabled: false, candidates: 3, datagrams: 4, deadline: 500 } });
     expect(cfg.connectors[0]).toEqual({ id: 'a', address: '127.0.1.1', ports: { broker: 443, pcoip: 4172 }, weight: 1, state: 'active' });
     expect(cfg.balance).toEqual({ algorithm: 'maglev', tableSize: 65_537 });
-    expect(cfg.affinity).toEqual({ ipv4Prefix: 32, ipv6Prefix: 64, ttl: 3_600_000 });
+    expect(cfg.affinity).toEqual({ ipv4Prefix: 32, ipv6Prefix: 64, ttl: 3_600_000, perSession: false });
     expect(cfg.shutdown.grace).toBe(10_000);
     expect(cfg.logging.level).toBe('info');
   });
