@@ -55,24 +55,29 @@ export async function sessionsAnswer(views: SessionViews, url: string | undefine
   return { status: 200, body: { ...page, sessions: page.sessions.map((s) => sessionJson(s, now)) } };
 }
 
+/** A query value echoed in an error, cut so a hostile URL cannot make the answer as big as itself. */
+function shown(value: string): string {
+  return value.length <= 64 ? value : `${value.slice(0, 64)}…`;
+}
+
 export function parseQuery(params: URLSearchParams): SessionQuery | { error: string } {
   const query: SessionQuery = {};
-  for (const key of params.keys()) if (!['connector', 'client', 'state', 'sort', 'offset', 'limit'].includes(key)) return { error: `unknown query parameter "${key}" (use connector, client, state, sort, offset, limit)` };
+  for (const key of params.keys()) if (!['connector', 'client', 'state', 'sort', 'offset', 'limit'].includes(key)) return { error: `unknown query parameter "${shown(key)}" (use connector, client, state, sort, offset, limit)` };
   const connector = params.get('connector');
   if (connector !== null) query.connector = connector;
   const client = params.get('client');
   if (client !== null) {
-    if (isIP(client) === 0) return { error: `client "${client}" is not an IPv4 or IPv6 address` };
+    if (isIP(client) === 0) return { error: `client "${shown(client)}" is not an IPv4 or IPv6 address` };
     query.client = client;
   }
   const state = params.get('state');
   if (state !== null) {
-    if (!(SESSION_STATES as readonly string[]).includes(state)) return { error: `state "${state}" is not one of ${SESSION_STATES.join(', ')}` };
+    if (!(SESSION_STATES as readonly string[]).includes(state)) return { error: `state "${shown(state)}" is not one of ${SESSION_STATES.join(', ')}` };
     query.state = state as SessionState;
   }
   const sort = params.get('sort');
   if (sort !== null) {
-    if (sort !== 'quality' && sort !== 'started') return { error: `sort "${sort}" is not quality or started` };
+    if (sort !== 'quality' && sort !== 'started') return { error: `sort "${shown(sort)}" is not quality or started` };
     query.sort = sort;
   }
   for (const [key, min, max] of [
