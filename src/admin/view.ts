@@ -13,23 +13,19 @@ import type { ClusterStatus } from '../cluster-store/view.ts';
 import type { KernelDescription } from '../kernel/data-plane.ts';
 import type { ReloadCounts } from '../control/reload-requests.ts';
 import type { LoopSnapshot } from '../util/event-loop-monitor.ts';
+import type { WorkerProcessSample } from '../cluster/protocol.ts';
 
-/** One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label). */
-export interface WorkerProcessView {
+/**
+ * One worker process as the primary last heard of it (multi-core mode; /metrics `worker` label):
+ * the figures of its last sample (zeros, and -1 for the descriptors, before its first) and what
+ * the primary itself knows of it.
+ */
+export interface WorkerProcessView extends Omit<WorkerProcessSample, 'eventLoop'> {
   index: number;
   pid: number | undefined;
   /** Listening and reporting. */
   up: boolean;
   restarts: number;
-  cpuUserSeconds: number;
-  cpuSystemSeconds: number;
-  residentBytes: number;
-  heapUsedBytes: number;
-  /** Share of the last report interval the event loop was busy (0–1). */
-  eventLoopUtilization: number;
-  /** Open file descriptors and the soft limit; -1 when not known (yet). */
-  openFds: number;
-  maxFds: number;
   /** The worker's last event-loop delay report (undefined until its first stats message). */
   eventLoop?: LoopSnapshot | undefined;
 }
