@@ -29,8 +29,8 @@ describe('config: cluster', () => {
   });
 
   it('fills defaults: key prefix, timeouts; instance id left to the host name', () => {
-    const cfg = parseConfigText(`${BASE}cluster:\n  redis: { url: "redis://10.0.0.5:6379/2" }\n`, 'x.yaml');
-    expect(cfg.cluster).toEqual({ keyPrefix: 'pcoip-lb', redis: { url: 'redis://10.0.0.5:6379/2' }, timeouts: { connect: 2000, lookup: 75, heartbeat: 1000 } });
+    const cfg = parseConfigText(`${BASE}cluster:\n  redis: { url: "redis://192.0.2.5:6379/2" }\n`, 'x.yaml');
+    expect(cfg.cluster).toEqual({ keyPrefix: 'pcoip-lb', redis: { url: 'redis://192.0.2.5:6379/2' }, timeouts: { connect: 2000, lookup: 75, heartbeat: 1000 } });
     const settings = resolveStoreSettings(cfg.cluster!, {}, () => 'lb-host.example');
     expect(settings).toMatchObject({ instanceId: 'lb-host.example', keyPrefix: 'pcoip-lb', username: undefined, password: undefined, tls: undefined, lookupTimeoutMs: 75 });
   });
@@ -40,7 +40,7 @@ describe('config: cluster', () => {
   instanceId: "bad id!"
   keyPrefix: "pool:"
   redis:
-    url: "redis://user:hunter2@10.0.0.5:6379/0?x=1"
+    url: "redis://user:hunter2@192.0.2.5:6379/0?x=1"
     tls: { insecure: true }
     password: { file: /a, env: B }
     extra: 1
@@ -62,9 +62,9 @@ describe('config: cluster', () => {
 
   it('refuses other schemes, a missing host, a bad database and tls on redis://', () => {
     for (const [url, msg] of [
-      ['http://10.0.0.5:6379', /scheme http: is not redis: or rediss:/],
+      ['http://192.0.2.5:6379', /scheme http: is not redis: or rediss:/],
       ['redis://', /names no host|is not a URL/],
-      ['redis://10.0.0.5/db', /is not a database number/],
+      ['redis://192.0.2.5/db', /is not a database number/],
       ['not a url', /is not a URL/],
     ] as const) {
       expect(errorsOf(`${BASE}cluster: { redis: { url: "${url}" } }\n`).join('\n')).toMatch(msg);
@@ -77,14 +77,14 @@ describe('config: cluster', () => {
   it('reads the password from a file or the environment; a missing one is a clear PLB_E_CLUSTER_CONFIG error', () => {
     const dir = mkdtempSync(join(tmpdir(), 'i10-cfg-'));
     writeFileSync(join(dir, 'pw'), '  from-file-secret\n');
-    const fromFile = parseConfigText(`${BASE}cluster: { redis: { url: "rediss://u@10.0.0.5:6380", password: { file: ${join(dir, 'pw')} } } }\n`, 'x.yaml');
+    const fromFile = parseConfigText(`${BASE}cluster: { redis: { url: "rediss://u@192.0.2.5:6380", password: { file: ${join(dir, 'pw')} } } }\n`, 'x.yaml');
     const s = resolveStoreSettings(fromFile.cluster!, {});
     expect(s.password).toBe('from-file-secret');
     expect(s.username).toBe('u');
     expect(s.tls).toEqual({ ca: undefined, servername: undefined, insecure: false });
-    expect(describeStore(s)).toBe('rediss://u@10.0.0.5:6380');
+    expect(describeStore(s)).toBe('rediss://u@192.0.2.5:6380');
     const opts = clientOptions(s);
-    expect(opts.url).toBe('rediss://10.0.0.5:6380');
+    expect(opts.url).toBe('rediss://192.0.2.5:6380');
     expect(opts).toMatchObject({ username: 'u', password: 'from-file-secret', disableOfflineQueue: true, RESP: 2, socket: { tls: true, rejectUnauthorized: true } });
 
     const fromEnv = parseConfigText(`${BASE}cluster: { redis: { url: "redis://h:1", password: { env: I10_PW } } }\n`, 'x.yaml');

@@ -21,7 +21,7 @@ listeners:
   pcoipTcp: { bind: "127.0.0.1:4172"${tcp} }
   pcoipUdp: { bind: "127.0.0.1:4172"${udp} }
 connectors:
-  - { id: a, address: 10.0.1.11 }
+  - { id: a, address: 198.51.100.11 }
 ${rest}`;
 
 describe('config: the kernel data plane', () => {
@@ -34,7 +34,7 @@ describe('config: the kernel data plane', () => {
   });
 
   it('accepts kernel with an SNAT address for the Connectors\' family', () => {
-    const cfg = parseConfigText(base(', dataPlane: kernel', ', dataPlane: auto', 'kernel: { table: lb_1, snat: { ipv4: 10.0.1.1 } }'), 'k.yaml');
+    const cfg = parseConfigText(base(', dataPlane: kernel', ', dataPlane: auto', 'kernel: { table: lb_1, snat: { ipv4: 198.51.100.1 } }'), 'k.yaml');
     expect(kernelListeners(cfg.listeners)).toEqual([
       { name: 'pcoipUdp', proto: 'udp', dataPlane: 'kernel' },
       { name: 'pcoipTcp', proto: 'tcp', dataPlane: 'auto' },
@@ -46,7 +46,7 @@ describe('config: the kernel data plane', () => {
       expect.stringMatching(/listeners\.pcoipTcp\.dataPlane: kernel cannot be combined with sniRouting/),
     );
     expect(errorsOf(base('', ', dataPlane: auto, sniRouting: true'))).toContainEqual(expect.stringMatching(/auto cannot be combined with sniRouting/));
-    const named = base(', dataPlane: kernel', '', 'kernel: { snat: { ipv4: 10.0.1.1 } }').replace('address: 10.0.1.11', 'address: conn-a.example');
+    const named = base(', dataPlane: kernel', '', 'kernel: { snat: { ipv4: 198.51.100.1 } }').replace('address: 198.51.100.11', 'address: conn-a.example');
     expect(errorsOf(named)).toContainEqual(expect.stringMatching(/connectors\[0\]\.address: dataPlane: kernel needs an IP address/));
     expect(errorsOf(base(', dataPlane: kernel'))).toContainEqual(expect.stringMatching(/kernel\.snat\.ipv4: dataPlane: kernel with IPv4 Connectors needs/));
     expect(errorsOf(base(', dataPlane: kernel', '', 'kernel: { snat: { ipv4: "::1" } }'))).toContainEqual(expect.stringMatching(/kernel\.snat\.ipv4: must be an IPv4 address/));
@@ -56,13 +56,13 @@ describe('config: the kernel data plane', () => {
   });
 
   it('auto (which may fall back to user space) accepts DNS names; workers auto is 1 in kernel mode', () => {
-    const cfg = parseConfigText(base(', dataPlane: auto').replace('address: 10.0.1.11', 'address: conn-a.example').replace(/  broker:.*\n/, ''), 'k.yaml');
+    const cfg = parseConfigText(base(', dataPlane: auto').replace('address: 198.51.100.11', 'address: conn-a.example').replace(/  broker:.*\n/, ''), 'k.yaml');
     expect(resolveWorkers(cfg, 8, 'linux')).toEqual({ count: 1, why: expect.stringContaining('dataPlane kernel or auto') });
   });
 
   it('a reload cannot switch the data plane or the table name (restart), but can change the SNAT address', () => {
-    const from = parseConfigText(base(', dataPlane: kernel', '', 'kernel: { snat: { ipv4: 10.0.1.1 } }'), 'k.yaml');
-    const to = parseConfigText(base('', '', 'kernel: { table: other, snat: { ipv4: 10.0.1.2 } }'), 'k.yaml');
+    const from = parseConfigText(base(', dataPlane: kernel', '', 'kernel: { snat: { ipv4: 198.51.100.1 } }'), 'k.yaml');
+    const to = parseConfigText(base('', '', 'kernel: { table: other, snat: { ipv4: 198.51.100.2 } }'), 'k.yaml');
     const diff = diffConfig(from, to);
     expect(diff.restartRequired.map((r) => r.path).sort()).toEqual(['kernel.table', 'listeners.pcoipUdp.dataPlane']);
     expect(diff.applied).toContain('kernel.snat.ipv4');

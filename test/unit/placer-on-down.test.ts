@@ -3,7 +3,7 @@ import { Pool } from '../../src/pool/pool.ts';
 import { Placer } from '../../src/balance/placer.ts';
 import type { ConnectorConfig } from '../../src/config/schema.ts';
 
-const connectors: ConnectorConfig[] = ['a', 'b', 'c'].map((id, i) => ({ id, address: `10.0.0.${i + 1}`, ports: { broker: 443, pcoip: 4172 }, weight: 1, state: 'active' }));
+const connectors: ConnectorConfig[] = ['a', 'b', 'c'].map((id, i) => ({ id, address: `192.0.2.${i + 1}`, ports: { broker: 443, pcoip: 4172 }, weight: 1, state: 'active' }));
 
 function setup(onDown: 'repin' | 'keep') {
   const pool = new Pool(connectors);

@@ -37,6 +37,6 @@ describe.skipIf(endianness() !== 'LE')('parseProcNetUdp', () => {
   it('writes configured addresses the way the table is decoded', () => {
     expect(canonicalAddress('0:0:0:0:0:0:0:1')).toBe('::1');
     expect(canonicalAddress('::ffff:127.0.0.1')).toBe('::ffff:7f00:1');
-    expect(canonicalAddress('10.0.0.1')).toBe('10.0.0.1');
+    expect(canonicalAddress('192.0.2.1')).toBe('192.0.2.1');
   });
 });

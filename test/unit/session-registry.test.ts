@@ -95,10 +95,10 @@ describe('SessionRegistry: one session per login, through every flow', () => {
 
   it('passthrough: 443 connections, then 4172/TCP and UDP of one address and Connector form a session', () => {
     const r = new SessionRegistry({ ...options });
-    r.tcpOpened('broker', { clientAddress: '10.1.1.1', clientPort: 5000, connectorId: 'conn-c', now: 10 });
-    r.tcpOpened('broker', { clientAddress: '10.1.1.1', clientPort: 5001, connectorId: 'conn-c', now: 11 });
-    r.tcpOpened('pcoipTcp', { clientAddress: '10.1.1.1', clientPort: 5002, connectorId: 'conn-c', now: 12 });
-    r.udpOpened({ clientAddress: '10.1.1.1', clientPort: 4172, connectorId: 'conn-c', now: 13, counters: counters() });
+    r.tcpOpened('broker', { clientAddress: '192.0.2.111', clientPort: 5000, connectorId: 'conn-c', now: 10 });
+    r.tcpOpened('broker', { clientAddress: '192.0.2.111', clientPort: 5001, connectorId: 'conn-c', now: 11 });
+    r.tcpOpened('pcoipTcp', { clientAddress: '192.0.2.111', clientPort: 5002, connectorId: 'conn-c', now: 12 });
+    r.udpOpened({ clientAddress: '192.0.2.111', clientPort: 4172, connectorId: 'conn-c', now: 13, counters: counters() });
     const fs = r.fragments(14);
     expect(fs).toHaveLength(1);
     expect(fs[0]).toMatchObject({ broker: { requests: 2 }, tcp: [{ clientPort: 5002 }], udp: [{ clientPort: 4172 }] });
@@ -106,34 +106,34 @@ describe('SessionRegistry: one session per login, through every flow', () => {
 
   it('a replicated allocation is not listed by this process, but its claim makes its Connector a UDP candidate here', () => {
     const r = new SessionRegistry({ ...options });
-    r.learned(allocation('10.2.2.2', 'conn-b', 'sni-x', 1), 'remote', 1);
+    r.learned(allocation('192.0.2.122', 'conn-b', 'sni-x', 1), 'remote', 1);
     expect(r.fragments(2)).toEqual([]);
-    expect(r.udpCandidates('10.2.2.2', 3)).toEqual([]);
+    expect(r.udpCandidates('192.0.2.122', 3)).toEqual([]);
     r.learned({ kind: 'allocation-claimed', sni: 'sni-x', at: 3 }, 'remote', 3);
-    expect(r.udpCandidates('10.2.2.2', 3)).toEqual(['conn-b']);
-    r.udpOpened({ clientAddress: '10.2.2.2', clientPort: 9, connectorId: 'conn-b', now: 4, counters: counters() });
+    expect(r.udpCandidates('192.0.2.122', 3)).toEqual(['conn-b']);
+    r.udpOpened({ clientAddress: '192.0.2.122', clientPort: 9, connectorId: 'conn-b', now: 4, counters: counters() });
     expect(r.fragments(5)).toMatchObject([{ id: `a${digest('sni-x-tag')}`, udp: [{ clientPort: 9 }] }]);
   });
 
   it('a login that goes nowhere ends after the login timeout', () => {
     const r = new SessionRegistry({ ...options });
-    r.brokerRequest('10.3.3.3', 'conn-a', undefined, 0);
+    r.brokerRequest('192.0.2.133', 'conn-a', undefined, 0);
     expect(sessionState(r.fragments(options.loginTimeoutMs)[0]!)).toBe('logging-in');
     expect(sessionState(r.fragments(options.loginTimeoutMs + 1)[0]!)).toBe('ended');
   });
 
   it('stays within maxSessions: ended sessions go first', () => {
     const r = new SessionRegistry({ ...options, maxSessions: 10 });
-    const live = r.tcpOpened('pcoipTcp', { clientAddress: '10.9.9.9', clientPort: 1, connectorId: 'conn-a', now: 0 });
-    for (let i = 0; i < 50; i++) r.tcpOpened('pcoipTcp', { clientAddress: `10.0.0.${i}`, clientPort: 1, connectorId: 'conn-a', now: i + 1 }).closed(i + 1);
+    const live = r.tcpOpened('pcoipTcp', { clientAddress: '192.0.2.199', clientPort: 1, connectorId: 'conn-a', now: 0 });
+    for (let i = 0; i < 50; i++) r.tcpOpened('pcoipTcp', { clientAddress: `192.0.2.${i}`, clientPort: 1, connectorId: 'conn-a', now: i + 1 }).closed(i + 1);
     expect(r.size).toBeLessThanOrEqual(10);
-    expect(r.fragments(100).some((f) => f.client === '10.9.9.9')).toBe(true);
+    expect(r.fragments(100).some((f) => f.client === '192.0.2.199')).toBe(true);
     live.closed(101);
   });
 
   it('meters each UDP direction separately and adds closed flows to the monotonic totals', () => {
     const r = new SessionRegistry({ ...options });
-    const tap = r.udpOpened({ clientAddress: '10.4.4.4', clientPort: 1, connectorId: 'conn-a', now: 0, counters: counters() });
+    const tap = r.udpOpened({ clientAddress: '192.0.2.144', clientPort: 1, connectorId: 'conn-a', now: 0, counters: counters() });
     for (let s = 1; s <= 105; s++) {
       if (s % 10 !== 0) tap.fromClient(datagram(0x1111, s));
       tap.fromConnector(datagram(0x2222, s));
@@ -154,7 +154,7 @@ describe('SessionRegistry: one session per login, through every flow', () => {
 
   it('with metering off, the tap measures nothing', () => {
     const r = new SessionRegistry({ ...options, metering: false });
-    const tap = r.udpOpened({ clientAddress: '10.5.5.5', clientPort: 1, connectorId: 'conn-a', now: 0, counters: counters() });
+    const tap = r.udpOpened({ clientAddress: '192.0.2.155', clientPort: 1, connectorId: 'conn-a', now: 0, counters: counters() });
     for (let s = 1; s <= 10; s++) tap.fromClient(datagram(0x1111, s));
     expect(r.fragments(1)[0]!.udp[0]!.quality).toBeUndefined();
   });
@@ -163,7 +163,7 @@ describe('SessionRegistry: one session per login, through every flow', () => {
 describe('mergeFragments (the multi-core primary joins what its workers hold)', () => {
   const base = (over: Partial<SessionFragment>): SessionFragment => ({
     id: 'x',
-    client: '10.0.0.1',
+    client: '192.0.2.101',
     connector: 'conn-a',
     loginKey: undefined,
     allocationKey: undefined,
@@ -184,15 +184,15 @@ describe('mergeFragments (the multi-core primary joins what its workers hold)', 
       base({ id: 'l1', loginKey: 'L', broker: { firstAt: 1, lastAt: 2, requests: 2 }, workers: [0] }),
       base({ id: 'aA', loginKey: 'L', allocationKey: 'A', broker: { firstAt: 3, lastAt: 4, requests: 3 }, workers: [1] }),
       base({ id: 'aA', allocationKey: 'A', tcp: [tcp(1)], workers: [0] }),
-      base({ id: 's1', client: '10.0.0.9', tcp: [tcp(2)], workers: [0] }),
-      base({ id: 's2', client: '10.0.0.9', udp: [], tcp: [tcp(3)], workers: [1] }),
-      base({ id: 's3', client: '10.0.0.9', endedAt: 5, tcp: [tcp(4, 5)], workers: [1] }),
+      base({ id: 's1', client: '192.0.2.109', tcp: [tcp(2)], workers: [0] }),
+      base({ id: 's2', client: '192.0.2.109', udp: [], tcp: [tcp(3)], workers: [1] }),
+      base({ id: 's3', client: '192.0.2.109', endedAt: 5, tcp: [tcp(4, 5)], workers: [1] }),
     ]);
     expect(merged).toHaveLength(3);
     const a = merged.find((m) => m.id === 'aA')!;
     expect(a).toMatchObject({ loginKey: 'L', allocationKey: 'A', broker: { firstAt: 1, lastAt: 4, requests: 5 }, workers: [0, 1] });
     expect(a.tcp).toHaveLength(1);
-    const passthrough = merged.filter((m) => m.client === '10.0.0.9');
+    const passthrough = merged.filter((m) => m.client === '192.0.2.109');
     expect(passthrough.map((m) => m.tcp.length).sort()).toEqual([1, 2]);
   });
 
@@ -209,7 +209,7 @@ describe('pageOf: filter, worst quality first, paging', () => {
   });
   const f = (id: string, connector: string, loss: number, jitter: number, createdAt: number, endedAt?: number): SessionFragment => ({
     id,
-    client: `10.0.0.${id.length}`,
+    client: `192.0.2.10${id.length}`,
     connector,
     loginKey: undefined,
     allocationKey: undefined,
@@ -230,7 +230,7 @@ describe('pageOf: filter, worst quality first, paging', () => {
   it('filters by Connector, client and state, and pages', () => {
     expect(pageOf(all, { connector: 'c2' }).sessions.map((s) => s.id)).toEqual(['c', 'd']);
     expect(pageOf(all, { state: 'ended' }).sessions.map((s) => s.id)).toEqual(['d']);
-    expect(pageOf(all, { client: '10.0.0.1' }).total).toBe(5);
+    expect(pageOf(all, { client: '192.0.2.101' }).total).toBe(5);
     const page = pageOf(all, { offset: 1, limit: 2 });
     expect(page).toMatchObject({ total: 5, offset: 1, limit: 2 });
     expect(page.sessions.map((s) => s.id)).toEqual(['b', 'a']);
