@@ -4,7 +4,7 @@ import type { Logger } from '../logger.ts';
 import { RateLimitedLog } from '../logger.ts';
 import { admitsPinnedClients, type ConnectorView, type Pool } from '../pool/pool.ts';
 import type { SessionRegistry } from '../sessions/registry.ts';
-import { formatHostPort, unmapIpv4 } from '../util/address.ts';
+import { unmapIpv4 } from '../util/address.ts';
 import { AddressPortTable } from './address-port-table.ts';
 
 /**
@@ -180,7 +180,8 @@ export class UdpProbe {
       logger.info(
         {
           listener: 'pcoipUdp',
-          client: formatHostPort(probe.clientAddress, probe.rinfo.port),
+          client: probe.clientAddress,
+          clientPort: probe.rinfo.port,
           candidates: ids,
           connector: winner?.connector.id ?? null,
           datagrams: probe.queued.length,

@@ -456,8 +456,8 @@ export class UdpProxy {
     flow.pending = [];
     for (const msg of sent) this.forward(flow, msg);
     flow.pending = undefined;
-    // The answer that decided the race goes to the client like any later one (the flow's reply path).
-    flow.upstream.emit('message', winner.firstReply, { address: winner.connector.address, port: winner.connector.ports.pcoip, family: 'IPv4', size: winner.firstReply.length });
+    // The answer that decided the race goes to the client like any later one.
+    this.relayReply(flow, winner.firstReply);
     for (const msg of pending) this.forward(flow, msg);
   }
 
@@ -503,6 +503,17 @@ export class UdpProxy {
       return;
     }
     flow.upstream.send(msg);
+  }
+
+  /** A Connector's datagram for the flow's client: counted, metered, sent from the listening socket. */
+  private relayReply(flow: UdpFlow, reply: Buffer): void {
+    flow.seen = true;
+    flow.packetsOut++;
+    flow.bytesOut += reply.length;
+    flow.counters.packetsOut++;
+    flow.counters.bytesOut += reply.length;
+    flow.tap?.fromConnector(reply);
+    this.socket.send(reply, flow.clientPort, flow.replyAddress);
   }
 
   private openFlow(rinfo: RemoteInfo, now: number, probed?: ProbeWinner): UdpFlow | undefined {
@@ -575,15 +586,7 @@ export class UdpProxy {
     if (!same) this.byClient.set(decision.clientKey, (same = new Set()));
     same.add(flow);
     this.perClient.tryAcquire(decision.clientKey);
-    upstream.on('message', (reply) => {
-      flow.seen = true;
-      flow.packetsOut++;
-      flow.bytesOut += reply.length;
-      flow.counters.packetsOut++;
-      flow.counters.bytesOut += reply.length;
-      flow.tap?.fromConnector(reply);
-      this.socket.send(reply, flow.clientPort, flow.replyAddress);
-    });
+    upstream.on('message', (reply) => this.relayReply(flow, reply));
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       const errno = ownExhaustion(err);
       if (errno) {

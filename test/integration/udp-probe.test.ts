@@ -58,7 +58,9 @@ describe('UDP probe fan-out for a shared address', () => {
     expect(await m1.send(port, u1.spi, 20)).toBe(20);
     expect(l.sims[0]!.counters.udpIn).toBeGreaterThanOrEqual(25);
     expect(l.sims[1]!.counters.udpUnknownSpi).toBeLessThanOrEqual(2); // u1's two probe datagrams at conn-b
-    await l.proxy.logs.waitFor((x) => x.msg === 'UDP probe: conn-a answered of conn-b, conn-a; flow pinned to it');
+    const line = await l.proxy.logs.waitFor((x) => x.msg === 'UDP probe: conn-a answered of conn-b, conn-a; flow pinned to it');
+    // The log shape of every flow line: the address in `client`, the port in its own field.
+    expect(line).toMatchObject({ client: NAT, clientPort: expect.any(Number), connector: 'conn-a' });
     expect(await metricValue(l, 'pcoip_lb_udp_probes_total', { outcome: 'answered' })).toBe(2);
     // Each loser got 1 or 2 datagrams (the race may be decided before the second one is sent).
     const losing = (await metricValue(l, 'pcoip_lb_udp_probe_datagrams_total'))!;
