@@ -244,8 +244,8 @@ export class BrokerRouter {
       logger.info({ ...fields, resultId: target.resultId.slice(0, 64) }, 'allocation refused by the Connector; nothing learned');
       return;
     }
-    this.deps.registry?.allocationAnswered(logId);
-    const learned = sessions.learnAllocation({ connectorId: connector.id, clientAddress, ...target }, now);
+    const learn = () => sessions.learnAllocation({ connectorId: connector.id, clientAddress, ...target }, now);
+    const learned = this.deps.registry ? this.deps.registry.answering(logId, learn) : learn();
     if (!learned.ok) {
       const why = { 'reused-tag': 'its connect tag was already used', 'no-connect-tag': 'no connect tag', oversized: 'a field is longer than any real one' }[learned.reason];
       logger.warn({ ...fields, reason: learned.reason, code: learned.reason === 'reused-tag' ? ErrorCodes.CONNECT_TAG_REUSED : undefined }, `allocation ignored: ${why}`);

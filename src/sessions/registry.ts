@@ -24,7 +24,7 @@ import type { BrokerPart, SessionFragment, TcpPart, UdpPart } from './summary.ts
  * first, within one client address and Connector:
  *  - broker requests of one login share its CLIENT-LOG-ID (digest); without one, the newest
  *    login of that address and Connector seen within the login timeout;
- *  - an allocation joins the login whose allocate request it answers (allocationAnswered), else
+ *  - an allocation joins the login whose allocate request it answers (`answering`), else
  *    the newest login of its address and Connector not yet allocated;
  *  - 4172/TCP joins the allocation its SNI names (sniRouting), else the newest allocation without
  *    a 4172 connection, else the newest login (passthrough);
@@ -155,7 +155,7 @@ export class SessionRegistry {
   private readonly retired: MediaTotalsSnapshot = emptyMediaTotals();
   private readonly liveUdp = new Set<UdpTap>();
   private sequence = 0;
-  /** Set by allocationAnswered for the allocation learned next (the same call stack). */
+  /** Set by `answering` while its call runs (the allocation is learned in the same call stack). */
   private answeredLogin: Session | undefined;
 
   constructor(options: SessionRegistryOptions) {
@@ -195,12 +195,19 @@ export class SessionRegistry {
   }
 
   /**
-   * The next allocation learned here answers the allocate-resource request of the login with this
-   * CLIENT-LOG-ID (the broker relay knows which request a response answers): it joins that login
-   * rather than the newest one of the address, which behind one NAT may be another user's.
+   * Runs `learn` (which learns an allocation here, synchronously, or refuses it) as the answer to
+   * the allocate-resource request of the login with this CLIENT-LOG-ID (the broker relay knows which
+   * request a response answers): an allocation learned meanwhile joins that login rather than the
+   * newest one of the address, which behind one NAT may be another user's. Scoped, so an allocation
+   * refused by the table leaves no hint for the next one.
    */
-  allocationAnswered(logId: string | undefined): void {
+  answering<T>(logId: string | undefined, learn: () => T): T {
     this.answeredLogin = logId ? this.byLoginKey.get(digest(logId)) : undefined;
+    try {
+      return learn();
+    } finally {
+      this.answeredLogin = undefined;
+    }
   }
 
   /** A learned session record (SessionTable.onLearn), learned here or replicated. */

@@ -80,8 +80,7 @@ describe('SessionRegistry: one session per login, through every flow', () => {
     r.brokerRequest('198.51.100.1', 'conn-a', 'older', 1); // hello from another address of the NAT pool
     r.brokerRequest(nat, 'conn-a', 'older', 2);
     r.brokerRequest(nat, 'conn-a', 'newer', 3);
-    r.allocationAnswered('older');
-    r.learned(allocation(nat, 'conn-a', 'sni-older', 4), 'local', 4);
+    r.answering('older', () => r.learned(allocation(nat, 'conn-a', 'sni-older', 4), 'local', 4));
     const byLogin = Object.fromEntries(r.fragments(5).map((f) => [f.loginKey, f]));
     expect(byLogin[digest('older')]).toMatchObject({ sni: 'sni-older', client: nat, broker: { requests: 2 } });
     expect(byLogin[digest('newer')]!.allocationKey).toBeUndefined();
@@ -91,6 +90,18 @@ describe('SessionRegistry: one session per login, through every flow', () => {
     // Without the hint the newest login of the address takes it (the heuristic).
     r.learned(allocation(nat, 'conn-a', 'sni-2', 7), 'local', 7);
     expect(r.fragments(8).find((f) => f.loginKey === digest('newer'))!.sni).toBe('sni-2');
+  });
+
+  it('an answer the table refuses leaves no hint: the next allocation is joined by the heuristic, not to that login', () => {
+    const r = new SessionRegistry({ ...options });
+    const nat = '203.0.113.21';
+    r.brokerRequest(nat, 'conn-a', 'older', 1);
+    r.brokerRequest(nat, 'conn-a', 'newer', 2);
+    expect(r.answering('older', () => 'refused')).toBe('refused');
+    r.learned(allocation(nat, 'conn-a', 'sni-next', 3), 'local', 3);
+    const byLogin = Object.fromEntries(r.fragments(4).map((f) => [f.loginKey, f]));
+    expect(byLogin[digest('newer')]!.sni).toBe('sni-next');
+    expect(byLogin[digest('older')]!.allocationKey).toBeUndefined();
   });
 
   it('passthrough: 443 connections, then 4172/TCP and UDP of one address and Connector form a session', () => {
