@@ -14,8 +14,9 @@ import { pcoipPacket } from './sim-clients.ts';
 
 /**
  * Users behind one shared address (a NAT), in front of simulated Connectors that answer only the
- * UDP SPIs they issued (src/sim/connector.ts): pcoip-lb (one process) with a terminating broker
- * and sniRouting, so what it learns from each login names the session's Connector. A user's
+ * UDP SPIs they issued (src/sim/connector.ts): pcoip-lb (one process) with a terminating broker,
+ * sniRouting and the default health checks on (as operators run it), so what it learns from each
+ * login names the session's Connector. A user's
  * login may start from another address (a NAT pool spreads connections over its addresses; the
  * broker exchange follows the session cookie), which is how one shared address ends up with live
  * sessions on several Connectors.
@@ -50,7 +51,6 @@ export async function startSharedLab(options: SharedLabOptions): Promise<SharedL
       pcoipUdp: { bind: '127.0.0.1:0', ...options.udp },
     },
     connectors: sims.map((s) => s.connectorConfig()),
-    health: { checks: [] },
     admin: { bind: '127.0.0.1:0' },
     logging: { level: 'debug' },
     ...options.extra,

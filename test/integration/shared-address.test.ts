@@ -77,6 +77,9 @@ describe('users behind one shared address', () => {
     expect(await metric(lab, 'pcoip_lb_placements_total', { reason: 'session' })).toBeGreaterThanOrEqual(USERS);
     expect(await metric(lab, 'pcoip_lb_udp_probes_total', { outcome: 'answered' })).toBeGreaterThan(0);
     expect(await metric(lab, 'pcoip_lb_sni_ambiguous_total')).toBe(0);
+    // With the default health checks running against every Connector, passing, none failing.
+    for (const sim of lab.sims) expect(await metric(lab, 'pcoip_lb_health_checks_total', { connector: sim.id, result: 'pass' }), `${sim.id} checked`).toBeGreaterThan(0);
+    expect(await metric(lab, 'pcoip_lb_health_checks_total', { result: 'fail' })).toBe(0);
   });
 
   it('an SNI seen in more than one live session is ambiguous: 4172/TCP falls back to address affinity, logged and counted', async () => {
