@@ -60,6 +60,13 @@ export interface UdpCounters {
 }
 
 const MAX_PARTS = 16;
+/**
+ * Logins not yet allocated kept per client address. A CLIENT-LOG-ID is the client's word, sent
+ * before any Connector has answered: without a bound one address could fill the view (and make
+ * every look-up of its address walk them all) by sending a new one per request. Past it, the
+ * address's oldest such login goes; routing never reads the view, so only the listing loses it.
+ */
+export const MAX_LOGINS_PER_ADDRESS = 64;
 const ID_CHARS = 12;
 
 interface TcpLink {
@@ -154,6 +161,8 @@ export class SessionRegistry {
   /** Closed flows' counts (monotonic); live meters are added when a snapshot is taken. */
   private readonly retired: MediaTotalsSnapshot = emptyMediaTotals();
   private readonly liveUdp = new Set<UdpTap>();
+  /** Ended sessions in the order they ended: the first to go past maxSessions, without a scan. */
+  private readonly ended = new Set<Session>();
   private sequence = 0;
   /** Set by `answering` while its call runs (the allocation is learned in the same call stack). */
   private answeredLogin: Session | undefined;
@@ -182,6 +191,7 @@ export class SessionRegistry {
     let s = loginKey ? this.byLoginKey.get(loginKey) : this.newest(clientAddress, (x) => x.connectorId === connectorId && x.loginKey === undefined && isLogin(x) && now - x.lastAt <= this.options.loginTimeoutMs);
     if (s && s.endedAt !== undefined) s = undefined;
     if (!s) {
+      this.boundLogins(clientAddress);
       // A new login that reuses an ended one's log id gets an id of its own.
       s = this.create(loginKey && !this.sessions.has(`l${loginKey}`) ? `l${loginKey}` : undefined, clientAddress, connectorId, now);
       if (loginKey) (s.loginKey = loginKey), this.byLoginKey.set(loginKey, s);
@@ -354,7 +364,7 @@ export class SessionRegistry {
         continue;
       }
       const hasParts = s.tcp.length > 0 || s.udp.length > 0;
-      if (!hasParts && now - s.lastAt > loginTimeoutMs) s.endedAt = s.lastAt;
+      if (!hasParts && now - s.lastAt > loginTimeoutMs) this.end(s, s.lastAt);
     }
   }
 
@@ -402,7 +412,12 @@ export class SessionRegistry {
   private partClosed(s: Session, now: number): void {
     this.touch(s, now);
     if (s.tcp.some((t) => t.part.endedAt === undefined) || s.udp.some((u) => u.live)) return;
-    s.endedAt = now;
+    this.end(s, now);
+  }
+
+  private end(s: Session, at: number): void {
+    s.endedAt = at;
+    this.ended.add(s);
   }
 
   private create(id: string | undefined, clientAddress: string, connectorId: string, now: number): Session {
@@ -458,6 +473,7 @@ export class SessionRegistry {
 
   private remove(s: Session): void {
     this.sessions.delete(s.id);
+    this.ended.delete(s);
     for (const address of s.addresses) {
       const set = this.byClient.get(address);
       set?.delete(s);
@@ -468,15 +484,29 @@ export class SessionRegistry {
     if (s.sni && this.bySni.get(s.sni) === s) this.bySni.delete(s.sni);
   }
 
-  /** Past the cap, ended sessions go first, then those without a live flow (oldest first). */
+  /** Past the cap, ended sessions go first (the earliest ended), then those without a live flow (oldest first). */
   private bound(keep: Session): void {
-    if (this.sessions.size <= this.options.maxSessions) return;
-    for (const pass of [(s: Session) => s.endedAt !== undefined, (s: Session) => !s.tcp.some((t) => t.part.endedAt === undefined) && !s.udp.some((u) => u.live)]) {
-      for (const s of this.sessions.values()) {
-        if (this.sessions.size <= this.options.maxSessions) return;
-        if (s !== keep && pass(s)) this.remove(s);
-      }
+    for (const s of this.ended) {
+      if (this.sessions.size <= this.options.maxSessions) return;
+      this.remove(s);
     }
+    if (this.sessions.size <= this.options.maxSessions) return;
+    for (const s of this.sessions.values()) {
+      if (this.sessions.size <= this.options.maxSessions) return;
+      if (s !== keep && !s.tcp.some((t) => t.part.endedAt === undefined) && !s.udp.some((u) => u.live)) this.remove(s);
+    }
+  }
+
+  /** Makes room for one more login of this address (MAX_LOGINS_PER_ADDRESS): its oldest unallocated login goes. */
+  private boundLogins(clientAddress: string): void {
+    let count = 0;
+    let oldest: Session | undefined;
+    for (const s of this.byClient.get(clientAddress) ?? []) {
+      if (!isLogin(s) || s.allocationKey !== undefined) continue;
+      count++;
+      if (!oldest || s.createdAt < oldest.createdAt) oldest = s;
+    }
+    if (count >= MAX_LOGINS_PER_ADDRESS && oldest) this.remove(oldest);
   }
 }
 

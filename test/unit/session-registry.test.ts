@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SessionRegistry, digest } from '../../src/sessions/registry.ts';
+import { MAX_LOGINS_PER_ADDRESS, SessionRegistry, digest } from '../../src/sessions/registry.ts';
 import { mergeFragments, pageOf, sessionState, viewOf, type SessionFragment } from '../../src/sessions/summary.ts';
 import type { AllocationRecord } from '../../src/state/changes.ts';
 
@@ -140,6 +140,31 @@ describe('SessionRegistry: one session per login, through every flow', () => {
     expect(r.size).toBeLessThanOrEqual(10);
     expect(r.fragments(100).some((f) => f.client === '192.0.2.199')).toBe(true);
     live.closed(101);
+  });
+
+  it('past maxSessions the earliest ended session goes, before any login or live one', () => {
+    const r = new SessionRegistry({ ...options, maxSessions: 4 });
+    const a = r.tcpOpened('pcoipTcp', { clientAddress: '192.0.2.1', clientPort: 1, connectorId: 'conn-a', now: 1 });
+    const b = r.tcpOpened('pcoipTcp', { clientAddress: '192.0.2.2', clientPort: 1, connectorId: 'conn-a', now: 2 });
+    r.brokerRequest('192.0.2.3', 'conn-a', 'login-3', 3);
+    r.tcpOpened('pcoipTcp', { clientAddress: '192.0.2.4', clientPort: 1, connectorId: 'conn-a', now: 4 });
+    b.closed(5);
+    a.closed(6);
+    r.brokerRequest('192.0.2.5', 'conn-a', 'login-5', 7);
+    expect(r.fragments(8).map((f) => f.client).sort()).toEqual(['192.0.2.1', '192.0.2.3', '192.0.2.4', '192.0.2.5']);
+  });
+
+  it(`one address sending a new CLIENT-LOG-ID per request keeps at most ${MAX_LOGINS_PER_ADDRESS} logins in the view; other addresses keep theirs`, () => {
+    const r = new SessionRegistry({ ...options, maxSessions: 10_000 });
+    r.brokerRequest('198.51.100.8', 'conn-b', 'real-user', 0);
+    for (let i = 1; i <= 5000; i++) r.brokerRequest('203.0.113.66', 'conn-a', `forged-${i}`, i);
+    const views = r.fragments(5001);
+    expect(views.filter((f) => f.client === '203.0.113.66')).toHaveLength(MAX_LOGINS_PER_ADDRESS);
+    // The newest are kept (the oldest unallocated login goes first).
+    expect(views.some((f) => f.loginKey === digest('forged-5000'))).toBe(true);
+    expect(views.some((f) => f.loginKey === digest('forged-1'))).toBe(false);
+    expect(views.find((f) => f.client === '198.51.100.8')).toMatchObject({ loginKey: digest('real-user'), connector: 'conn-b' });
+    expect(r.size).toBe(MAX_LOGINS_PER_ADDRESS + 1);
   });
 
   it('meters each UDP direction separately and adds closed flows to the monotonic totals', () => {
