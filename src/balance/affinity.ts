@@ -23,6 +23,13 @@ export interface AffinityEntry {
 
 export class AffinityTable {
   private readonly entries = new Map<string, AffinityEntry>();
+  /**
+   * Open flows per client key, kept apart from the entries: a flow can open before its client has
+   * an entry (a flow placed by its own session, a kernel-forwarded one) or outlive the entry it
+   * opened under (its Connector left the config). Counting on the key keeps every +1 paired with
+   * its −1, and an entry created later starts with the flows already open.
+   */
+  private readonly openFlows = new Map<string, number>();
   private ttlMs: number;
 
   constructor(ttlMs: number) {
@@ -57,16 +64,19 @@ export class AffinityTable {
       existing.reason = reason;
       return existing;
     }
-    const entry: AffinityEntry = { clientKey, connectorId, flows: 0, pinnedAt: now, lastSeen: now, reason };
+    const entry: AffinityEntry = { clientKey, connectorId, flows: this.openFlows.get(clientKey) ?? 0, pinnedAt: now, lastSeen: now, reason };
     this.entries.set(clientKey, entry);
     return entry;
   }
 
-  /** `n` more (or, negative, fewer) open flows for a client; never below 0. Refreshes lastSeen. */
+  /** `n` more (or, negative, fewer) open flows for a client, entry or not; never below 0. Refreshes lastSeen. */
   addFlows(clientKey: string, n: number, now: number): void {
+    const flows = Math.max(0, (this.openFlows.get(clientKey) ?? 0) + n);
+    if (flows === 0) this.openFlows.delete(clientKey);
+    else this.openFlows.set(clientKey, flows);
     const entry = this.entries.get(clientKey);
     if (!entry) return;
-    entry.flows = Math.max(0, entry.flows + n);
+    entry.flows = flows;
     entry.lastSeen = now;
   }
 

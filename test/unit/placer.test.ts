@@ -149,6 +149,34 @@ describe('Placer as the owner of pins and leases', () => {
     expect(placer.entry('198.51.100.40/32', 11 * TTL + 6)).toBeUndefined();
   });
 
+  it('a lease taken before the client has a pin (a flow placed by its session) is counted on the client: its release does not take a later flow\'s count', () => {
+    const { placer } = setup();
+    const early = placer.decideOn('198.51.100.41', 'a', 0); // no pin yet: placed by its own session
+    const later = placer.decide('198.51.100.41', 1); // creates the pin while the first flow is open
+    if (!early.ok || !later.ok) throw new Error('no decision');
+    expect(placer.entry('198.51.100.41/32', 2)?.flows).toBe(2);
+    early.lease.release(3);
+    expect(placer.entry('198.51.100.41/32', 3)?.flows).toBe(1);
+    // The pin outlives the TTL while the later flow is open.
+    expect(placer.entry('198.51.100.41/32', 10 * TTL)?.connectorId).toBe(later.connector.id);
+    later.lease.release(10 * TTL);
+    expect(placer.entry('198.51.100.41/32', 11 * TTL + 1)).toBeUndefined();
+  });
+
+  it('flows still open when their pin is dropped (Connector left the config) keep a new pin of the client alive', () => {
+    const { placer, pool } = setup();
+    const d = placer.decide('198.51.100.42', 0);
+    if (!d.ok) throw new Error('no decision');
+    placer.forgetConnector(d.connector.id, 1);
+    const again = placer.decide('198.51.100.42', 2);
+    if (!again.ok) throw new Error('no decision');
+    d.lease.release(3);
+    expect(placer.entry('198.51.100.42/32', 4)?.flows).toBe(1);
+    expect(pool.get(again.connector.id)).toBeDefined();
+    again.lease.release(5);
+    expect(placer.entry('198.51.100.42/32', 6)?.flows).toBe(0);
+  });
+
   it('announces every pin write with where it came from and where the client was', () => {
     const { placer, pool } = setup();
     const changes: Array<Record<string, unknown>> = [];
