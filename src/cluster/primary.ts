@@ -4,7 +4,7 @@ import type { Config } from '../config/schema.ts';
 import type { ConfigDiff } from '../config/diff.ts';
 import { applyReload } from '../apply-reload.ts';
 import { ErrorCodes, PlbError, type ErrorCode } from '../errors.ts';
-import type { Logger } from '../logger.ts';
+import { RateLimitedLog, type Logger } from '../logger.ts';
 import type { AffinityView } from '../balance/placer.ts';
 import type { SessionsDescription } from '../balance/sessions.ts';
 import type { Pool } from '../pool/pool.ts';
@@ -73,6 +73,8 @@ export class Supervisor implements AdminView {
   private readonly ledger = new LeaseLedger();
   private readonly totals = new WorkerTotals();
   private readonly decisions = new Map<string, number>();
+  /** IPC send failures (EPIPE to a worker that was killed) and forks that could not start: one line a second. */
+  private readonly childErrorLog = new RateLimitedLog();
   private workerFlows: { flows: Flows; tracked: Flows } = { flows: { broker: 0, pcoipTcp: 0, pcoipUdp: 0 }, tracked: { broker: 0, pcoipTcp: 0, pcoipUdp: 0 } };
   private bindPorts: Partial<Record<keyof ListenerAddresses, number>> | undefined;
   private addresses: ListenerAddresses = {};
@@ -278,7 +280,16 @@ export class Supervisor implements AdminView {
 
   private spawn(index: number): Promise<ListenerAddresses> {
     const child = fork(WORKER_ENTRY, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const exited = new Promise<number | null>((resolve) => {
+      child.once('exit', (code) => resolve(code));
+      // A fork that could not start (EAGAIN, EMFILE) emits 'error' and never 'exit'.
+      child.on('error', (err) => {
+        if (child.pid === undefined) resolve(null);
+        this.childErrorLog.maybe(Date.now(), (suppressed) =>
+          this.logger.warn({ worker: index, err: err.message, code: ErrorCodes.WORKER, suppressed }, `worker ${index}: ${child.pid === undefined ? 'could not be started' : 'IPC channel failed (it is exiting or gone)'}`),
+        );
+      });
+    });
     const handle: WorkerHandle = { index, child, listening: false, process: undefined, exited };
     this.workers.set(index, handle);
     const listening = new Promise<ListenerAddresses>((resolve, reject) => {
