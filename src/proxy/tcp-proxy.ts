@@ -270,6 +270,8 @@ export class TcpProxy {
     const upstream = connect({ host: connector.address, port, allowHalfOpen: true, noDelay: true });
     flow.connecting = upstream;
     const timer = setTimeout(() => upstream.destroy(new PlbError(ErrorCodes.UPSTREAM_TIMEOUT, 'connect timeout')), this.options.connectTimeoutMs);
+    // A client that leaves mid-connect destroys this socket with no error: the timer goes with it.
+    upstream.once('close', () => clearTimeout(timer));
     const onConnectError = (err: NodeJS.ErrnoException | PlbError) => {
       clearTimeout(timer);
       upstream.destroy();
@@ -371,7 +373,6 @@ export class TcpProxy {
       if (error && flow.error === undefined) flow.error = error;
       flow.client.destroy();
       flow.upstream?.destroy();
-      flow.connecting?.destroy();
     }
     if (flow.closed) return;
     flow.closed = true;
