@@ -451,11 +451,8 @@ export class UdpProxy {
       if (flow) for (const msg of [...sent, ...pending]) this.forward(flow, msg);
       return;
     }
-    // The winner has these already: counted and metered as forwarded (held as if connecting, then
-    // dropped), not sent twice.
-    flow.pending = [];
-    for (const msg of sent) this.forward(flow, msg);
-    flow.pending = undefined;
+    // The winner has these already: counted and metered as forwarded, not sent twice.
+    for (const msg of sent) this.countFromClient(flow, msg);
     // The answer that decided the race goes to the client like any later one.
     this.relayReply(flow, winner.firstReply);
     for (const msg of pending) this.forward(flow, msg);
@@ -490,6 +487,16 @@ export class UdpProxy {
   }
 
   private forward(flow: UdpFlow, msg: Buffer): void {
+    this.countFromClient(flow, msg);
+    if (flow.pending !== undefined) {
+      if (flow.pending.length < MAX_PENDING_PACKETS) flow.pending.push(msg);
+      return;
+    }
+    flow.upstream.send(msg);
+  }
+
+  /** A client's datagram of the flow: counted and metered (forward then sends or queues it). */
+  private countFromClient(flow: UdpFlow, msg: Buffer): void {
     this.received.packets++;
     this.received.bytes += msg.length;
     flow.seen = true;
@@ -498,11 +505,6 @@ export class UdpProxy {
     flow.counters.packetsIn++;
     flow.counters.bytesIn += msg.length;
     flow.tap?.fromClient(msg);
-    if (flow.pending !== undefined) {
-      if (flow.pending.length < MAX_PENDING_PACKETS) flow.pending.push(msg);
-      return;
-    }
-    flow.upstream.send(msg);
   }
 
   /** A Connector's datagram for the flow's client: counted, metered, sent from the listening socket. */
