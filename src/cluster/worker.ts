@@ -35,6 +35,8 @@ class Worker {
   private lastElu: EventLoopUtilization = performance.eventLoopUtilization();
   /** The data path's descriptors (the workers hold them, not the primary): for fd-usage alerts. */
   private readonly fds = new OpenFdSampler();
+  /** The soft descriptor limit, inherited from the primary and fixed for the process: read once, not per report. */
+  private readonly maxFds = maxFdsOf(readFdLimits()?.soft);
   private stopping = false;
   private readonly index: number;
 
@@ -139,7 +141,6 @@ class Worker {
   private processSample(): WorkerProcessSample {
     const cpu = process.cpuUsage();
     const mem = process.memoryUsage();
-    const softFdLimit = readFdLimits()?.soft;
     const elu = performance.eventLoopUtilization(this.lastElu);
     this.lastElu = performance.eventLoopUtilization();
     return {
@@ -149,10 +150,14 @@ class Worker {
       heapUsedBytes: mem.heapUsed,
       eventLoopUtilization: elu.utilization,
       openFds: this.fds.sample(),
-      maxFds: softFdLimit === undefined || !Number.isFinite(softFdLimit) ? -1 : softFdLimit,
+      maxFds: this.maxFds,
       eventLoop: processLoopMonitor().snapshot(),
     };
   }
+}
+
+function maxFdsOf(soft: number | undefined): number {
+  return soft === undefined || !Number.isFinite(soft) ? -1 : soft;
 }
 
 export function runWorker(): void {
