@@ -86,6 +86,9 @@ export class DataPlane {
     });
     state.pool.onChange((change) => {
       if (change.kind === 'health' && change.to === 'down' && this.config.health.closeFlowsOnDown) this.closeFlowsTo(change.id);
+      else if ((change.kind === 'state' && change.to !== 'active') || (change.kind === 'health' && change.to === 'down')) {
+        if (this.broker instanceof BrokerTerminateListener) this.broker.releaseIdleUpstreamsTo(change.id);
+      }
     });
   }
 

@@ -1,3 +1,4 @@
+import { MAX_KEPT_UPSTREAMS } from '../proxy/broker-connection.ts';
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logger.ts';
@@ -39,14 +40,16 @@ export function readFdLimits(pid: number | 'self' = 'self'): FdLimits | undefine
 
 /**
  * Descriptors one process may need when every limit in the config is reached: 2 per TCP
- * connection (client + Connector), 1 per UDP flow, 2 per Connector for a health round, plus
+ * connection (client + Connector; a terminating broker's connection may keep up to
+ * MAX_KEPT_UPSTREAMS upstreams, one per Connector its requests went to), 1 per UDP flow, 2 per
+ * Connector for a health round, plus
  * the admin server's connection cap and a margin for logs, DNS and the IPC channel.
  * With workers the limits hold per worker, so this is per process too.
  */
 export function fdsNeededAtLimits(config: Config, adminConnections: number): number {
   const { broker, pcoipTcp, pcoipUdp } = config.listeners;
   return (
-    2 * (broker?.maxConnections ?? 0) +
+    (broker?.tls.mode === 'terminate' ? 1 + MAX_KEPT_UPSTREAMS : 2) * (broker?.maxConnections ?? 0) +
     2 * (pcoipTcp?.maxConnections ?? 0) +
     (pcoipUdp?.maxFlows ?? 0) +
     2 * config.connectors.length +

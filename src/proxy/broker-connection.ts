@@ -205,7 +205,7 @@ export class BrokerConnection {
     return up && !up.closed ? up.connector.id : undefined;
   }
 
-  /** Closes idle upstreams to a Connector (one that went down); the current one is the caller's to judge. */
+  /** Closes an idle kept upstream to a Connector (down, draining, in maint); the current one is the caller's to judge. */
   releaseIdleUpstreamsTo(connectorId: string): void {
     const up = this.upstreams.get(connectorId);
     if (up && up !== this.upstream && up.pending.length === 0) this.releaseUpstream(up, 'destroy');

@@ -211,14 +211,21 @@ export class BrokerTerminateListener {
     for (const s of [...this.sockets]) s.destroy();
   }
 
+  /**
+   * Closes every connection's idle kept upstream to a Connector that stopped taking new clients
+   * (drain, maint, down): an idle keep-alive holds a lease, so it would keep the Connector from
+   * ever reading as drained. A connection whose current upstream it is keeps it (its client's call).
+   */
+  releaseIdleUpstreamsTo(connectorId: string): void {
+    for (const c of this.connections) if (c.connectorId !== connectorId) c.releaseIdleUpstreamsTo(connectorId);
+  }
+
   /** Ends every client connection currently relayed to one Connector (and idle upstreams to it); returns how many. */
   closeFlowsTo(connectorId: string): number {
     let closed = 0;
+    this.releaseIdleUpstreamsTo(connectorId);
     for (const c of [...this.connections]) {
-      if (c.connectorId !== connectorId) {
-        c.releaseIdleUpstreamsTo(connectorId);
-        continue;
-      }
+      if (c.connectorId !== connectorId) continue;
       c.destroy('connector-down');
       closed++;
     }

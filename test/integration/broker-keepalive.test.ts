@@ -93,6 +93,26 @@ describe('terminate mode: one keep-alive client connection, two Connectors', () 
     }
   });
 
+  it('draining a Connector closes the idle upstream a keep-alive connection kept to it, so the Connector reads as drained', async () => {
+    const client = await openBrokerClient(port(), '127.0.14.175');
+    try {
+      expect(resultId((await client.exchange(to('conn-a', 'get-resource-list')))!)).toBe('OK');
+      expect(resultId((await client.exchange(to('conn-b', 'get-resource-list')))!)).toBe('OK');
+      // Current upstream conn-b; the one to conn-a is kept, idle, and counts as a broker flow of conn-a.
+      const brokerFlows = (id: string) => lab.proxy.app.stats.counters(id).broker.active;
+      expect(brokerFlows('conn-a')).toBe(1);
+      lab.proxy.app.pool.setState('conn-a', 'drain');
+      const until = Date.now() + 3000;
+      while (brokerFlows('conn-a') > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      expect(brokerFlows('conn-a')).toBe(0);
+      // The client's connection is untouched: its next request still reaches conn-b.
+      expect(resultId((await client.exchange(to('conn-b', 'get-resource-list')))!)).toBe('OK');
+    } finally {
+      lab.proxy.app.pool.setState('conn-a', 'active');
+      client.close();
+    }
+  });
+
   it('a client ping-ponging its cookie costs no new TLS connection per request', async () => {
     const before = connections();
     const client = await openBrokerClient(port(), '127.0.14.172');

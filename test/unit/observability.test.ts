@@ -77,6 +77,9 @@ describe('fd limit', () => {
       connectors: [{ id: 'a', address: '192.0.2.1' }, { id: 'b', address: '192.0.2.2' }],
     });
     expect(fdsNeededAtLimits(config, 64)).toBe(200 + 100 + 70 + 4 + 64 + 64);
+    // A terminating broker's connection may keep one upstream per Connector, up to 4.
+    const terminating = { ...config, listeners: { ...config.listeners, broker: { ...config.listeners.broker!, tls: { ...config.listeners.broker!.tls, mode: 'terminate' as const } } } };
+    expect(fdsNeededAtLimits(terminating, 64)).toBe(500 + 100 + 70 + 4 + 64 + 64);
     const lines: Array<Record<string, unknown>> = [];
     const sink = new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) });
     const logger = createLogger('info', sink);
