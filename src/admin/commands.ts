@@ -115,11 +115,17 @@ export function formatStatus(s: PoolStatus): string {
       'removed from the config; flows run until they end',
     ]),
   ];
-  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
-  return header + rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n') + '\n' + (s.cluster ? formatClusterStatus(s.cluster) : '');
+  return header + formatTable(rows) + '\n' + (s.cluster ? formatClusterStatus(s.cluster) : '');
 }
 
-function formatBytes(n: number): string {
+/** Rows as columns padded to their widest cell, two spaces apart (the first row is the header). */
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
+  return rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n');
+}
+
+/** Bytes in decimal units, as the live page shows them (`12.3 MB`). */
+export function formatBytes(n: number): string {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];
   let value = n;
   let unit = 0;

@@ -1,3 +1,5 @@
+import { formatBytes, formatTable } from './commands.ts';
+import { humanDuration } from '../util/duration.ts';
 import type { AdminClient } from './client.ts';
 import type { SessionJson, SessionsPageJson } from './sessions-api.ts';
 
@@ -56,11 +58,11 @@ export function formatSessions(page: SessionsPageJson): string {
         s.client,
         s.connector,
         s.state,
-        age(s.ageSeconds),
+        humanDuration(s.ageSeconds * 1000),
         `${liveTcp}/${s.tcp.length}`,
         `${liveUdp}/${s.udp.length}`,
-        bytes(bytesIn),
-        bytes(bytesOut),
+        formatBytes(bytesIn),
+        formatBytes(bytesOut),
         pct(worst(s, 'fromClient', (d) => d.lossRatio)),
         pct(worst(s, 'fromConnector', (d) => d.lossRatio)),
         jitter,
@@ -68,19 +70,5 @@ export function formatSessions(page: SessionsPageJson): string {
       ];
     }),
   ];
-  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
-  const table = rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n');
-  return `${header}${table}\nLOSS IN: client → proxy; LOSS OUT: Connector → proxy (ESP sequence gaps; docs/sessions.md). TCP/UDP: open/all flows.\n`;
-}
-
-function age(seconds: number): string {
-  return seconds < 120 ? `${seconds}s` : seconds < 7200 ? `${Math.round(seconds / 60)}m` : `${Math.round(seconds / 3600)}h`;
-}
-
-function bytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) (v /= 1000), u++;
-  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
+  return `${header}${formatTable(rows)}\nLOSS IN: client → proxy; LOSS OUT: Connector → proxy (ESP sequence gaps; docs/sessions.md). TCP/UDP: open/all flows.\n`;
 }
