@@ -21,8 +21,6 @@ export class IpcReplica implements StateReplica {
   private readonly pending = new Map<number, (change: StateChange | undefined) => void>();
   private readonly slowLog = new RateLimitedLog();
   private remote: ((change: StateChange) => void) | undefined;
-  /** Look-ups the primary did not answer in time (for the worker's counters). */
-  timeouts = 0;
 
   constructor(send: (msg: FromWorker) => void, logger: Logger, timeoutMs = LOOKUP_TIMEOUT_MS) {
     this.send = send;
@@ -35,7 +33,6 @@ export class IpcReplica implements StateReplica {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        this.timeouts++;
         this.slowLog.maybe(Date.now(), (suppressed) =>
           this.logger.warn({ query: query.kind, timeoutMs: this.timeoutMs, suppressed }, 'no answer from the primary in time; deciding locally'),
         );

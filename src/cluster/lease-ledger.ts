@@ -25,7 +25,7 @@ export class LeaseLedger {
     return [...ledger].filter(([, n]) => n > 0).map(([key, n]) => [key, -n]);
   }
 
-  /** Leases a worker holds now (tests, /status). */
+  /** Leases a worker holds now (what its death would give back; the unit tests read it). */
   held(worker: number): number {
     let n = 0;
     for (const v of this.byWorker.get(worker)?.values() ?? []) n += Math.max(0, v);

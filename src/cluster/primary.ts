@@ -215,11 +215,6 @@ export class Supervisor implements AdminView {
     return { ...this.workerFlows.tracked };
   }
 
-  /** Leases the primary holds for one worker (what its death gives back). */
-  leasesHeldBy(index: number): number {
-    return this.ledger.held(index);
-  }
-
   // ---- lifecycle -----------------------------------------------------------------------------
 
   /**

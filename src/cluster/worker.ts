@@ -89,8 +89,6 @@ class Worker {
       case 'sessions':
         this.send({ type: 'sessions', id: msg.id, fragments: this.state.registry.fragments(Date.now(), this.index) });
         break;
-      case 'init':
-        break;
     }
   }
 
