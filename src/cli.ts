@@ -25,6 +25,9 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 /** From src/ and from dist/ alike. The demo module itself is imported only by `demo` (see below). */
 const DEMO_CONFIG_PATH = fileURLToPath(new URL('../config/demo.yaml', import.meta.url));
 
+/** Set by the start command's handler: its errors are log lines (printError). */
+let startRunning = false;
+
 /**
  * `start` logs JSON lines on stdout. When stdout is not a terminal (a service manager, a
  * container runtime, a log collector), an error that ends it is one more such line there —
@@ -32,9 +35,7 @@ const DEMO_CONFIG_PATH = fileURLToPath(new URL('../config/demo.yaml', import.met
  * Everything else (other commands, a terminal) gets the human line on stderr.
  */
 function printError(err: unknown): void {
-  const args = hideBin(process.argv);
-  const command = args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--log-level');
-  if (command === 'start' && !process.stdout.isTTY) {
+  if (startRunning && !process.stdout.isTTY) {
     const fields = isPlbError(err)
       ? { code: err.code, ...(err.details.length > 0 ? { details: err.details } : {}), msg: err.message }
       : { err: err instanceof Error ? { type: err.name, message: err.message, stack: err.stack } : { message: String(err) }, msg: err instanceof Error ? err.message : String(err) };
@@ -235,6 +236,7 @@ export async function main(argv: string[]): Promise<void> {
       'run the proxy',
       (y) => withLogLevel(withConfig(y), 'override logging.level from the config (also on reload)'),
       async (args) => {
+        startRunning = true;
         await runStart(args.config, args.logLevel);
       },
     )

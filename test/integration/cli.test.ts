@@ -191,6 +191,10 @@ describe('pcoip-lb start with the example config, pointed at local Connectors', 
       // stdout is a pipe here: the error is a JSON log line like every other (see start-errors.test.ts).
       const fatal = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.level === 60);
       expect(fatal).toMatchObject({ code: 'PLB_E_LISTEN', msg: `listeners.pcoipTcp: cannot listen on 127.0.1.70:${holder.brokerPort}: EADDRINUSE` });
+      // The options before the command name (yargs takes them): still start's JSON line.
+      const before = await runCli(['-c', file, 'start']);
+      expect(before.code).not.toBe(0);
+      expect(before.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.level === 60)).toMatchObject({ code: 'PLB_E_LISTEN' });
       // One clear line, not also a stack trace from the listener's own error handler.
       expect(r.stdout).not.toContain('listener error');
     } finally {
