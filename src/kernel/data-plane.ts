@@ -79,7 +79,8 @@ export interface KernelDescription {
 
 export class KernelDataPlane {
   private plan: KernelPlan;
-  private counterRefs: CounterRef[];
+  /** Looked up per conntrack event and per counter poll: derived once per plan (see derivedOf). */
+  private derived: PlanDerived;
   private readonly counterDeltas = new CounterDeltas();
   private readonly sync: ElementSync;
   private readonly options: KernelDataPlaneOptions;
@@ -103,7 +104,7 @@ export class KernelDataPlane {
     this.options = options;
     this.tools = options.tools ?? DEFAULT_TOOLS;
     this.plan = planOf(options);
-    this.counterRefs = planCounters(this.plan);
+    this.derived = derivedOf(this.plan);
     this.conntrack = new Conntrack(this.tools.conntrack);
     this.sync = new ElementSync({
       apply: (script) => this.nft(script, 'client map elements'),
@@ -121,7 +122,7 @@ export class KernelDataPlane {
       stats: options.stats,
       logger: options.logger,
       listeners: () => this.plan.listeners,
-      targets: () => new Map(this.plan.targets.map((t) => [t.address, t])),
+      targets: () => this.derived.targetsByAddress,
     });
   }
 
@@ -219,7 +220,7 @@ export class KernelDataPlane {
     if (changes.listeners) this.options.listeners = changes.listeners;
     await this.pollCounters();
     this.plan = planOf(this.options);
-    this.counterRefs = planCounters(this.plan);
+    this.derived = derivedOf(this.plan);
     await this.writeTable();
     this.options.logger.info(
       { table: `inet ${this.plan.table}`, targets: this.plan.targets.map((t) => t.id), elements: this.sync.elements.size, snat: this.plan.snat },
@@ -247,7 +248,7 @@ export class KernelDataPlane {
         const r = await runTool(this.tools.nft, ['-j', 'list', 'counters', 'table', 'inet', this.plan.table], { timeoutMs: 10_000 });
         if (r.code !== 0) return;
         const readings = parseCounters(JSON.parse(r.stdout));
-        const deltas = this.counterDeltas.next(this.counterRefs, readings);
+        const deltas = this.counterDeltas.next(this.derived.counterRefs, readings);
         if (this.options.onTraffic) for (const d of deltas) this.options.onTraffic(d);
         this.countRefusals(readings);
       } catch {
@@ -349,7 +350,7 @@ export class KernelDataPlane {
 
   /** nft's refusal counters (flows past the limits): added to the refusal counts, with one rate-limited line. */
   private countRefusals(readings: ReadonlyMap<string, { packets: number }>): void {
-    for (const r of refusalCounters(this.plan)) {
+    for (const r of this.derived.refusals) {
       const now = readings.get(r.name)?.packets ?? 0;
       const before = this.lastRefusals.get(r.name) ?? 0;
       this.lastRefusals.set(r.name, now);
@@ -431,6 +432,16 @@ function planOf(options: KernelDataPlaneOptions): KernelPlan {
     snat: options.snat,
     prefixes: options.prefixes,
   };
+}
+
+interface PlanDerived {
+  counterRefs: CounterRef[];
+  targetsByAddress: ReadonlyMap<string, KernelTarget>;
+  refusals: ReturnType<typeof refusalCounters>;
+}
+
+function derivedOf(plan: KernelPlan): PlanDerived {
+  return { counterRefs: planCounters(plan), targetsByAddress: new Map(plan.targets.map((t) => [t.address, t])), refusals: refusalCounters(plan) };
 }
 
 function needsOf(options: KernelDataPlaneOptions, plan: KernelPlan): KernelNeeds {
