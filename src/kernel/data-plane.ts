@@ -216,12 +216,17 @@ export class KernelDataPlane {
    * first, so no forwarded byte goes uncounted.
    */
   async reconfigure(changes: { snat?: KernelDataPlaneOptions['snat']; listeners?: BoundListener[] }): Promise<void> {
-    if (changes.snat) this.options.snat = changes.snat;
-    if (changes.listeners) this.options.listeners = changes.listeners;
+    const snat = changes.snat ?? this.options.snat;
+    const listeners = changes.listeners ?? this.options.listeners;
     await this.pollCounters();
-    this.plan = planOf(this.options);
-    this.derived = derivedOf(this.plan);
-    await this.writeTable();
+    // The new plan takes over only once nft took its table: if nft refuses it, the kernel keeps
+    // the old table, and so does this process (counters and flows stay attributed as the kernel does).
+    const plan = planOf({ ...this.options, snat, listeners });
+    await this.writeTable(plan);
+    this.options.snat = snat;
+    this.options.listeners = listeners;
+    this.plan = plan;
+    this.derived = derivedOf(plan);
     this.options.logger.info(
       { table: `inet ${this.plan.table}`, targets: this.plan.targets.map((t) => t.id), elements: this.sync.elements.size, snat: this.plan.snat },
       `kernel data plane: table inet ${this.plan.table} rewritten (reload)`,
@@ -340,9 +345,9 @@ export class KernelDataPlane {
       .map((l) => ({ proto: l.proto, family: l.family, ...(l.address ? { destination: l.address } : {}), destinationPort: l.port, replySource: t.address }));
   }
 
-  private desired(): Map<string, MapElement> {
+  private desired(plan = this.plan): Map<string, MapElement> {
     if (!this.accepting) return new Map();
-    const families = new Set<Family>(this.plan.listeners.map((l) => l.family));
+    const families = new Set<Family>(plan.listeners.map((l) => l.family));
     const all = desiredElements(this.options.placer.affinity.all(), this.options.connector);
     for (const [k, e] of all) if (!families.has(e.family)) all.delete(k);
     return all;
@@ -369,9 +374,9 @@ export class KernelDataPlane {
     }
   }
 
-  private async writeTable(): Promise<void> {
-    const desired = this.desired();
-    await this.nft(renderTable(this.plan, [...desired.values()]), `table inet ${this.plan.table}`);
+  private async writeTable(plan = this.plan): Promise<void> {
+    const desired = this.desired(plan);
+    await this.nft(renderTable(plan, [...desired.values()]), `table inet ${plan.table}`);
     this.sync.reset(desired);
     this.counterDeltas.resetBaseline();
     this.lastRefusals.clear();
