@@ -127,6 +127,11 @@ export interface FlowTrackerDeps {
   maxListingBytes?: number;
 }
 
+/** Restarts of a failing `conntrack -E`: 1 s, doubling to 30 s; back to 1 s after a child that ran a minute. */
+const RESTART_MIN_MS = 1000;
+const RESTART_MAX_MS = 30_000;
+const RESTART_RESET_MS = 60_000;
+
 const LISTENER_OF: Record<KernelProto, 'pcoipUdp' | 'pcoipTcp'> = { udp: 'pcoipUdp', tcp: 'pcoipTcp' };
 
 export class KernelFlowTracker {
@@ -139,6 +144,8 @@ export class KernelFlowTracker {
   private reconciling: Promise<void> | undefined;
   private readonly warnLog = new RateLimitedLog(10_000);
   private readonly truncatedLog = new RateLimitedLog(60_000);
+  private restartDelayMs = RESTART_MIN_MS;
+  private restartTimer: NodeJS.Timeout | undefined;
 
   constructor(deps: FlowTrackerDeps) {
     this.deps = deps;
@@ -167,6 +174,7 @@ export class KernelFlowTracker {
   stop(reason = 'shutdown'): void {
     this.stopped = true;
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     this.events?.kill();
     for (const [id, f] of [...this.flows]) this.end(id, f, { reason });
   }
@@ -193,14 +201,27 @@ export class KernelFlowTracker {
         void this.reconcile();
       }
     });
-    child.on('error', () => undefined);
-    child.on('exit', (code) => {
+    const startedAt = this.now();
+    // A child that could not start (ENOENT, EMFILE) emits 'error' and 'close' but no 'exit':
+    // 'close' comes once per child in every case, so the restart hangs on it.
+    child.on('error', (err: NodeJS.ErrnoException) =>
+      this.warnLog.maybe(this.now(), (suppressed) =>
+        this.deps.logger.warn({ code: ErrorCodes.KERNEL_CONNTRACK, err: err.message, errno: err.code, suppressed }, 'kernel data plane: conntrack -E failed'),
+      ),
+    );
+    child.on('close', (code, signal) => {
       if (this.stopped) return;
-      this.deps.logger.error({ code: ErrorCodes.KERNEL_CONNTRACK, exitCode: code }, 'kernel data plane: conntrack -E exited; restarting it in 1 s');
-      setTimeout(() => {
+      // Back off while it keeps failing; a child that ran a while starts the count again.
+      if (this.now() - startedAt >= RESTART_RESET_MS) this.restartDelayMs = RESTART_MIN_MS;
+      const delay = this.restartDelayMs;
+      this.restartDelayMs = Math.min(delay * 2, RESTART_MAX_MS);
+      this.deps.logger.error({ code: ErrorCodes.KERNEL_CONNTRACK, exitCode: code, signal, restartInMs: delay }, `kernel data plane: conntrack -E ended; restarting it in ${delay} ms`);
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = undefined;
         this.listen();
         void this.reconcile();
-      }, 1000).unref();
+      }, delay);
+      this.restartTimer.unref();
     });
   }
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLab, labUnavailable, VIP, type NetnsLab } from '../helpers/netns.ts';
@@ -104,6 +104,25 @@ describe.skipIf(unavailable !== undefined)('kernel flow tracker (real conntrack 
       expect(t.active().udp).toBe(FLOWS);
       expect(logs.lines.filter((l) => l.msg === 'flow closed')).toEqual([]);
       expect(logs.lines.filter(cut)).toHaveLength(1);
+    } finally {
+      t.stop();
+      flush();
+    }
+  });
+
+  it('restarts conntrack -E after it could not even start (ENOENT), logging why, and follows flows once it runs', async () => {
+    flush();
+    const late = join(dir, 'late-conntrack'); // not there yet: spawn fails with 'error' + 'close', no 'exit'
+    const { t, logs } = tracker({ conntrack: late });
+    await t.start();
+    try {
+      const failed = await logs.waitFor((l) => l.msg === 'kernel data plane: conntrack -E failed', 3000);
+      expect(failed).toMatchObject({ level: 40, code: 'PLB_E_KERNEL_CONNTRACK', errno: 'ENOENT' });
+      expect(await logs.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('kernel data plane: conntrack -E ended'), 3000)).toMatchObject({ restartInMs: 1000 });
+      copyFileSync(conntrackBin, late);
+      chmodSync(late, 0o755);
+      insert('udp', '198.18.1.1', 7000, 4172, CONNECTOR);
+      await waitFor('the flow adopted after the restart', () => t.active().udp === 1, 8000);
     } finally {
       t.stop();
       flush();
