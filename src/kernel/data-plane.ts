@@ -79,7 +79,8 @@ export interface KernelDescription {
 
 export class KernelDataPlane {
   private plan: KernelPlan;
-  private counterRefs: CounterRef[];
+  /** Looked up per conntrack event and per counter poll: derived once per plan (see derivedOf). */
+  private derived: PlanDerived;
   private readonly counterDeltas = new CounterDeltas();
   private readonly sync: ElementSync;
   private readonly options: KernelDataPlaneOptions;
@@ -103,7 +104,7 @@ export class KernelDataPlane {
     this.options = options;
     this.tools = options.tools ?? DEFAULT_TOOLS;
     this.plan = planOf(options);
-    this.counterRefs = planCounters(this.plan);
+    this.derived = derivedOf(this.plan);
     this.conntrack = new Conntrack(this.tools.conntrack);
     this.sync = new ElementSync({
       apply: (script) => this.nft(script, 'client map elements'),
@@ -121,7 +122,7 @@ export class KernelDataPlane {
       stats: options.stats,
       logger: options.logger,
       listeners: () => this.plan.listeners,
-      targets: () => new Map(this.plan.targets.map((t) => [t.address, t])),
+      targets: () => this.derived.targetsByAddress,
     });
   }
 
@@ -215,12 +216,17 @@ export class KernelDataPlane {
    * first, so no forwarded byte goes uncounted.
    */
   async reconfigure(changes: { snat?: KernelDataPlaneOptions['snat']; listeners?: BoundListener[] }): Promise<void> {
-    if (changes.snat) this.options.snat = changes.snat;
-    if (changes.listeners) this.options.listeners = changes.listeners;
+    const snat = changes.snat ?? this.options.snat;
+    const listeners = changes.listeners ?? this.options.listeners;
     await this.pollCounters();
-    this.plan = planOf(this.options);
-    this.counterRefs = planCounters(this.plan);
-    await this.writeTable();
+    // The new plan takes over only once nft took its table: if nft refuses it, the kernel keeps
+    // the old table, and so does this process (counters and flows stay attributed as the kernel does).
+    const plan = planOf({ ...this.options, snat, listeners });
+    await this.writeTable(plan);
+    this.options.snat = snat;
+    this.options.listeners = listeners;
+    this.plan = plan;
+    this.derived = derivedOf(plan);
     this.options.logger.info(
       { table: `inet ${this.plan.table}`, targets: this.plan.targets.map((t) => t.id), elements: this.sync.elements.size, snat: this.plan.snat },
       `kernel data plane: table inet ${this.plan.table} rewritten (reload)`,
@@ -247,7 +253,7 @@ export class KernelDataPlane {
         const r = await runTool(this.tools.nft, ['-j', 'list', 'counters', 'table', 'inet', this.plan.table], { timeoutMs: 10_000 });
         if (r.code !== 0) return;
         const readings = parseCounters(JSON.parse(r.stdout));
-        const deltas = this.counterDeltas.next(this.counterRefs, readings);
+        const deltas = this.counterDeltas.next(this.derived.counterRefs, readings);
         if (this.options.onTraffic) for (const d of deltas) this.options.onTraffic(d);
         this.countRefusals(readings);
       } catch {
@@ -339,9 +345,9 @@ export class KernelDataPlane {
       .map((l) => ({ proto: l.proto, family: l.family, ...(l.address ? { destination: l.address } : {}), destinationPort: l.port, replySource: t.address }));
   }
 
-  private desired(): Map<string, MapElement> {
+  private desired(plan = this.plan): Map<string, MapElement> {
     if (!this.accepting) return new Map();
-    const families = new Set<Family>(this.plan.listeners.map((l) => l.family));
+    const families = new Set<Family>(plan.listeners.map((l) => l.family));
     const all = desiredElements(this.options.placer.affinity.all(), this.options.connector);
     for (const [k, e] of all) if (!families.has(e.family)) all.delete(k);
     return all;
@@ -349,7 +355,7 @@ export class KernelDataPlane {
 
   /** nft's refusal counters (flows past the limits): added to the refusal counts, with one rate-limited line. */
   private countRefusals(readings: ReadonlyMap<string, { packets: number }>): void {
-    for (const r of refusalCounters(this.plan)) {
+    for (const r of this.derived.refusals) {
       const now = readings.get(r.name)?.packets ?? 0;
       const before = this.lastRefusals.get(r.name) ?? 0;
       this.lastRefusals.set(r.name, now);
@@ -368,9 +374,9 @@ export class KernelDataPlane {
     }
   }
 
-  private async writeTable(): Promise<void> {
-    const desired = this.desired();
-    await this.nft(renderTable(this.plan, [...desired.values()]), `table inet ${this.plan.table}`);
+  private async writeTable(plan = this.plan): Promise<void> {
+    const desired = this.desired(plan);
+    await this.nft(renderTable(plan, [...desired.values()]), `table inet ${plan.table}`);
     this.sync.reset(desired);
     this.counterDeltas.resetBaseline();
     this.lastRefusals.clear();
@@ -431,6 +437,16 @@ function planOf(options: KernelDataPlaneOptions): KernelPlan {
     snat: options.snat,
     prefixes: options.prefixes,
   };
+}
+
+interface PlanDerived {
+  counterRefs: CounterRef[];
+  targetsByAddress: ReadonlyMap<string, KernelTarget>;
+  refusals: ReturnType<typeof refusalCounters>;
+}
+
+function derivedOf(plan: KernelPlan): PlanDerived {
+  return { counterRefs: planCounters(plan), targetsByAddress: new Map(plan.targets.map((t) => [t.address, t])), refusals: refusalCounters(plan) };
 }
 
 function needsOf(options: KernelDataPlaneOptions, plan: KernelPlan): KernelNeeds {

@@ -85,12 +85,22 @@ export class ElementSync {
   }
 
   private async loop(): Promise<void> {
-    await new Promise((r) => setTimeout(r, this.deps.coalesceMs ?? 5));
-    while (this.dirty && !this.stopped) {
-      this.dirty = false;
-      await this.once();
+    try {
+      await new Promise((r) => setTimeout(r, this.deps.coalesceMs ?? 5));
+      while (this.dirty && !this.stopped) {
+        this.dirty = false;
+        await this.once();
+      }
+    } catch (err) {
+      // A throw outside the nft run (rendering an element, a dependency): counted and logged, so
+      // request() still never rejects; the next request (or the once-a-second resync) tries again.
+      this.counts.failures++;
+      this.errorLog.maybe(Date.now(), (suppressed) =>
+        this.deps.logger.error({ code: ErrorCodes.KERNEL_NFT, err: (err as Error).message, suppressed }, 'kernel data plane: a client map batch failed before reaching nft'),
+      );
+    } finally {
+      this.running = undefined;
     }
-    this.running = undefined;
   }
 
   private async once(): Promise<void> {

@@ -17,7 +17,7 @@ import { runTool } from './tools.ts';
  * one "flow closed" line with conntrack's byte and packet counts.
  *
  * Events can be lost (the kernel drops them when the listener falls behind: ENOBUFS), so the
- * live set is also read whole (`conntrack -L`) at start, after a lost event and every minute;
+ * live set is also read (`conntrack -L`, our listeners' entries only) at start, after a lost event and every minute;
  * flows found or missing there are adopted or ended.
  */
 
@@ -90,6 +90,20 @@ export function forwardedFlow(e: ConntrackEntry, listeners: readonly ForwardedLi
   return { proto, target };
 }
 
+/**
+ * The `conntrack -L` runs that list every entry sent to our listeners and nothing else: one per
+ * family, protocol, port and address (a wildcard listener: any address of its family). conntrack
+ * lists only IPv4 unless given `-f`. Pure.
+ */
+export function listingArgs(listeners: readonly ForwardedListener[]): string[][] {
+  const seen = new Map<string, string[]>();
+  for (const l of listeners) {
+    const args = ['-L', '-f', l.family === 4 ? 'ipv4' : 'ipv6', '-p', l.proto, '--orig-port-dst', String(l.port), ...(l.address !== undefined ? ['-d', l.address] : []), '-o', 'id'];
+    seen.set(args.join(' '), args);
+  }
+  return [...seen.values()];
+}
+
 interface TrackedFlow {
   proto: KernelProto;
   client: string;
@@ -109,7 +123,14 @@ export interface FlowTrackerDeps {
   now?: () => number;
   /** How often the live set is read whole (lost events); 0 disables. */
   reconcileMs?: number;
+  /** The most output one `conntrack -L` may print before it counts as cut (default: runTool's cap). */
+  maxListingBytes?: number;
 }
+
+/** Restarts of a failing `conntrack -E`: 1 s, doubling to 30 s; back to 1 s after a child that ran a minute. */
+const RESTART_MIN_MS = 1000;
+const RESTART_MAX_MS = 30_000;
+const RESTART_RESET_MS = 60_000;
 
 const LISTENER_OF: Record<KernelProto, 'pcoipUdp' | 'pcoipTcp'> = { udp: 'pcoipUdp', tcp: 'pcoipTcp' };
 
@@ -122,6 +143,9 @@ export class KernelFlowTracker {
   private reconcileTimer: NodeJS.Timeout | undefined;
   private reconciling: Promise<void> | undefined;
   private readonly warnLog = new RateLimitedLog(10_000);
+  private readonly truncatedLog = new RateLimitedLog(60_000);
+  private restartDelayMs = RESTART_MIN_MS;
+  private restartTimer: NodeJS.Timeout | undefined;
 
   constructor(deps: FlowTrackerDeps) {
     this.deps = deps;
@@ -150,6 +174,7 @@ export class KernelFlowTracker {
   stop(reason = 'shutdown'): void {
     this.stopped = true;
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     this.events?.kill();
     for (const [id, f] of [...this.flows]) this.end(id, f, { reason });
   }
@@ -176,14 +201,27 @@ export class KernelFlowTracker {
         void this.reconcile();
       }
     });
-    child.on('error', () => undefined);
-    child.on('exit', (code) => {
+    const startedAt = this.now();
+    // A child that could not start (ENOENT, EMFILE) emits 'error' and 'close' but no 'exit':
+    // 'close' comes once per child in every case, so the restart hangs on it.
+    child.on('error', (err: NodeJS.ErrnoException) =>
+      this.warnLog.maybe(this.now(), (suppressed) =>
+        this.deps.logger.warn({ code: ErrorCodes.KERNEL_CONNTRACK, err: err.message, errno: err.code, suppressed }, 'kernel data plane: conntrack -E failed'),
+      ),
+    );
+    child.on('close', (code, signal) => {
       if (this.stopped) return;
-      this.deps.logger.error({ code: ErrorCodes.KERNEL_CONNTRACK, exitCode: code }, 'kernel data plane: conntrack -E exited; restarting it in 1 s');
-      setTimeout(() => {
+      // Back off while it keeps failing; a child that ran a while starts the count again.
+      if (this.now() - startedAt >= RESTART_RESET_MS) this.restartDelayMs = RESTART_MIN_MS;
+      const delay = this.restartDelayMs;
+      this.restartDelayMs = Math.min(delay * 2, RESTART_MAX_MS);
+      this.deps.logger.error({ code: ErrorCodes.KERNEL_CONNTRACK, exitCode: code, signal, restartInMs: delay }, `kernel data plane: conntrack -E ended; restarting it in ${delay} ms`);
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = undefined;
         this.listen();
         void this.reconcile();
-      }, 1000).unref();
+      }, delay);
+      this.restartTimer.unref();
     });
   }
 
@@ -232,20 +270,39 @@ export class KernelFlowTracker {
     );
   }
 
-  /** Reads the live table whole: adopts forwarded flows not known here, ends those gone (lost DESTROY events). */
+  /**
+   * Reads the live table: adopts forwarded flows not known here, ends those gone (lost DESTROY
+   * events). Only entries to our listeners are listed (the host's other connections are not read).
+   * A listing cut at the output cap is not the whole table: then nothing is ended as gone.
+   */
   private reconcile(): Promise<void> {
     this.reconciling ??= (async () => {
       // A flow that starts while the table is being read is missing from it, not gone.
       const began = this.now();
       try {
-        const r = await runTool(this.deps.conntrack, ['-L', '-o', 'id'], { timeoutMs: 30_000 });
-        if (r.code !== 0 || this.stopped) return;
         const live = new Set<string>();
-        for (const line of r.stdout.split('\n')) {
-          const e = parseConntrackLine(line);
-          if (!e) continue;
-          live.add(e.id);
-          this.onEntry(e);
+        let truncated = false;
+        for (const args of listingArgs(this.deps.listeners())) {
+          const r = await runTool(this.deps.conntrack, args, { timeoutMs: 30_000, ...(this.deps.maxListingBytes !== undefined ? { maxOutputBytes: this.deps.maxListingBytes } : {}) });
+          if (r.code !== 0 || this.stopped) return;
+          truncated ||= r.truncated;
+          // A cut listing ends mid-line: its last, partial line is not an entry.
+          const text = r.truncated ? r.stdout.slice(0, r.stdout.lastIndexOf('\n') + 1) : r.stdout;
+          for (const line of text.split('\n')) {
+            const e = parseConntrackLine(line);
+            if (!e) continue;
+            live.add(e.id);
+            this.onEntry(e);
+          }
+        }
+        if (truncated) {
+          this.truncatedLog.maybe(this.now(), (suppressed) =>
+            this.deps.logger.warn(
+              { code: ErrorCodes.KERNEL_CONNTRACK, suppressed },
+              'kernel data plane: the conntrack listing was longer than the output cap; flows missing from it are kept (their end comes with their DESTROY event)',
+            ),
+          );
+          return;
         }
         for (const [id, f] of [...this.flows]) if (!live.has(id) && f.startedAt < began) this.end(id, f, { reason: 'gone' });
       } finally {

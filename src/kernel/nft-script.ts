@@ -13,7 +13,7 @@ import { needsInterval, prefixMask, type ElementChanges, type Family, type Kerne
 
 const TABLE_RE = /^[A-Za-z][A-Za-z0-9_]{0,30}$/;
 
-export function checkTableName(table: string): string {
+function checkTableName(table: string): string {
   if (!TABLE_RE.test(table)) throw new Error(`invalid nft table name "${table}"`);
   return table;
 }
@@ -44,7 +44,7 @@ export interface TableOwner {
   startTicks: number;
 }
 
-export const ownerComment = (o: TableOwner) => `pcoip-lb pid ${o.pid} start ${o.startTicks}`;
+const ownerComment = (o: TableOwner) => `pcoip-lb pid ${o.pid} start ${o.startTicks}`;
 
 /** The owner in `nft list table` text output, if the table is one of ours. */
 export function ownerOf(listing: string): TableOwner | undefined {
@@ -53,10 +53,10 @@ export function ownerOf(listing: string): TableOwner | undefined {
 }
 
 const ip = (family: Family) => (family === 4 ? 'ip' : 'ip6');
-export const clientMap = (family: Family) => `client${family}`;
+const clientMap = (family: Family) => `client${family}`;
 
 /** Counter object name for one Connector (by its index in the plan), protocol and direction. */
-export function counterName(index: number, proto: KernelProto, direction: 'in' | 'out'): string {
+function counterName(index: number, proto: KernelProto, direction: 'in' | 'out'): string {
   return `c${index}_${proto}_${direction}`;
 }
 
@@ -85,7 +85,7 @@ function count(n: number): string {
 export type RefusalKind = 'max-flows' | 'max-per-client';
 
 /** The counter of one listener's refused flows (one per protocol and kind: families share it). */
-export function refusalName(l: { proto: KernelProto }, kind: RefusalKind): string {
+function refusalName(l: { proto: KernelProto }, kind: RefusalKind): string {
   return `refused_${l.proto}_${kind.replace(/-/g, '_')}`;
 }
 

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { admitsPinnedClients, type ConnectorView } from '../pool/pool.ts';
+import { unmapIpv4 } from '../util/address.ts';
 
 /**
  * What the kernel data plane programs, as plain data: which listener addresses are forwarded,
@@ -73,7 +74,7 @@ export function forwardedListeners(bound: readonly BoundListener[]): ForwardedLi
     else if (b.address === '::') {
       out.push({ proto: b.proto, family: 4, address: undefined, port: b.port, ...limits }, { proto: b.proto, family: 6, address: undefined, port: b.port, ...limits });
     } else {
-      const address = b.address.startsWith('::ffff:') && isIP(b.address.slice(7)) === 4 ? b.address.slice(7) : b.address;
+      const address = unmapIpv4(b.address);
       out.push({ proto: b.proto, family, address, port: b.port, ...limits });
     }
   }

@@ -11,26 +11,33 @@ export interface ToolResult {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** The tool printed more than `maxOutputBytes`: stdout/stderr hold only the first part (a listing is incomplete). */
+  truncated: boolean;
   /** Set when the tool could not be started (ENOENT: not installed) or was killed at the deadline. */
   error?: NodeJS.ErrnoException;
 }
 
 const MAX_OUTPUT_BYTES = 32 * 1024 * 1024;
 
-export function runTool(bin: string, args: readonly string[], options: { input?: string; timeoutMs?: number } = {}): Promise<ToolResult> {
+export function runTool(bin: string, args: readonly string[], options: { input?: string; timeoutMs?: number; maxOutputBytes?: number } = {}): Promise<ToolResult> {
+  const maxOutputBytes = options.maxOutputBytes ?? MAX_OUTPUT_BYTES;
   return new Promise((resolve) => {
     let child;
     try {
       child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     } catch (err) {
-      resolve({ code: null, stdout: '', stderr: '', error: err as NodeJS.ErrnoException });
+      resolve({ code: null, stdout: '', stderr: '', truncated: false, error: err as NodeJS.ErrnoException });
       return;
     }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outBytes = 0;
+    let truncated = false;
     const keep = (into: Buffer[]) => (chunk: Buffer) => {
-      if (outBytes + chunk.length > MAX_OUTPUT_BYTES) return;
+      if (truncated || outBytes + chunk.length > maxOutputBytes) {
+        truncated = true;
+        return;
+      }
       outBytes += chunk.length;
       into.push(chunk);
     };
@@ -48,6 +55,7 @@ export function runTool(bin: string, args: readonly string[], options: { input?:
         code: failure ? null : code,
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8'),
+        truncated,
         ...(failure ? { error: failure } : {}),
       });
     });
