@@ -30,6 +30,7 @@ import { findDisagreements, instanceViews, type ClusterStatus, type ReceivedHear
  *    value answers `undefined`, so the data plane decides alone (consistent hashing agrees);
  *  - writes are asynchronous: coalesced per key and sent as one pipeline every few ms;
  *    while the store is away they are not queued (reconciling re-publishes what still matters);
+ *    while reconciling they are (bounded): made after its snapshot, only they carry them;
  *  - changes made elsewhere arrive on the pub/sub channel and are handed to `onRemote`;
  *  - every value read is checked (codec.ts) and a bad one is logged, counted and ignored;
  *  - one log line per store state change (connected, down, back, slow, in time again);
@@ -206,7 +207,7 @@ export class RedisReplica implements StateReplica {
   publish(change: StateChange): void {
     if (this.state === 'closed') return;
     if (change.kind === 'operator-state') this.noteOperator(change);
-    if (this.state !== 'up') {
+    if (!this.accepting) {
       this.stats.writesSkipped++;
       return;
     }
@@ -403,8 +404,17 @@ export class RedisReplica implements StateReplica {
 
   // ---- writes ------------------------------------------------------------------------------------
 
+  /**
+   * Whether writes are taken: the store is up, or it is being reconciled. A change made while
+   * reconciling is newer than its snapshot of the local state, so it waits in `pending` (bounded)
+   * and is sent right after; skipped, nothing would write it until the next reconnect.
+   */
+  private get accepting(): boolean {
+    return this.state === 'up' || (this.reconciling && this.state !== 'closed');
+  }
+
   private refresh(clientKey: string): void {
-    if (this.state !== 'up') return;
+    if (!this.accepting) return;
     const key = this.keys.pin(clientKey);
     this.enqueue(`x:${key}`, { commands: [['PEXPIRE', key, String(this.keepAlive.storedTtlMs)]] });
   }
@@ -430,13 +440,14 @@ export class RedisReplica implements StateReplica {
   }
 
   private async flush(): Promise<void> {
+    if (this.state !== 'up') {
+      if (this.reconciling) return; // kept for when it is done (reconcile flushes them)
+      this.dropPending();
+      return;
+    }
     const batch = [...this.pending.values()];
     this.pending.clear();
     if (batch.length === 0) return;
-    if (this.state !== 'up') {
-      this.stats.writesSkipped += batch.length;
-      return;
-    }
     const commands = batch.flatMap((w) => w.commands);
     this.stats.writes += batch.length;
     let replies: Reply[];
@@ -455,6 +466,12 @@ export class RedisReplica implements StateReplica {
       at += w.commands.length;
     }
     if (followUp.length > 0) await this.conn.pipeline(followUp).catch(() => undefined);
+  }
+
+  /** The store is away: pending writes are not kept (the next reconcile re-publishes what still matters). */
+  private dropPending(): void {
+    this.stats.writesSkipped += this.pending.size;
+    this.pending.clear();
   }
 
   /** Commands the store answered with an error (NOPERM from an ACL, OOM, …): counted, logged at most every 10 s. */
@@ -547,6 +564,10 @@ export class RedisReplica implements StateReplica {
     } finally {
       this.reconciling = false;
     }
+    // What was published while reconciling: sent now, or dropped (counted) if reconciling failed.
+    const state = this.state as StoreState; // changed by the awaits above
+    if (state === 'up') void this.flush();
+    else if (state !== 'closed') this.dropPending();
   }
 
   private async reconcileOperator(local: OperatorStateRecord[], writes: Command[], summary: Record<string, number>): Promise<void> {

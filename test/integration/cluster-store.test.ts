@@ -253,6 +253,28 @@ describe('RedisReplica against a real redis-server', () => {
     expect(a.logs.lines.find((l) => /connected as instance lb-a/.test(String(l.msg)))?.reconciled).toMatchObject({ written: 2, adopted: 2 });
   });
 
+  it('pins, sessions and operator changes made while reconciling are written once it is done, not skipped', async () => {
+    const a = await startReplica(server.url, 'lb-a', { waitUp: false });
+    open.push(a);
+    // A large local state: reconciling it takes many pipelines, the window in which new clients arrive.
+    for (let i = 0; i < 20_000; i++) a.local.push(pin(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}/32`, 'conn-a'));
+    await eventually(() => a.replica.stats.reconciles >= 1, 5000, 'reconcile started', 1);
+    expect(a.replica.up).toBe(false);
+    a.replica.publish(pin('198.51.100.200/32', 'conn-b', 'placed'));
+    a.replica.publish(pin('198.51.100.201/32', 'conn-c', 'repinned'));
+    a.replica.publish({ kind: 'cookie', key: 'digest-window', connectorId: 'conn-c', at: Date.now() });
+    a.replica.publish({ kind: 'operator-state', connectorId: 'conn-b', state: 'drain', at: Date.now() });
+    expect(a.replica.up).toBe(false); // all made inside the window
+    expect(await a.replica.whenUp(20_000)).toBe(true);
+    await eventually(() => server.cli('EXISTS', 'i10:pin:198.51.100.201/32') === '1', 2000, 're-pin made while reconciling written');
+    expect(JSON.parse(server.cli('GET', 'i10:pin:198.51.100.200/32'))).toMatchObject({ connector: 'conn-b', reason: 'placed', by: 'lb-a' });
+    expect(JSON.parse(server.cli('GET', 'i10:pin:198.51.100.201/32'))).toMatchObject({ connector: 'conn-c', reason: 'repinned' });
+    expect(JSON.parse(server.cli('GET', 'i10:cookie:digest-window'))).toMatchObject({ connector: 'conn-c' });
+    expect(JSON.parse(server.cli('HGET', 'i10:operator', 'conn-b'))).toMatchObject({ state: 'drain', by: 'lb-a' });
+    expect(a.replica.stats.writesSkipped).toBe(0);
+    expect(server.cli('EXISTS', 'i10:pin:10.0.78.31/32')).toBe('1'); // and the reconciled state itself
+  }, 30_000);
+
   it('a store that stops answering (SIGSTOP): look-ups time out within the bound and are counted; then down; back when it answers', async () => {
     const a = await replica('lb-a');
     server.pause();
