@@ -48,6 +48,16 @@ export class PinKeepAlive {
     this.entry(key).expiresAt = now + this.storedTtlMs;
   }
 
+  /**
+   * Another instance just wrote the key (its message on the channel): a key tracked here expires
+   * later now. A key not tracked here stays untracked: this instance keeps alive only its own
+   * clients, never every client of the cluster.
+   */
+  writtenElsewhere(key: string, now: number): void {
+    const t = this.tracked.get(key);
+    if (t) t.expiresAt = now + this.storedTtlMs;
+  }
+
   /** The store said the key expires in `pttlMs` (a look-up); negative: no such key. */
   observed(key: string, pttlMs: number, now: number): void {
     this.entry(key).expiresAt = pttlMs > 0 ? now + pttlMs : 0;

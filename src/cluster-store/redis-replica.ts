@@ -511,7 +511,7 @@ export class RedisReplica implements StateReplica {
     if (!decoded.ok) return this.invalid('message', this.keys.channel, decoded.reason);
     if (decoded.value.from === this.instanceId) return;
     const change = decoded.value.change;
-    if (change.kind === 'pin') this.keepAlive.written(change.key, this.now());
+    if (change.kind === 'pin') this.keepAlive.writtenElsewhere(change.key, this.now());
     this.deliver(change);
   }
 
