@@ -149,6 +149,20 @@ describe('RedisReplica against a real redis-server', () => {
     await eventually(() => Number(server.cli('PTTL', 'i10:alloc:sess-1.example')) > 70_000, 2000, 'claimed allocation refreshed');
   });
 
+  it('a stored allocation never outlives its connect tag, however late it is written', async () => {
+    const a = await replica('lb-a');
+    const now = Date.now();
+    const allocation = (sni: string, learnedAt: number, tagExpiresAt: number) =>
+      a.replica.publish({ kind: 'allocation', sni, connectorId: 'conn-a', clientAddress: '198.51.100.21', sessionIdHint: 'cd34…(32)', ipAddress: undefined, port: undefined, tagFingerprint: 'f3:f4:40', learnedAt, tagExpiresAt });
+    allocation('late.example', now - 50_000, now + 10_000); // learned 50 s ago, 10 s of its tag left
+    allocation('expired.example', now - 70_000, now - 10_000);
+    await eventually(() => server.cli('EXISTS', 'i10:alloc:late.example') === '1', 2000, 'allocation written');
+    const ttl = Number(server.cli('PTTL', 'i10:alloc:late.example'));
+    expect(ttl).toBeGreaterThan(5_000);
+    expect(ttl).toBeLessThanOrEqual(10_000);
+    expect(server.cli('EXISTS', 'i10:alloc:expired.example')).toBe('0');
+  });
+
   it('a pin expires TTL + slack after its last flow, and lives on while the client has flows', async () => {
     // ttl 1 s → slack 1 s (the floor): stored PX 2 s, refreshed every ~0.5 s while flows are open.
     const a = await replica('lb-a', { ttlMs: 1000 });
