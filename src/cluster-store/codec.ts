@@ -14,7 +14,7 @@ import type { LookupQuery, OperatorStateRecord, PinRecord, StateChange } from '.
  */
 
 /** Larger values are refused unread (a pin is ~80 bytes, an allocation ~400, a heartbeat ~100 per Connector). */
-export const MAX_VALUE_BYTES = 64 * 1024;
+const MAX_VALUE_BYTES = 64 * 1024;
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
 

@@ -39,6 +39,7 @@ export class PinKeepAlive {
     return this.options.ttlMs + this.options.slackMs;
   }
 
+  /** Keys tracked (with flows here, or idle until their stored pin expires): what bounds this table's memory. */
   get size(): number {
     return this.tracked.size;
   }
@@ -94,16 +95,6 @@ export class PinKeepAlive {
       } else if (t.expiresAt <= now) this.tracked.delete(key);
     }
     return refresh;
-  }
-
-  /** Every key with flows here (re-published after the store comes back). */
-  *active(): IterableIterator<string> {
-    for (const [key, t] of this.tracked) if (t.flows > 0) yield key;
-  }
-
-  /** The store lost everything it had (restart): every expiry is unknown again. */
-  forgetExpiries(): void {
-    for (const t of this.tracked.values()) t.expiresAt = 0;
   }
 
   private entry(key: string): Tracked {
