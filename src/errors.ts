@@ -86,6 +86,8 @@ export const WarningCodes = {
   UDP_IDLE_SHORT: 'PLB_W_UDP_IDLE_SHORT',
   /** check-config: the admin.token.env variable is not set in the shell it runs in. */
   ADMIN_TOKEN_ENV: 'PLB_W_ADMIN_TOKEN_ENV',
+  /** check-config: the cluster.redis.password.env variable is not set in the shell it runs in. */
+  CLUSTER_PASSWORD_ENV: 'PLB_W_CLUSTER_PASSWORD_ENV',
   /** 4172/UDP bound to a wildcard address (logged by the UDP listener at start). */
   UDP_WILDCARD: 'PLB_W_UDP_WILDCARD',
 } as const;

@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { AdminConfig } from '../config/schema.ts';
 import { ErrorCodes, PlbError } from '../errors.ts';
+import { readSecret } from '../config/referenced.ts';
 import { formatHostPort } from '../util/address.ts';
 
 /** Shorter bearer tokens are guessable over a network; 16 characters is the floor. */
@@ -32,24 +32,9 @@ export function resolveAdminToken(admin: AdminConfig, env: NodeJS.ProcessEnv = p
     }
     return undefined;
   }
-  let value: string;
-  let where: string;
-  if (token.file !== undefined) {
-    where = `admin.token.file (${token.file})`;
-    try {
-      value = readFileSync(token.file, 'utf8').trim();
-    } catch (err) {
-      throw new PlbError(ErrorCodes.ADMIN_TOKEN_READ, `${where}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, [], { cause: err });
-    }
-  } else {
-    where = `admin.token.env (${token.env})`;
-    value = (env[token.env!] ?? '').trim();
-  }
+  const { value, where } = readSecret(token, 'admin.token', 'token', ErrorCodes.ADMIN_TOKEN_READ, env);
   if (value.length < MIN_TOKEN_LENGTH) {
-    throw new PlbError(
-      ErrorCodes.ADMIN_TOKEN_READ,
-      value === '' ? `${where}: no token there (empty or unset)` : `${where}: the token is ${value.length} characters; use at least ${MIN_TOKEN_LENGTH}`,
-    );
+    throw new PlbError(ErrorCodes.ADMIN_TOKEN_READ, `${where}: the token is ${value.length} characters; use at least ${MIN_TOKEN_LENGTH}`);
   }
   return value;
 }

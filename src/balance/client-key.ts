@@ -1,8 +1,10 @@
+import { isIP } from 'node:net';
+
 /**
  * Turns a client address into its affinity key: IPv4 masked to ipv4Prefix bits, IPv6 to
  * ipv6Prefix bits (a /64 is one customer site by convention). IPv4-mapped IPv6 addresses are
  * treated as IPv4 so a dual-stack listener and a v4 listener agree on the same client.
- * Pure string/number work; no node:net here so it stays table-testable.
+ * Pure string/number work (node:net's isIP is pure too), table-testable.
  */
 export interface PrefixOptions {
   ipv4Prefix: number;
@@ -29,6 +31,24 @@ export function clientKey(address: string, prefixes: PrefixOptions): string {
   }
   // Not an IP literal (should not happen for socket peers): key on the text itself.
   return address;
+}
+
+/**
+ * A client key as `clientKey` makes it (`198.18.0.7/32`, `2001:db8:1:2:0:0:0:0/64`): its address,
+ * family and prefix length, or undefined when the text is not one (a key read from elsewhere, such
+ * as the cluster store, is checked with this).
+ */
+export function parseClientKey(key: string): { family: 4 | 6; address: string; len: number } | undefined {
+  const slash = key.lastIndexOf('/');
+  if (slash < 0) return undefined;
+  const address = key.slice(0, slash);
+  const lenText = key.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(lenText)) return undefined;
+  const len = Number(lenText);
+  const family = isIP(address);
+  if (family !== 4 && family !== 6) return undefined;
+  if (len > (family === 4 ? 32 : 128)) return undefined;
+  return { family, address, len };
 }
 
 export function parseIpv4(text: string): number | undefined {

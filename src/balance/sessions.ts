@@ -493,6 +493,11 @@ export function sessionKeyDigest(value: string): string {
   return createHash('sha256').update(value, 'utf8').digest().subarray(0, 16).toString('base64url');
 }
 
+/** Whether a text has the shape `sessionKeyDigest` gives (16 bytes, base64url: 22 characters), for keys read from elsewhere. */
+export function isSessionKeyDigest(text: string): boolean {
+  return /^[A-Za-z0-9_-]{22}$/.test(text);
+}
+
 /** Two independent 32-bit hashes: enough to tell tags apart without keeping the tag itself. */
 function tagFingerprint(tag: string): string {
   return `${hash32(tag, 0x5eed).toString(16)}:${hash32(tag, 0xc0ffee).toString(16)}:${tag.length}`;

@@ -1,5 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { parseClientKey } from '../balance/client-key.ts';
+import { isSessionKeyDigest } from '../balance/sessions.ts';
 import { CONNECTOR_STATES } from '../config/schema.ts';
 import type { LookupQuery, OperatorStateRecord, PinRecord, StateChange } from '../state/changes.ts';
 
@@ -12,7 +14,7 @@ import type { LookupQuery, OperatorStateRecord, PinRecord, StateChange } from '.
  */
 
 /** Larger values are refused unread (a pin is ~80 bytes, an allocation ~400, a heartbeat ~100 per Connector). */
-export const MAX_VALUE_BYTES = 64 * 1024;
+const MAX_VALUE_BYTES = 64 * 1024;
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
 
@@ -24,6 +26,10 @@ const shortText = (max: number) => z.string().max(max);
 const connectorId = z.string().min(1).max(63);
 const instanceId = z.string().min(1).max(253);
 const placementReason = z.enum(['placed', 'repinned', 'learned']);
+/** A pin's key: a client key (`addr/len`, balance/client-key.ts), nothing else. */
+const clientKey = shortText(200).refine((k) => parseClientKey(k) !== undefined, { message: 'not a client key (address/prefix length)' });
+/** A learned session's key: the digest the SessionTable keys it by, never a raw cookie. */
+const sessionKey = z.string().refine(isSessionKeyDigest, { message: 'not a session key digest' });
 
 const pinValue = z.object({ connector: connectorId, reason: placementReason, at: time, by: instanceId });
 const sessionValue = z.object({ connector: connectorId, at: time, by: instanceId });
@@ -42,9 +48,9 @@ const operatorValue = z.object({ state: z.enum(CONNECTOR_STATES), at: time, by: 
 
 /** A change as it travels on the channel (the StateChange union, checked field by field). */
 const changeSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('pin'), key: shortText(200).min(1), connectorId, reason: placementReason, at: time }),
-  z.object({ kind: z.literal('unpin'), key: shortText(200).min(1), at: time }),
-  z.object({ kind: z.enum(['cookie', 'log-id']), key: shortText(200).min(1), connectorId, at: time }),
+  z.object({ kind: z.literal('pin'), key: clientKey, connectorId, reason: placementReason, at: time }),
+  z.object({ kind: z.literal('unpin'), key: clientKey, at: time }),
+  z.object({ kind: z.enum(['cookie', 'log-id']), key: sessionKey, connectorId, at: time }),
   z.object({ kind: z.literal('allocation'), sni: shortText(253).min(1), connectorId, ...allocationFields }),
   z.object({ kind: z.literal('allocation-claimed'), sni: shortText(253).min(1), at: time }),
   z.object({ kind: z.literal('operator-state'), connectorId, state: z.enum(CONNECTOR_STATES), at: time }),

@@ -39,6 +39,7 @@ export class PinKeepAlive {
     return this.options.ttlMs + this.options.slackMs;
   }
 
+  /** Keys tracked (with flows here, or idle until their stored pin expires): what bounds this table's memory. */
   get size(): number {
     return this.tracked.size;
   }
@@ -46,6 +47,16 @@ export class PinKeepAlive {
   /** The key was just written (or refreshed) with `storedTtlMs`. */
   written(key: string, now: number): void {
     this.entry(key).expiresAt = now + this.storedTtlMs;
+  }
+
+  /**
+   * Another instance just wrote the key (its message on the channel): a key tracked here expires
+   * later now. A key not tracked here stays untracked: this instance keeps alive only its own
+   * clients, never every client of the cluster.
+   */
+  writtenElsewhere(key: string, now: number): void {
+    const t = this.tracked.get(key);
+    if (t) t.expiresAt = now + this.storedTtlMs;
   }
 
   /** The store said the key expires in `pttlMs` (a look-up); negative: no such key. */
@@ -84,16 +95,6 @@ export class PinKeepAlive {
       } else if (t.expiresAt <= now) this.tracked.delete(key);
     }
     return refresh;
-  }
-
-  /** Every key with flows here (re-published after the store comes back). */
-  *active(): IterableIterator<string> {
-    for (const [key, t] of this.tracked) if (t.flows > 0) yield key;
-  }
-
-  /** The store lost everything it had (restart): every expiry is unknown again. */
-  forgetExpiries(): void {
-    for (const t of this.tracked.values()) t.expiresAt = 0;
   }
 
   private entry(key: string): Tracked {

@@ -30,6 +30,7 @@ import { findDisagreements, instanceViews, type ClusterStatus, type ReceivedHear
  *    value answers `undefined`, so the data plane decides alone (consistent hashing agrees);
  *  - writes are asynchronous: coalesced per key and sent as one pipeline every few ms;
  *    while the store is away they are not queued (reconciling re-publishes what still matters);
+ *    while reconciling they are (bounded): made after its snapshot, only they carry them;
  *  - changes made elsewhere arrive on the pub/sub channel and are handed to `onRemote`;
  *  - every value read is checked (codec.ts) and a bad one is logged, counted and ignored;
  *  - one log line per store state change (connected, down, back, slow, in time again);
@@ -177,78 +178,45 @@ export class RedisReplica implements StateReplica {
     if (this.state !== 'up') return this.counted(kind, 'store-down');
     const key = this.keyOf(query);
     const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), this.options.settings.lookupTimeoutMs)));
+    let answer: Reply[];
     try {
-      const answer = await Promise.race([this.conn.pipeline([['GET', key], ['PTTL', key]]), timeout]);
-      if (answer === 'timeout') {
-        this.noteTimeout();
-        return this.counted(kind, 'timeout');
-      }
-      this.stats.lookupSeconds.observe({ kind }, (performance.now() - started) / 1000);
-      this.noteInTime();
-      const [value, pttl] = answer;
-      if (value === null) return this.counted(kind, 'miss');
-      const decoded: Decoded<StateChange> = typeof value === 'string' ? decodeValue(query, value, this.options.knownConnector) : { ok: false, reason: describeReply(value) };
-      if (!decoded.ok) {
-        this.invalid('lookup', key, decoded.reason);
-        return this.counted(kind, 'invalid');
-      }
-      this.stats.lookup(kind, 'hit');
-      return this.asLive(decoded.value, pttl);
-    } catch {
-      return this.counted(kind, 'error');
-    } finally {
-      clearTimeout(timer);
+      answer = await withTimeout(this.conn.pipeline([['GET', key], ['PTTL', key]]), this.options.settings.lookupTimeoutMs);
+    } catch (err) {
+      if (!(err instanceof NoAnswer)) return this.counted(kind, 'error');
+      this.noteTimeout();
+      return this.counted(kind, 'timeout');
     }
+    this.stats.lookupSeconds.observe({ kind }, (performance.now() - started) / 1000);
+    this.noteInTime();
+    const [value, pttl] = answer;
+    if (value === null) return this.counted(kind, 'miss');
+    const decoded: Decoded<StateChange> = typeof value === 'string' ? decodeValue(query, value, this.options.knownConnector) : { ok: false, reason: describeReply(value) };
+    if (!decoded.ok) {
+      this.invalid('lookup', key, decoded.reason);
+      return this.counted(kind, 'invalid');
+    }
+    this.stats.lookup(kind, 'hit');
+    return this.asLive(decoded.value, pttl);
   }
 
   publish(change: StateChange): void {
     if (this.state === 'closed') return;
     if (change.kind === 'operator-state') this.noteOperator(change);
-    if (this.state !== 'up') {
+    if (!this.accepting) {
       this.stats.writesSkipped++;
       return;
     }
     const now = this.now();
-    const message = encodeMessage(this.instanceId, change);
-    const announce: Command = ['PUBLISH', this.keys.channel, message];
-    const px = String(this.keepAlive.storedTtlMs);
-    switch (change.kind) {
-      case 'pin': {
-        const key = this.keys.pin(change.key);
-        this.keepAlive.written(change.key, now);
-        const value = encodeValue(change, this.instanceId);
-        if (change.reason === 'placed') this.enqueue(`w:${key}`, { commands: [['EVAL', PLACE_PIN_SCRIPT, '1', key, value, px, this.keys.channel, message]], placed: change });
-        else this.enqueue(`w:${key}`, { commands: [['SET', key, value, 'PX', px], announce] });
-        return;
-      }
-      case 'unpin': {
-        const key = this.keys.pin(change.key);
-        this.enqueue(`w:${key}`, { commands: [['DEL', key], announce] });
-        return;
-      }
-      case 'cookie':
-      case 'log-id': {
-        const key = this.keys.session(change.kind, change.key);
-        this.enqueue(`w:${key}`, { commands: [['SET', key, encodeValue(change, this.instanceId), 'PX', px], announce] });
-        return;
-      }
-      case 'allocation': {
-        const key = this.keys.allocation(change.sni);
-        const lifetime = Math.max(1000, change.tagExpiresAt - change.learnedAt);
-        this.enqueue(`w:${key}`, { commands: [['SET', key, encodeValue(change, this.instanceId), 'PX', String(lifetime)], announce] });
-        return;
-      }
-      case 'allocation-claimed': {
-        const key = this.keys.allocation(change.sni);
-        this.enqueue(`x:${key}`, { commands: [['PEXPIRE', key, px], announce] });
-        return;
-      }
-      case 'operator-state':
-        this.enqueue(`w:${this.keys.operator}:${change.connectorId}`, { commands: [['HSET', this.keys.operator, change.connectorId, encodeValue(change, this.instanceId)], announce] });
-        return;
+    if (change.kind === 'pin') this.keepAlive.written(change.key, now);
+    if (change.kind === 'pin' && change.reason === 'placed') {
+      const key = this.keys.pin(change.key);
+      const script: Command = ['EVAL', PLACE_PIN_SCRIPT, '1', key, encodeValue(change, this.instanceId), String(this.keepAlive.storedTtlMs), this.keys.channel, encodeMessage(this.instanceId, change)];
+      this.enqueue(this.pendingId(change), { commands: [script], placed: change });
+      return;
     }
+    const write = this.writeCommands(change, now);
+    if (write.length === 0) return; // an allocation whose connect tag has expired: nothing left to share
+    this.enqueue(this.pendingId(change), { commands: [...write, this.announce(change)] });
   }
 
   publishLeases(deltas: ReadonlyMap<string, number>): void {
@@ -403,8 +371,17 @@ export class RedisReplica implements StateReplica {
 
   // ---- writes ------------------------------------------------------------------------------------
 
+  /**
+   * Whether writes are taken: the store is up, or it is being reconciled. A change made while
+   * reconciling is newer than its snapshot of the local state, so it waits in `pending` (bounded)
+   * and is sent right after; skipped, nothing would write it until the next reconnect.
+   */
+  private get accepting(): boolean {
+    return this.state === 'up' || (this.reconciling && this.state !== 'closed');
+  }
+
   private refresh(clientKey: string): void {
-    if (this.state !== 'up') return;
+    if (!this.accepting) return;
     const key = this.keys.pin(clientKey);
     this.enqueue(`x:${key}`, { commands: [['PEXPIRE', key, String(this.keepAlive.storedTtlMs)]] });
   }
@@ -430,13 +407,14 @@ export class RedisReplica implements StateReplica {
   }
 
   private async flush(): Promise<void> {
+    if (this.state !== 'up') {
+      if (this.reconciling) return; // kept for when it is done (reconcile flushes them)
+      this.dropPending();
+      return;
+    }
     const batch = [...this.pending.values()];
     this.pending.clear();
     if (batch.length === 0) return;
-    if (this.state !== 'up') {
-      this.stats.writesSkipped += batch.length;
-      return;
-    }
     const commands = batch.flatMap((w) => w.commands);
     this.stats.writes += batch.length;
     let replies: Reply[];
@@ -455,6 +433,12 @@ export class RedisReplica implements StateReplica {
       at += w.commands.length;
     }
     if (followUp.length > 0) await this.conn.pipeline(followUp).catch(() => undefined);
+  }
+
+  /** The store is away: pending writes are not kept (the next reconcile re-publishes what still matters). */
+  private dropPending(): void {
+    this.stats.writesSkipped += this.pending.size;
+    this.pending.clear();
   }
 
   /** Commands the store answered with an error (NOPERM from an ACL, OOM, …): counted, logged at most every 10 s. */
@@ -479,7 +463,7 @@ export class RedisReplica implements StateReplica {
     if (!decoded.ok) {
       // Garbage where a pin belongs: replace it with ours.
       this.invalid('lookup', key, decoded.reason);
-      followUp.push(['SET', key, encodeValue(pin, this.instanceId), 'PX', String(this.keepAlive.storedTtlMs)], ['PUBLISH', this.keys.channel, encodeMessage(this.instanceId, pin)]);
+      followUp.push(...this.writeCommands(pin, this.now()), this.announce(pin));
       return;
     }
     const existing = this.asLive(decoded.value, pttl) as PinRecord;
@@ -494,7 +478,7 @@ export class RedisReplica implements StateReplica {
     if (!decoded.ok) return this.invalid('message', this.keys.channel, decoded.reason);
     if (decoded.value.from === this.instanceId) return;
     const change = decoded.value.change;
-    if (change.kind === 'pin') this.keepAlive.written(change.key, this.now());
+    if (change.kind === 'pin') this.keepAlive.writtenElsewhere(change.key, this.now());
     this.deliver(change);
   }
 
@@ -547,6 +531,10 @@ export class RedisReplica implements StateReplica {
     } finally {
       this.reconciling = false;
     }
+    // What was published while reconciling: sent now, or dropped (counted) if reconciling failed.
+    const state = this.state as StoreState; // changed by the awaits above
+    if (state === 'up') void this.flush();
+    else if (state !== 'closed') this.dropPending();
   }
 
   private async reconcileOperator(local: OperatorStateRecord[], writes: Command[], summary: Record<string, number>): Promise<void> {
@@ -569,7 +557,7 @@ export class RedisReplica implements StateReplica {
     for (const [id, l] of mine) {
       const s = stored.get(id);
       if (!s || l.at > s.at) {
-        writes.push(['HSET', this.keys.operator, id, encodeValue(l, this.instanceId)], ['PUBLISH', this.keys.channel, encodeMessage(this.instanceId, l)]);
+        writes.push(...this.writeCommands(l, this.now()), this.announce(l));
         summary.operatorWritten!++;
       }
     }
@@ -583,13 +571,13 @@ export class RedisReplica implements StateReplica {
       const key = this.keyOf(q);
       const [text, pttl] = [replies[2 * i], replies[2 * i + 1]];
       if (local.kind === 'allocation-claimed') {
-        if (text !== null) writes.push(['PEXPIRE', key, String(this.keepAlive.storedTtlMs)]);
+        if (text !== null) writes.push(...this.writeCommands(local, now));
         return;
       }
       const write = () => {
         // Stored with when it was decided (what a later conflict compares); announced as live now.
         const announced = local.kind === 'pin' ? { ...local, at: now } : local;
-        writes.push(...this.writeCommands(local, now), ['PUBLISH', this.keys.channel, encodeMessage(this.instanceId, announced)]);
+        writes.push(...this.writeCommands(local, now), this.announce(announced));
         if (local.kind === 'pin') this.keepAlive.written(local.key, now);
         summary.written!++;
       };
@@ -612,7 +600,11 @@ export class RedisReplica implements StateReplica {
     });
   }
 
-  /** The SET that stores a pin, session or allocation (reconcile; publish builds its own). */
+  /**
+   * The commands that store a change (publish, reconcile, a placed pin over garbage). Pins and
+   * sessions live TTL + slack; an allocation until its connect tag expires, counted from now, so
+   * one written late (reconciling) never outlives its tag — an expired one is not written.
+   */
   private writeCommands(change: StateChange, now: number): Command[] {
     const px = String(this.keepAlive.storedTtlMs);
     switch (change.kind) {
@@ -620,10 +612,31 @@ export class RedisReplica implements StateReplica {
       case 'cookie':
       case 'log-id':
         return [['SET', this.keyOf(queryOf(change)), encodeValue(change, this.instanceId), 'PX', px]];
+      case 'unpin':
+        return [['DEL', this.keys.pin(change.key)]];
       case 'allocation':
         return change.tagExpiresAt > now ? [['SET', this.keys.allocation(change.sni), encodeValue(change, this.instanceId), 'PX', String(change.tagExpiresAt - now)]] : [];
+      case 'allocation-claimed':
+        return [['PEXPIRE', this.keys.allocation(change.sni), px]];
+      case 'operator-state':
+        return [['HSET', this.keys.operator, change.connectorId, encodeValue(change, this.instanceId)]];
+    }
+  }
+
+  /** The change as the other instances hear of it. */
+  private announce(change: StateChange): Command {
+    return ['PUBLISH', this.keys.channel, encodeMessage(this.instanceId, change)];
+  }
+
+  /** Where a write waits in `pending`: a newer write of the same record replaces it; a claim does not replace its allocation. */
+  private pendingId(change: StateChange): string {
+    switch (change.kind) {
+      case 'operator-state':
+        return `w:${this.keys.operator}:${change.connectorId}`;
+      case 'allocation-claimed':
+        return `x:${this.keys.allocation(change.sni)}`;
       default:
-        return [];
+        return `w:${this.keyOf(queryOf(change))}`;
     }
   }
 
@@ -702,7 +715,10 @@ function describeReply(reply: unknown): string {
   return `not a string value (${Array.isArray(reply) ? 'array' : typeof reply})`;
 }
 
+/** The store did not answer within the bound (told apart from an error reply or a broken connection). */
+class NoAnswer extends Error {}
+
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new NoAnswer(`no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
 }

@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { AnyRedisClientOptions } from '@redis/client';
 import type { ClusterConfig } from '../config/schema.ts';
-import { ErrorCodes, PlbError } from '../errors.ts';
+import { readCaFile, readSecret } from '../config/referenced.ts';
+import { ErrorCodes } from '../errors.ts';
 
 /**
  * The validated `cluster:` section turned into what the store client needs: secrets read from
@@ -30,8 +30,8 @@ export function resolveStoreSettings(cfg: ClusterConfig, env: NodeJS.ProcessEnv 
     keyPrefix: cfg.keyPrefix,
     url: cfg.redis.url,
     username,
-    password: cfg.redis.password ? readPassword(cfg.redis.password, env) : undefined,
-    tls: url.protocol === 'rediss:' ? { ca: cfg.redis.tls?.ca ? readCa(cfg.redis.tls.ca) : undefined, servername: cfg.redis.tls?.servername, insecure: cfg.redis.tls?.insecure ?? false } : undefined,
+    password: cfg.redis.password ? readStorePassword(cfg, env) : undefined,
+    tls: url.protocol === 'rediss:' ? { ca: cfg.redis.tls?.ca ? readCaFile(cfg.redis.tls.ca, 'cluster.redis.tls.ca', ErrorCodes.CLUSTER_CONFIG) : undefined, servername: cfg.redis.tls?.servername, insecure: cfg.redis.tls?.insecure ?? false } : undefined,
     connectTimeoutMs: cfg.timeouts.connect,
     lookupTimeoutMs: cfg.timeouts.lookup,
     heartbeatMs: cfg.timeouts.heartbeat,
@@ -83,28 +83,7 @@ export function clientOptions(s: StoreSettings): AnyRedisClientOptions {
   };
 }
 
-function readPassword(source: { file?: string | undefined; env?: string | undefined }, env: NodeJS.ProcessEnv): string {
-  let value: string;
-  let where: string;
-  if (source.file !== undefined) {
-    where = `cluster.redis.password.file (${source.file})`;
-    try {
-      value = readFileSync(source.file, 'utf8').trim();
-    } catch (err) {
-      throw new PlbError(ErrorCodes.CLUSTER_CONFIG, `${where}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, [], { cause: err });
-    }
-  } else {
-    where = `cluster.redis.password.env (${source.env})`;
-    value = (env[source.env!] ?? '').trim();
-  }
-  if (value === '') throw new PlbError(ErrorCodes.CLUSTER_CONFIG, `${where}: no password there (empty or unset)`);
-  return value;
-}
-
-function readCa(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new PlbError(ErrorCodes.CLUSTER_CONFIG, `cluster.redis.tls.ca (${file}): cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, [], { cause: err });
-  }
+/** `cluster.redis.password` from its file or environment variable (start and preflight read it alike). */
+export function readStorePassword(cfg: ClusterConfig, env: NodeJS.ProcessEnv): string {
+  return readSecret(cfg.redis.password!, 'cluster.redis.password', 'password', ErrorCodes.CLUSTER_CONFIG, env).value;
 }

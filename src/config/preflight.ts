@@ -4,11 +4,13 @@ import type { Config } from './schema.ts';
 import { WarningCodes, isPlbError, type WarningCode } from '../errors.ts';
 import { loadPair } from '../proxy/tls-certificates.ts';
 import { resolveAdminToken } from '../admin/token.ts';
+import { readStorePassword } from '../cluster-store/settings.ts';
+import type { SecretSource } from './referenced.ts';
 import { formatDuration } from '../util/duration.ts';
 
 /**
  * The checks `start` makes before it binds anything, beyond the schema: the files the config
- * names (certificates and keys, CA bundles, the admin token) are read and parsed as start reads
+ * names (certificates and keys, CA bundles, the admin token, the cluster store password) are read and parsed as start reads
  * them. `check-config` runs the same list, so "OK" means start gets past the config. Plus the
  * warnings a valid config can still deserve. Each finding names its key path, so the loader can
  * point at its line.
@@ -26,7 +28,8 @@ export interface PreflightOptions {
   env?: NodeJS.ProcessEnv;
   /**
    * `check-config` runs in an operator's shell, which need not have the service's environment:
-   * there an unset `admin.token.env` variable is a warning; for start and reload it is an error.
+   * there an unset `admin.token.env` (or `cluster.redis.password.env`) variable is a warning; for
+   * start and reload it is an error.
    */
   tokenEnvMissing?: 'error' | 'warning';
 }
@@ -55,19 +58,16 @@ export function preflight(config: Config, options: PreflightOptions = {}): { err
     if (tls.upstream?.ca !== undefined) checkCaFile(tls.upstream.ca, [...at, 'upstream', 'ca'], errors);
   }
   if (config.health.tls.ca !== undefined) checkCaFile(config.health.tls.ca, ['health', 'tls', 'ca'], errors);
+  const env = options.env ?? process.env;
   const token = config.admin.token;
   if (config.admin.enabled && token) {
-    try {
-      resolveAdminToken(config.admin, options.env ?? process.env);
-    } catch (err) {
-      if (!isPlbError(err)) throw err;
-      const path = token.file !== undefined ? ['admin', 'token', 'file'] : ['admin', 'token', 'env'];
-      const message = err.message.replace(/^admin\.token\.(?:file|env) \((.*?)\): /, '$1: ');
-      if (token.env !== undefined && options.tokenEnvMissing === 'warning') {
-        warnings.push({ path, code: WarningCodes.ADMIN_TOKEN_ENV, message: `${message} in this shell; start refuses unless its environment sets it` });
-      } else errors.push({ path, message });
-    }
+    checkSecret(() => resolveAdminToken(config.admin, env), ['admin', 'token'], token, WarningCodes.ADMIN_TOKEN_ENV, options, errors, warnings);
   }
+  const cluster = config.cluster;
+  if (cluster?.redis.password) {
+    checkSecret(() => readStorePassword(cluster, env), ['cluster', 'redis', 'password'], cluster.redis.password, WarningCodes.CLUSTER_PASSWORD_ENV, options, errors, warnings);
+  }
+  if (cluster?.redis.tls?.ca !== undefined) checkCaFile(cluster.redis.tls.ca, ['cluster', 'redis', 'tls', 'ca'], errors);
   const checks = config.health.checks;
   if (!checks.includes('broker')) {
     warnings.push({
@@ -88,6 +88,33 @@ export function preflight(config: Config, options: PreflightOptions = {}): { err
     });
   }
   return { errors, warnings };
+}
+
+/**
+ * A secret read as start reads it (`read` throws its PlbError); a failure is an error at
+ * `<at>.file` / `<at>.env`, or a warning for a variable unset in check-config's shell.
+ */
+function checkSecret(
+  read: () => unknown,
+  at: readonly string[],
+  source: SecretSource,
+  envWarning: WarningCode,
+  options: PreflightOptions,
+  errors: ConfigFinding[],
+  warnings: ConfigWarning[],
+): void {
+  try {
+    read();
+  } catch (err) {
+    if (!isPlbError(err)) throw err;
+    const path = [...at, source.file !== undefined ? 'file' : 'env'];
+    // The reader's message starts with the key path (which the loader prints) and the source in brackets.
+    const prefix = `${path.join('.')} (`;
+    const message = err.message.startsWith(prefix) ? err.message.slice(prefix.length).replace('): ', ': ') : err.message;
+    if (source.env !== undefined && options.tokenEnvMissing === 'warning') {
+      warnings.push({ path, code: envWarning, message: `${message} in this shell; start refuses unless its environment sets it` });
+    } else errors.push({ path, message });
+  }
 }
 
 /** Why a file cannot be read, or undefined when it can. */

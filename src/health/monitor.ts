@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import type { HealthConfig } from '../config/schema.ts';
 import { RateLimitedLog, type Logger } from '../logger.ts';
 import type { HealthStatus, Pool } from '../pool/pool.ts';
-import { ErrorCodes, PlbError } from '../errors.ts';
+import { readCaFile } from '../config/referenced.ts';
+import { ErrorCodes } from '../errors.ts';
 import { formatDuration } from '../util/duration.ts';
 import { fdExhaustedMessage } from '../util/fd-exhaustion.ts';
 import type { CheckOptions, CheckResult, RoundResult } from './checks.ts';
@@ -247,11 +247,5 @@ function targetOf(view: { address: string; ports: { broker: number; pcoip: numbe
 }
 
 function readCa(config: HealthConfig): string | undefined {
-  const caFile = config.tls.ca;
-  if (caFile === undefined) return undefined;
-  try {
-    return readFileSync(caFile, 'utf8');
-  } catch (err) {
-    throw new PlbError(ErrorCodes.HEALTH_TLS_CA, `health.tls.ca: cannot read ${caFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, [], { cause: err });
-  }
+  return config.tls.ca === undefined ? undefined : readCaFile(config.tls.ca, 'health.tls.ca', ErrorCodes.HEALTH_TLS_CA);
 }

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { parseClientKey } from '../balance/client-key.ts';
 import { admitsPinnedClients, type ConnectorView } from '../pool/pool.ts';
 import { unmapIpv4 } from '../util/address.ts';
 
@@ -114,18 +115,11 @@ export function needsInterval(plan: Pick<KernelPlan, 'prefixes'>, family: Family
  * key, or undefined when it is not one (then the client stays in user space).
  */
 export function elementKey(clientKey: string): { family: Family; key: string } | undefined {
-  const slash = clientKey.lastIndexOf('/');
-  if (slash < 0) return undefined;
-  const address = clientKey.slice(0, slash);
-  const lenText = clientKey.slice(slash + 1);
-  if (!/^\d{1,3}$/.test(lenText)) return undefined;
-  const len = Number(lenText);
-  const family = isIP(address);
-  if (family !== 4 && family !== 6) return undefined;
-  const full = family === 4 ? 32 : 128;
-  if (len > full) return undefined;
+  const parsed = parseClientKey(clientKey);
+  if (!parsed) return undefined;
+  const { family, address, len } = parsed;
   // A /0 key is every address: the map then holds one element covering everything.
-  return { family, key: len === full ? address : `${address}/${len}` };
+  return { family, key: len === (family === 4 ? 32 : 128) ? address : `${address}/${len}` };
 }
 
 /** A pin as the kernel should see it. */

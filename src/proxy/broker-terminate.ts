@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { createServer as createTcpServer, isIP, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
@@ -7,7 +6,8 @@ import type { Placer } from '../balance/placer.ts';
 import type { SessionTable } from '../balance/sessions.ts';
 import type { ConnectorView, Pool } from '../pool/pool.ts';
 import type { BrokerTlsConfig } from '../config/schema.ts';
-import { ErrorCodes, PlbError } from '../errors.ts';
+import { readCaFile } from '../config/referenced.ts';
+import { ErrorCodes, type PlbError } from '../errors.ts';
 import { formatHostPort, unmapIpv4, type HostPort } from '../util/address.ts';
 import type { FlowStats } from './flow-stats.ts';
 import type { FramerLimits } from './http1-framing.ts';
@@ -102,7 +102,7 @@ export class BrokerTerminateListener {
     this.now = deps.now ?? Date.now;
     const tls = options.tls;
     this.certificates = new CertificateStore(tls.certificates ?? [], tls.minVersion);
-    this.upstreamCa = tls.upstream?.ca === undefined ? undefined : readCa(tls.upstream.ca);
+    this.upstreamCa = tls.upstream?.ca === undefined ? undefined : readCaFile(tls.upstream.ca, 'listeners.broker.tls.upstream.ca', ErrorCodes.TLS_CERT);
     const lbCookie = this.readLbCookie();
     this.router = new BrokerRouter({
       pool: deps.pool,
@@ -376,13 +376,5 @@ export class BrokerTerminateListener {
         resolve(socket);
       });
     });
-  }
-}
-
-function readCa(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new PlbError(ErrorCodes.TLS_CERT, `listeners.broker.tls.upstream.ca: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, [], { cause: err });
   }
 }

@@ -66,6 +66,24 @@ describe('pcoip-lb check-config', () => {
     expect(JSON.stringify(fatal)).toMatch(/admin\.token\.env: PLB13_UNSET_TOKEN: no token there/);
   }, 60_000);
 
+  it('checks the cluster store password and CA as start reads them, each at its line', async () => {
+    const doc = parseDocument(readFileSync(EXAMPLE, 'utf8'));
+    doc.setIn(['cluster'], doc.createNode({ instanceId: 'lb-i10', redis: { url: 'rediss://127.0.0.1:6399', password: { file: join(dir, 'no-redis-pass') }, tls: { ca: join(dir, 'no-redis-ca.pem') } } }));
+    const file = join(dir, 'cluster.yaml');
+    writeFileSync(file, doc.toString());
+    const r = await runCli(['check-config', '-c', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`error PLB_E_CONFIG_INVALID: ${file}: 2 config errors`);
+    expect(r.stderr).toMatch(new RegExp(`\\n  ${file}:\\d+:\\d+ cluster\\.redis\\.password\\.file: ${dir}/no-redis-pass: cannot read: ENOENT\\n  ${file}:\\d+:\\d+ cluster\\.redis\\.tls\\.ca: cannot read ${dir}/no-redis-ca\\.pem: no such file\\n`));
+    // The password from a variable this shell does not have: a warning (start's environment is the one that counts).
+    doc.setIn(['cluster', 'redis', 'password'], doc.createNode({ env: 'PLB_I10_UNSET_REDIS_PASS' }));
+    doc.deleteIn(['cluster', 'redis', 'tls']);
+    writeFileSync(file, doc.toString());
+    const warned = await runCli(['check-config', '-c', file]);
+    expect(warned.code, warned.stderr).toBe(0);
+    expect(warned.stderr).toMatch(/^warning: \S+:\d+:\d+ cluster\.redis\.password\.env: PLB_I10_UNSET_REDIS_PASS: no password there \(empty or unset\) in this shell; .*\(PLB_W_CLUSTER_PASSWORD_ENV\)$/m);
+  }, 60_000);
+
   it('--log-level only where it changes something; reload --help names --config; completion', async () => {
     // Three at a time, each allowed 45 s: every one is a Node start-up, slow on a loaded 2-core machine.
     const commands = ['start', 'demo', 'simulate', 'check-config', 'reload', 'status', 'drain', 'enable', 'maint'];

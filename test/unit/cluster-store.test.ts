@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeHeartbeat, decodeMessage, decodeOperatorState, decodeValue, encodeHeartbeat, encodeMessage, encodeValue } from '../../src/cluster-store/codec.ts';
 import { PinKeepAlive, keepAliveSlack } from '../../src/cluster-store/pin-keepalive.ts';
 import { findDisagreements, formatClusterStatus, instanceViews } from '../../src/cluster-store/view.ts';
+import { sessionKeyDigest } from '../../src/balance/sessions.ts';
 import type { AllocationRecord, StateChange } from '../../src/state/changes.ts';
 
 const known = (id: string) => ['conn-a', 'conn-b'].includes(id);
@@ -64,8 +65,24 @@ describe('cluster store codec', () => {
     expect(decodeMessage(encodeMessage('lb-a', change), known)).toEqual({ ok: true, value: { from: 'lb-a', change } });
     expect(decodeMessage(encodeMessage('lb-a', { ...change, connectorId: 'conn-x' }), known).ok).toBe(false);
     expect(decodeMessage('{"from":"lb-a","change":{"kind":"evil"}}', known).ok).toBe(false);
-    expect(decodeMessage('{"change":{"kind":"unpin","key":"k","at":1}}', known).ok).toBe(false);
-    expect(decodeMessage(encodeMessage('lb-a', { kind: 'unpin', key: 'k', at: 1 }), known).ok).toBe(true);
+    expect(decodeMessage('{"change":{"kind":"unpin","key":"192.0.2.1/32","at":1}}', known).ok).toBe(false);
+    expect(decodeMessage(encodeMessage('lb-a', { kind: 'unpin', key: '192.0.2.1/32', at: 1 }), known).ok).toBe(true);
+  });
+
+  it('checks the keys on the channel: a pin names a client key (addr/len), a session a key digest', () => {
+    const pinOf = (key: string) => encodeMessage('lb-a', { kind: 'pin', key, connectorId: 'conn-a', reason: 'placed', at: 1 });
+    const unpinOf = (key: string) => encodeMessage('lb-a', { kind: 'unpin', key, at: 1 });
+    const cookieOf = (key: string) => encodeMessage('lb-a', { kind: 'cookie', key, connectorId: 'conn-a', at: 1 });
+    for (const good of ['192.0.2.1/32', '192.0.2.0/24', '2001:db8:1:2:0:0:0:0/64', '0.0.0.0/0']) {
+      expect(decodeMessage(pinOf(good), known).ok, good).toBe(true);
+      expect(decodeMessage(unpinOf(good), known).ok, good).toBe(true);
+    }
+    for (const bad of ['192.0.2.1', 'k', '192.0.2.1/33', '2001:db8::/129', '192.0.2.1/', '/32', 'host.example/32', `${'1'.repeat(300)}/32`]) {
+      expect(decodeMessage(pinOf(bad), known), bad).toMatchObject({ ok: false, reason: expect.stringMatching(/^change\.key: /) });
+      expect(decodeMessage(unpinOf(bad), known).ok, bad).toBe(false);
+    }
+    expect(decodeMessage(cookieOf(sessionKeyDigest('JSESSIONID=abc')), known).ok).toBe(true);
+    for (const bad of ['d1', 'JSESSIONID=abc', `${sessionKeyDigest('x')}x`]) expect(decodeMessage(cookieOf(bad), known), bad).toMatchObject({ ok: false, reason: expect.stringMatching(/session key digest/) });
   });
 
   it('checks heartbeats, including that a heartbeat names its own key', () => {
@@ -111,14 +128,24 @@ describe('PinKeepAlive', () => {
     expect(k.applyDeltas(new Map([['seen', 1], ['unknown', 1]]), 0)).toEqual(['unknown']);
   });
 
+  it("a key written by another instance is refreshed here only if tracked here (this instance's own clients)", () => {
+    const k = new PinKeepAlive({ ttlMs: ttl, slackMs: slack });
+    k.writtenElsewhere('theirs', 0);
+    expect(k.size).toBe(0);
+    k.written('ours', 0); // expires at 75 s
+    k.writtenElsewhere('ours', 20_000); // re-written elsewhere: expires at 95 s
+    expect(k.size).toBe(1);
+    k.applyDeltas(new Map([['ours', 1]]), 20_000);
+    expect(k.due(25_000)).toEqual([]); // 70 s left: no refresh needed (by the 75 s it had, 50 s left: it would be)
+  });
+
   it('forgets idle keys once their stored pin has expired (bounded memory)', () => {
     const k = new PinKeepAlive({ ttlMs: ttl, slackMs: slack });
     k.written('idle', 0);
     k.written('busy', 0);
     k.applyDeltas(new Map([['busy', 1]]), 0);
-    k.due(80_000);
+    expect(k.due(80_000)).toEqual(['busy']); // kept, and refreshed: its client has flows here
     expect(k.size).toBe(1);
-    expect([...k.active()]).toEqual(['busy']);
   });
 });
 
